@@ -1,0 +1,24 @@
+"""Evaluators: importance, channel selection, proxy fitness, analytic cost, higher fidelity, pruning."""
+
+from prune_search.evaluators.adaptive_bn import AdaptiveBNEvaluator, recalibrate_bn
+from prune_search.evaluators.cost import CostModel
+from prune_search.evaluators.importance import CRITERIA, Importance, compute_importance
+from prune_search.evaluators.materialize import PruningPlan, apply_plan, materialize
+from prune_search.evaluators.proxy import PROXIES, ProxyEvaluator
+from prune_search.evaluators.selection import keep_order, select_channels
+
+__all__ = [
+    "CRITERIA",
+    "PROXIES",
+    "AdaptiveBNEvaluator",
+    "CostModel",
+    "Importance",
+    "ProxyEvaluator",
+    "PruningPlan",
+    "apply_plan",
+    "compute_importance",
+    "keep_order",
+    "materialize",
+    "recalibrate_bn",
+    "select_channels",
+]

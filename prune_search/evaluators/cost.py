@@ -1,0 +1,113 @@
+"""Exact analytic MACs and params of pruned candidates, batched, from keep counts alone.
+
+Conventions (checked against the physically pruned model in the tests):
+- MACs: multiply-accumulates of Conv and Linear layers for one input sample, bias adds and
+  every other op (BN, activations, pooling, residual adds) excluded: torch's
+  ``FlopCounterMode`` total ÷ 2.
+- params: every parameter of the pruned model (weights, biases, BN γ/β; not BN running
+  statistics, which are buffers), i.e. ``sum(p.numel() for p in model.parameters())``.
+
+Each layer width is ``base + Σ multiplicity · keep[group]`` over the groups that touch it,
+and both totals are sums of ``coef · width_a · width_b`` terms, so a population ``[P, G]``
+costs a few gathers on the device, exactly (int64 arithmetic).
+"""
+
+import torch
+from torch import Tensor
+
+from prune_search.space import CandidateBatch, PruningSpace
+from prune_search.space.structure import BATCHNORM, CONV, LINEAR, Layer
+
+
+class CostModel:
+    """MACs and params of candidates of ``space``, on ``device``."""
+
+    def __init__(self, space: PruningSpace, device: torch.device | str = "cpu") -> None:
+        self.space = space
+        self.device = torch.device(device)
+        dims: dict[tuple[str, str], int] = {}
+        widths: list[int] = []
+
+        def add_dim(layer: Layer, side: str, width: int) -> int:
+            dims[(layer.name, side)] = len(widths)
+            widths.append(width)
+            return dims[(layer.name, side)]
+
+        macs_terms: list[tuple[int, int, int]] = []
+        param_terms: list[tuple[int, int, int]] = []
+        self._fixed_macs = 0
+        fixed_params = space.structure.other_params
+        one = -1
+        for layer in space.structure.layers:
+            if layer.kind == BATCHNORM or layer.depthwise:
+                dim = add_dim(layer, "out", layer.out_channels)
+                dims[(layer.name, "in")] = dim
+                if layer.kind == BATCHNORM:
+                    param_terms.append((2 if layer.affine else 0, dim, one))
+                    continue
+                macs_terms.append((layer.kernel * layer.positions, dim, one))
+                param_terms.append((layer.kernel + int(layer.bias), dim, one))
+                continue
+            out = add_dim(layer, "out", layer.out_channels)
+            inp = add_dim(layer, "in", layer.in_channels)
+            if layer.kind == CONV and layer.groups > 1:
+                per_group = layer.in_channels // layer.groups
+                self._fixed_macs += layer.kernel * layer.positions * layer.out_channels * per_group
+                fixed_params += layer.kernel * layer.out_channels * per_group + layer.out_channels * int(layer.bias)
+                continue
+            assert layer.kind in (CONV, LINEAR)
+            macs_terms.append((layer.kernel * layer.positions, out, inp))
+            param_terms.append((layer.kernel, out, inp))
+            param_terms.append((int(layer.bias), out, one))
+        base = torch.tensor(widths + [1], dtype=torch.int64)
+        contrib_dims, contrib_groups, contrib_mult = [], [], []
+        seen: set[tuple[int, int]] = set()
+        for g, group in enumerate(space.groups):
+            for member in group.members:
+                dim = dims[(member.module, "out" if member.out else "in")]
+                if (dim, g) in seen:
+                    continue
+                seen.add((dim, g))
+                multiplicity = group.multiplicity(member)
+                base[dim] -= multiplicity * group.size
+                contrib_dims.append(dim)
+                contrib_groups.append(g)
+                contrib_mult.append(multiplicity)
+        one_index = len(widths)
+
+        def terms(raw: list[tuple[int, int, int]]) -> tuple[Tensor, Tensor, Tensor]:
+            coef = torch.tensor([t[0] for t in raw], dtype=torch.int64)
+            a = torch.tensor([t[1] for t in raw], dtype=torch.int64)
+            b = torch.tensor([one_index if t[2] == one else t[2] for t in raw], dtype=torch.int64)
+            return coef.to(self.device), a.to(self.device), b.to(self.device)
+
+        self._base = base.to(self.device)
+        self._dims = torch.tensor(contrib_dims, dtype=torch.int64, device=self.device)
+        self._groups = torch.tensor(contrib_groups, dtype=torch.int64, device=self.device)
+        self._mult = torch.tensor(contrib_mult, dtype=torch.int64, device=self.device)
+        self._macs = terms(macs_terms)
+        self._params = terms(param_terms)
+        self._fixed_params = fixed_params
+
+    def widths(self, batch: CandidateBatch) -> Tensor:
+        """Width of every layer dimension per candidate ``[P, D + 1]`` (last column: 1)."""
+        keep = batch.keep.to(self.device)
+        widths = self._base.repeat(keep.shape[0], 1)
+        return widths.index_add_(1, self._dims, keep[:, self._groups] * self._mult)
+
+    @staticmethod
+    def _total(widths: Tensor, terms: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        coef, a, b = terms
+        return (widths[:, a] * widths[:, b] * coef).sum(1)
+
+    def __call__(self, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
+        """(MACs ``[P]``, params ``[P]``), int64, per input sample."""
+        widths = self.widths(batch)
+        return self._total(widths, self._macs) + self._fixed_macs, self._total(
+            widths, self._params
+        ) + self._fixed_params
+
+    def base(self) -> tuple[int, int]:
+        """MACs and params of the unpruned model."""
+        macs, params = self(self.space.full())
+        return int(macs[0]), int(params[0])

@@ -1,0 +1,108 @@
+"""Physical pruning of a candidate with torch-pruning, and the JSON plan that replays it."""
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators.importance import Importance
+from prune_search.evaluators.selection import select_channels
+from prune_search.space import CandidateBatch, PruningSpace
+
+PLAN_FORMAT = "prune-search/plan"
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """What was pruned, as plain data.
+
+    ``kept[group]``: the root channels kept (ascending, original numbering);
+    ``strategies[group]``: the strategy that chose them; ``history``: torch-pruning's
+    pruning history (``[module, is_out, idxs]`` steps) that replays the plan on a fresh,
+    unpruned model; ``input_shape``: the example input used for tracing, ``[1, C, H, W]``.
+    """
+
+    kept: dict[str, list[int]]
+    strategies: dict[str, str]
+    history: list[list[Any]]
+    input_shape: list[int]
+
+    def to_json(self) -> str:
+        return json.dumps({"format": PLAN_FORMAT, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "PruningPlan":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PruneSearchError(f"the pruning plan is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise PruneSearchError("the file is not a prune-search pruning plan")
+        return cls(data["kept"], data["strategies"], data["history"], data["input_shape"])
+
+
+def _example(model: nn.Module, shape: list[int]) -> torch.Tensor:
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    return torch.zeros(shape, device=device)
+
+
+def materialize(
+    model: nn.Module, space: PruningSpace, importance: Importance, candidate: CandidateBatch
+) -> tuple[nn.Module, PruningPlan]:
+    """A physically pruned copy of ``model`` for one candidate (``len(candidate) == 1``) and its plan.
+
+    Group by group, the channels :func:`select_channels` does not keep are removed with
+    torch-pruning, so the result has exactly the widths and channels the proxy scored.
+    ``model`` itself is not changed.
+    """
+    if len(candidate) != 1:
+        raise PruneSearchError(f"materialize takes one candidate, got {len(candidate)}")
+    space.validate(candidate)
+    vectors = importance.vectors(space)
+    pruned = copy.deepcopy(model)
+    was_training = pruned.training
+    pruned.eval()
+    graph = tp.DependencyGraph().build_dependency(
+        pruned, example_inputs=_example(pruned, space.structure.input_shape), verbose=False
+    )
+    modules = dict(pruned.named_modules())
+    kept, strategies = {}, {}
+    for g, (group, vector) in enumerate(zip(space.groups, vectors, strict=True)):
+        strategy = space.strategies[int(candidate.strategy[0, g])]
+        keep = select_channels(vector, strategy, int(candidate.keep[0, g]))
+        kept[group.name] = keep.tolist()
+        strategies[group.name] = strategy
+        removed = sorted(set(range(group.size)) - set(kept[group.name]))
+        if removed:
+            root = modules[group.name]
+            handler = graph.get_pruner_of_module(root).prune_out_channels
+            graph.get_pruning_group(root, handler, removed).prune()
+    pruned.train(was_training)
+    history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in graph.pruning_history()]
+    return pruned, PruningPlan(kept, strategies, history, list(space.structure.input_shape))
+
+
+def apply_plan(fresh_model: nn.Module, plan: PruningPlan) -> nn.Module:
+    """Replay ``plan`` on a freshly built, unpruned model (in place) and return it.
+
+    Load the pruned state_dict (``torch.load(path, weights_only=True)``) into the result.
+    """
+    was_training = fresh_model.training
+    fresh_model.eval()
+    graph = tp.DependencyGraph().build_dependency(
+        fresh_model, example_inputs=_example(fresh_model, plan.input_shape), verbose=False
+    )
+    try:
+        graph.load_pruning_history(plan.history)
+    except (KeyError, IndexError) as exc:
+        raise PruneSearchError(
+            f"the pruning plan does not fit this model ({exc}); build the model it was made for"
+        ) from None
+    fresh_model.train(was_training)
+    return fresh_model

@@ -1,0 +1,225 @@
+"""The search space: one (keep ratio, strategy) gene pair per prunable group."""
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+import torch
+from torch import Tensor, nn
+
+from prune_search.errors import PruneSearchError
+from prune_search.space.candidates import CandidateBatch
+from prune_search.space.structure import Group, Structure
+from prune_search.space.trace import trace_structure
+
+STRATEGIES = ("min", "median")
+
+
+@dataclass(frozen=True)
+class SpaceOptions:
+    """How ratios decode to keep counts (DESIGN.md, "Keep count").
+
+    Ratios lie on the grid ``min_ratio, min_ratio + ratio_step, ..., 1``; a ratio ``r`` of a
+    group of ``n`` channels keeps ``k = min(n, max(min_keep, round_to·round(r·n / round_to)))``
+    channels, so ``k ≥ min(n, min_keep) ≥ 1`` whatever the rounding.
+    """
+
+    min_ratio: float = 0.1
+    ratio_step: float = 0.05
+    round_to: int = 1
+    min_keep: int = 1
+    strategies: tuple[str, ...] = STRATEGIES
+
+    def validate(self) -> None:
+        if not 0 < self.min_ratio <= 1:
+            raise PruneSearchError(f"min_ratio must be in (0, 1], got {self.min_ratio}")
+        if self.ratio_step <= 0:
+            raise PruneSearchError(f"ratio_step must be positive, got {self.ratio_step}")
+        steps = (1 - self.min_ratio) / self.ratio_step
+        if abs(steps - round(steps)) > 1e-6:
+            raise PruneSearchError(
+                f"1 - min_ratio ({1 - self.min_ratio:g}) must be a multiple of ratio_step ({self.ratio_step:g})"
+            )
+        if self.round_to < 1 or self.min_keep < 1:
+            raise PruneSearchError("round_to and min_keep must be at least 1")
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise PruneSearchError(f"unknown strategy {unknown or '(none)'}; strategies are {', '.join(STRATEGIES)}")
+
+    @property
+    def ratios(self) -> list[float]:
+        """The ratio grid, ascending, ending at 1."""
+        count = round((1 - self.min_ratio) / self.ratio_step)
+        return [round(self.min_ratio + i * self.ratio_step, 10) for i in range(count + 1)]
+
+
+def ratio_param(group: str) -> str:
+    return f"ratio/{group}"
+
+
+def strategy_param(group: str) -> str:
+    return f"strategy/{group}"
+
+
+class PruningSpace:
+    """Prunable groups of a model and the genes that choose their widths.
+
+    A candidate is a :class:`CandidateBatch` row: keep count and strategy code per group,
+    in the order of :attr:`groups`. Optuna params are ``ratio/<group>`` (float on the grid)
+    and ``strategy/<group>`` (categorical).
+    """
+
+    def __init__(self, structure: Structure, options: SpaceOptions | None = None) -> None:
+        self.structure = structure
+        self.options = options or SpaceOptions()
+        self.options.validate()
+        if not structure.groups:
+            raise PruneSearchError("the model has no prunable groups (every Conv/Linear is ignored or the classifier)")
+        self.groups: list[Group] = structure.groups
+        self.sizes = torch.tensor([g.size for g in self.groups], dtype=torch.int64)
+        grid = torch.tensor(self.options.ratios, dtype=torch.float64)
+        self._ratio_grid = grid
+        self._keep_table = self.keep_counts(grid[:, None].expand(-1, len(self.groups))).T.contiguous()
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        example_inputs: Tensor,
+        *,
+        ignored_layers: Iterable[str] = (),
+        min_ratio: float = 0.1,
+        ratio_step: float = 0.05,
+        round_to: int = 1,
+        min_keep: int = 1,
+        strategies: Sequence[str] = STRATEGIES,
+    ) -> "PruningSpace":
+        """Trace ``model`` on ``example_inputs`` (one batch, ``[B, C, H, W]``) and build the space."""
+        options = SpaceOptions(min_ratio, ratio_step, round_to, min_keep, tuple(strategies))
+        options.validate()
+        return cls(trace_structure(model, example_inputs, ignored_layers), options)
+
+    @property
+    def names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        return self.options.strategies
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def keep_counts(self, ratios: Tensor) -> Tensor:
+        """Keep counts ``[P, G]`` (int64) for ratios ``[P, G]`` in (0, 1]."""
+        n = self.sizes.to(torch.float64)
+        step = self.options.round_to
+        rounded = torch.round(ratios.to(torch.float64) * n / step) * step
+        floor = n.clamp(max=float(self.options.min_keep))
+        return torch.minimum(n, torch.maximum(floor, rounded)).to(torch.int64)
+
+    def floor(self) -> Tensor:
+        """Smallest keep count per group ``[G]`` (the ``min_ratio`` decode)."""
+        return self._keep_table[:, 0].clone()
+
+    def full(self, count: int = 1) -> CandidateBatch:
+        """``count`` copies of the unpruned candidate (strategy ``min`` or the first one)."""
+        return CandidateBatch(self.sizes.repeat(count, 1), torch.zeros(count, len(self), dtype=torch.int64))
+
+    def smallest(self, count: int = 1) -> CandidateBatch:
+        """``count`` copies of the candidate with every group at its floor."""
+        return CandidateBatch(self.floor().repeat(count, 1), torch.zeros(count, len(self), dtype=torch.int64))
+
+    def sample(self, n: int, seed: int = 0) -> CandidateBatch:
+        """``n`` random candidates: ratios uniform on the grid, strategies uniform."""
+        generator = torch.Generator().manual_seed(seed)
+        levels = torch.randint(len(self._ratio_grid), (n, len(self)), generator=generator)
+        strategy = torch.randint(len(self.strategies), (n, len(self)), generator=generator)
+        return CandidateBatch(self._keep_table.T.gather(0, levels) if n else levels, strategy)
+
+    def validate(self, batch: CandidateBatch) -> None:
+        """Raise a one-line error naming the first group where ``batch`` leaves the space."""
+        expected = (len(batch.keep), len(self))
+        if batch.keep.shape != expected or batch.strategy.shape != expected or batch.keep.dim() != 2:
+            raise PruneSearchError(
+                f"candidates must be [P, {len(self)}] keep counts and strategy codes, got "
+                f"{list(batch.keep.shape)} and {list(batch.strategy.shape)}"
+            )
+        keep = batch.keep.cpu()
+        allowed = self._keep_table
+        inside = (keep[:, :, None] == allowed[None]).any(-1)
+        if not bool(inside.all()):
+            p, g = (~inside).nonzero()[0].tolist()
+            raise PruneSearchError(
+                f"candidate {p} keeps {int(keep[p, g])} of {self.groups[g].size} channels in group "
+                f"'{self.groups[g].name}', which no ratio of the space gives (allowed: {sorted(set(allowed[g].tolist()))})"
+            )
+        bad = (batch.strategy < 0) | (batch.strategy >= len(self.strategies))
+        if bool(bad.any()):
+            p, g = bad.nonzero()[0].tolist()
+            raise PruneSearchError(
+                f"candidate {p} has strategy code {int(batch.strategy[p, g])} in group '{self.groups[g].name}'; "
+                f"codes are 0..{len(self.strategies) - 1} for {', '.join(self.strategies)}"
+            )
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Optuna distributions of every gene, ratio and strategy per group."""
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for name in self.names:
+            out[ratio_param(name)] = optuna.distributions.FloatDistribution(
+                self.options.min_ratio, 1.0, step=self.options.ratio_step
+            )
+            out[strategy_param(name)] = optuna.distributions.CategoricalDistribution(list(self.strategies))
+        return out
+
+    def from_params(self, params: dict[str, Any]) -> CandidateBatch:
+        """One candidate from Optuna params (``ratio/<group>``, ``strategy/<group>``)."""
+        missing = [k for k in self.distributions() if k not in params]
+        if missing:
+            raise PruneSearchError(f"params lack '{missing[0]}'; every group needs a ratio and a strategy")
+        ratios = torch.tensor([[float(params[ratio_param(n)]) for n in self.names]], dtype=torch.float64)
+        if bool(((ratios < self.options.min_ratio - 1e-9) | (ratios > 1 + 1e-9)).any()):
+            raise PruneSearchError(f"ratios must lie in [{self.options.min_ratio}, 1]")
+        unknown = [params[strategy_param(n)] for n in self.names if params[strategy_param(n)] not in self.strategies]
+        if unknown:
+            raise PruneSearchError(f"unknown strategy '{unknown[0]}'; strategies are {', '.join(self.strategies)}")
+        strategy = torch.tensor([[self.strategies.index(params[strategy_param(n)]) for n in self.names]])
+        return CandidateBatch(self.keep_counts(ratios), strategy)
+
+    def to_params(self, batch: CandidateBatch) -> list[dict[str, Any]]:
+        """Optuna params per candidate; a keep count maps to the smallest grid ratio giving it."""
+        self.validate(batch)
+        first = (batch.keep.cpu()[:, :, None] == self._keep_table[None]).to(torch.int8).argmax(-1)
+        ratios = self._ratio_grid[first]
+        rows = []
+        for p in range(len(batch)):
+            row: dict[str, Any] = {}
+            for g, name in enumerate(self.names):
+                row[ratio_param(name)] = float(ratios[p, g])
+                row[strategy_param(name)] = self.strategies[int(batch.strategy[p, g])]
+            rows.append(row)
+        return rows
+
+    def describe(self, batch: CandidateBatch, index: int = 0) -> dict[str, dict[str, Any]]:
+        """Readable form of one candidate: ``{group: {"keep": k, "size": n, "strategy": s}}``."""
+        return {
+            g.name: {
+                "keep": int(batch.keep[index, i]),
+                "size": g.size,
+                "strategy": self.strategies[int(batch.strategy[index, i])],
+            }
+            for i, g in enumerate(self.groups)
+        }
+
+    def to_json(self) -> str:
+        """The whole space (structure and options) as JSON."""
+        return json.dumps({"options": asdict(self.options), "structure": self.structure.to_dict()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "PruningSpace":
+        data = json.loads(text)
+        options = data["options"]
+        options["strategies"] = tuple(options["strategies"])
+        return cls(Structure.from_dict(data["structure"]), SpaceOptions(**options))
