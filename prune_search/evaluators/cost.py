@@ -59,7 +59,7 @@ class CostModel:
             macs_terms.append((layer.kernel * layer.positions, out, inp))
             param_terms.append((layer.kernel, out, inp))
             param_terms.append((int(layer.bias), out, one))
-        base = torch.tensor(widths + [1], dtype=torch.int64)
+        base = torch.tensor([*widths, 1], dtype=torch.int64)
         contrib_dims, contrib_groups, contrib_mult = [], [], []
         seen: set[tuple[int, int]] = set()
         for g, group in enumerate(space.groups):

@@ -152,9 +152,11 @@ class PruningSpace:
         inside = (keep[:, :, None] == allowed[None]).any(-1)
         if not bool(inside.all()):
             p, g = (~inside).nonzero()[0].tolist()
+            counts = sorted(set(allowed[g].tolist()))
             raise PruneSearchError(
                 f"candidate {p} keeps {int(keep[p, g])} of {self.groups[g].size} channels in group "
-                f"'{self.groups[g].name}', which no ratio of the space gives (allowed: {sorted(set(allowed[g].tolist()))})"
+                f"'{self.groups[g].name}', which no ratio of the space gives ({len(counts)} counts from "
+                f"{counts[0]} to {counts[-1]} are allowed)"
             )
         bad = (batch.strategy < 0) | (batch.strategy >= len(self.strategies))
         if bool(bad.any()):
