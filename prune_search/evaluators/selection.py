@@ -15,10 +15,11 @@ def keep_order(scores: Tensor, strategy: str) -> Tensor:
     from the median rank, and of two channels at equal distance the more important one wins.
     """
     n = scores.numel()
-    ascending = torch.sort(scores.to(torch.float64), stable=True).indices
+    scores = scores.to(torch.float64)
     if strategy == "min":
-        return ascending.flip(0)
+        return torch.sort(scores, descending=True, stable=True).indices
     if strategy == "median":
+        ascending = torch.sort(scores, stable=True).indices
         rank = torch.empty(n, dtype=torch.int64)
         rank[ascending] = torch.arange(n)
         priority = (2 * rank - (n - 1)).abs() * 2 + (2 * rank > n - 1).to(torch.int64)

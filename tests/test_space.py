@@ -1,0 +1,154 @@
+import optuna
+import pytest
+import torch
+from torch import nn
+
+from prune_search.errors import PruneSearchError
+from prune_search.models import ModelSpec, build_model
+from prune_search.space import CandidateBatch, PruningSpace, SpaceOptions
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    torch.manual_seed(0)
+    return build_model(ModelSpec("resnet20", 1, 10, 8)).eval()
+
+
+@pytest.fixture(scope="module")
+def space(resnet20):
+    return PruningSpace.from_model(resnet20, torch.randn(2, 1, 8, 8))
+
+
+def test_groups_have_stable_readable_names_and_sizes(space):
+    assert len(space) == 12  # 9 block-internal groups + 3 residual stages
+    assert space.names[:2] == ["conv1", "layer1.0.conv1"]
+    assert "fc" not in space.names
+    assert space.sizes.tolist() == [16, 16, 16, 16, 32, 32, 32, 32, 64, 64, 64, 64]
+    sizes = dict(zip(space.names, space.sizes.tolist(), strict=True))
+    assert sizes["layer2.0.downsample.0"] == 32  # stage 2 residual group, rooted at its shortcut
+
+
+def test_resnet56_has_the_30_groups_depgraph_reports():
+    model = build_model(ModelSpec("resnet56", 3, 10, 32))
+    assert len(PruningSpace.from_model(model, torch.randn(1, 3, 32, 32))) == 30
+
+
+def test_ignored_layers_take_their_group_out_of_the_space(resnet20):
+    space = PruningSpace.from_model(resnet20, torch.randn(1, 1, 8, 8), ignored_layers=["conv1", "layer1.0.conv1"])
+    assert "conv1" not in space.names
+    assert "layer1.0.conv1" not in space.names
+    assert len(space) == 10
+
+
+def test_keep_counts_follow_the_decode_rule_and_round_to_never_breaks_the_floor(resnet20):
+    space = PruningSpace.from_model(resnet20, torch.randn(1, 1, 8, 8), round_to=8, min_keep=2, min_ratio=0.05)
+    ratios = torch.tensor(space.options.ratios, dtype=torch.float64)[:, None].expand(-1, len(space))
+    keep = space.keep_counts(ratios)
+    n = space.sizes
+    assert bool((keep >= torch.clamp(n, max=2)).all())
+    assert bool((keep <= n).all())
+    assert keep[:, 0].tolist()[:3] == [2, 2, 2]  # 16 channels at 5 %, 10 %: rounding to 8 gives 0, the floor holds
+    assert int(keep[-1, 0]) == 16
+    multiple = (keep % 8 == 0) | (keep == 2) | (keep == n)
+    assert bool(multiple.all())
+
+
+def test_optuna_params_round_trip_and_optuna_samples_inside_the_space(space):
+    batch = space.sample(30, seed=4)
+    rows = space.to_params(batch)
+    again = CandidateBatch.cat([space.from_params(row) for row in rows])
+    assert torch.equal(again.keep, batch.keep)
+    assert torch.equal(again.strategy, batch.strategy)
+    assert set(rows[0]) == {f"{kind}/{name}" for name in space.names for kind in ("ratio", "strategy")}
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for _ in range(5):
+        trial = study.ask(space.distributions())
+        space.validate(space.from_params(trial.params))
+
+
+def test_sampling_is_seeded_and_covers_both_strategies(space):
+    a, b = space.sample(50, seed=1), space.sample(50, seed=1)
+    assert torch.equal(a.keep, b.keep) and torch.equal(a.strategy, b.strategy)
+    assert not torch.equal(a.keep, space.sample(50, seed=2).keep)
+    assert set(a.strategy.unique().tolist()) == {0, 1}
+    space.validate(a)
+
+
+def test_space_json_round_trip(space):
+    again = PruningSpace.from_json(space.to_json())
+    assert again.names == space.names
+    assert again.options == space.options
+    assert again.distributions() == space.distributions()
+
+
+@pytest.mark.parametrize(
+    ("keep_value", "strategy_value", "needle"),
+    [(0, 0, "keeps 0 of 16"), (17, 0, "keeps 17 of 16"), (16, 2, "strategy code 2"), (16, -1, "strategy code -1")],
+)
+def test_candidates_outside_the_space_are_refused(space, keep_value, strategy_value, needle):
+    batch = space.full()
+    batch.keep[0, 0] = keep_value
+    batch.strategy[0, 0] = strategy_value
+    with pytest.raises(PruneSearchError, match=needle) as info:
+        space.validate(batch)
+    assert "conv1" in str(info.value)
+
+
+def test_candidates_of_the_wrong_shape_are_refused(space):
+    with pytest.raises(PruneSearchError, match=r"\[P, 12\]"):
+        space.validate(CandidateBatch(torch.ones(2, 5, dtype=torch.int64), torch.zeros(2, 5, dtype=torch.int64)))
+
+
+def test_params_with_unknown_strategy_or_ratio_are_refused(space):
+    row = space.to_params(space.full())[0]
+    with pytest.raises(PruneSearchError, match="unknown strategy 'max'"):
+        space.from_params({**row, "strategy/conv1": "max"})
+    with pytest.raises(PruneSearchError, match="ratios must lie"):
+        space.from_params({**row, "ratio/conv1": 1.5})
+    with pytest.raises(PruneSearchError, match="lack 'ratio/conv1'"):
+        space.from_params({k: v for k, v in row.items() if k != "ratio/conv1"})
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"min_ratio": 0.0}, "min_ratio"),
+        ({"min_ratio": 0.1, "ratio_step": 0.07}, "multiple of ratio_step"),
+        ({"strategies": ("min", "max")}, "unknown strategy"),
+        ({"round_to": 0}, "round_to"),
+    ],
+)
+def test_bad_space_options_are_refused(options, needle):
+    with pytest.raises(PruneSearchError, match=needle):
+        SpaceOptions(**options).validate()
+
+
+def test_example_input_of_the_wrong_shape_is_named(resnet20):
+    with pytest.raises(PruneSearchError) as info:
+        PruningSpace.from_model(resnet20, torch.randn(2, 3, 8, 8))
+    message = str(info.value)
+    assert "[2, 3, 8, 8]" in message
+    assert "layer 'conv1'" in message
+    assert "\n" not in message
+
+
+class _Detached(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3)
+        self.body = nn.Conv2d(8, 8, 3)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x).detach()
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def test_a_layer_the_dependency_graph_cannot_trace_is_named():
+    with pytest.raises(PruneSearchError, match="cannot trace layer 'stem'"):
+        PruningSpace.from_model(_Detached(), torch.randn(1, 1, 8, 8))
+
+
+def test_unknown_ignored_layer_is_named(resnet20):
+    with pytest.raises(PruneSearchError, match="ignored layer 'layer9'"):
+        PruningSpace.from_model(resnet20, torch.randn(1, 1, 8, 8), ignored_layers=["layer9"])
