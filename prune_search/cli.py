@@ -2,6 +2,7 @@
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from prune_search.data import DataSpec, available_datasets, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.models import ModelSpec, available_models
-from prune_search.training import EpochRecord, TrainConfig, load_model, train_baseline
+from prune_search.training import EpochRecord, TrainConfig, load_model, read_checkpoint, train_baseline
 from prune_search.training.loop import evaluate
 
 app = typer.Typer(
@@ -137,29 +138,13 @@ def evaluate_command(
     """Accuracy and loss of a checkpoint on the val (or test) split."""
     if split not in ("val", "test"):
         raise PruneSearchError(f"--split must be val or test, got '{split}'")
-    from prune_search.training import read_checkpoint
-
     stored = read_checkpoint(checkpoint)
     data = DataSpec.from_dict(stored["data"])
-    if dataset is not None or data_root is not None:
-        data = DataSpec(
-            dataset or data.name,
-            str(data_root) if data_root else data.root,
-            data.val_fraction,
-            data.split_seed,
-            data.image_size,
-        )
+    data = replace(data, name=dataset or data.name, root=str(data_root) if data_root else data.root)
     bundle = load_dataset(data, download=download)
-    wanted = None
-    if model is not None:
-        wanted = ModelSpec(
-            model, bundle.in_channels, bundle.num_classes, bundle.image_size, parse_model_options(model_option)
-        )
-    else:
-        stored_spec = ModelSpec.from_dict(stored["model"])
-        wanted = ModelSpec(
-            stored_spec.name, bundle.in_channels, bundle.num_classes, bundle.image_size, stored_spec.options
-        )
+    stored_spec = ModelSpec.from_dict(stored["model"])
+    name, options = (model, parse_model_options(model_option)) if model else (stored_spec.name, stored_spec.options)
+    wanted = ModelSpec(name, bundle.in_channels, bundle.num_classes, bundle.image_size, options)
     net, _ = load_model(checkpoint, wanted)
     torch_device = resolve_device(device)
     metrics = evaluate(net.to(torch_device), bundle.loader(split, 512), torch_device)

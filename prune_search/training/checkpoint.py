@@ -74,20 +74,18 @@ def model_payload(
 
 def check_compatible(path: Path, stored: ModelSpec, wanted: ModelSpec) -> None:
     """Fail with a one-line error when a checkpoint's model is not the one the run asks for."""
-    problems = []
     if stored.name != wanted.name or stored.options != wanted.options:
-        problems.append(f"architecture {stored.describe()} vs {wanted.describe()}")
+        problem = f"architecture {stored.describe()} vs {wanted.describe()}"
     elif stored.num_classes != wanted.num_classes:
-        problems.append(f"{stored.num_classes} classes vs {wanted.num_classes}")
+        problem = f"{stored.num_classes} classes vs {wanted.num_classes}"
     elif (stored.in_channels, stored.image_size) != (wanted.in_channels, wanted.image_size):
-        problems.append(
-            f"input {stored.in_channels}×{stored.image_size}px vs {wanted.in_channels}×{wanted.image_size}px"
-        )
-    if problems:
-        raise PruneSearchError(
-            f"checkpoint {path} does not fit this run ({problems[0]}); "
-            "pass the checkpoint trained for this model and dataset, or the matching --model/--dataset"
-        )
+        problem = f"input {stored.in_channels}×{stored.image_size}px vs {wanted.in_channels}×{wanted.image_size}px"
+    else:
+        return
+    raise PruneSearchError(
+        f"checkpoint {path} does not fit this run ({problem}); "
+        "pass the checkpoint trained for this model and dataset, or the matching --model/--dataset"
+    )
 
 
 def load_model(path: Path, wanted: ModelSpec | None = None) -> tuple[nn.Module, dict[str, Any]]:
