@@ -1,0 +1,115 @@
+"""A study's configuration: what the first worker decides, every later worker reads."""
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from prune_search.errors import PruneSearchError
+
+OBJECTIVES = ("proxy", "macs", "params")
+CONFIG_ATTR = "prune_search"
+SPACE_KEY = "space"
+IMPORTANCE_KEY = "importance"
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+
+
+@dataclass
+class StartOptions:
+    """Flags of ``prune-search start``; ``None`` means "not given" (stored value or default)."""
+
+    model: str | None = None
+    model_options: dict[str, Any] | None = None
+    checkpoint: Path | None = None
+    dataset: str | None = None
+    data_root: str | None = None
+    population: int | None = None
+    objectives: list[str] | None = None
+    max_macs: str | None = None
+    max_params: str | None = None
+    criterion: str | None = None
+    proxy: str | None = None
+    calibration_batches: int | None = None
+    min_ratio: float | None = None
+    ratio_step: float | None = None
+    round_to: int | None = None
+    min_keep: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULTS = {
+    "model": "resnet20",
+    "dataset": "digits",
+    "population": 100,
+    "objectives": list(OBJECTIVES),
+    "criterion": "taylor",
+    "proxy": "taylor_loss",
+    "calibration_batches": 8,
+    "min_ratio": 0.1,
+    "ratio_step": 0.05,
+    "round_to": 1,
+    "min_keep": 1,
+}
+
+
+def parse_budget(text: str | None, base: int, flag: str) -> int | None:
+    """``"50%"`` → half of ``base``; ``"2.5M"``/``"300k"``/``"1e6"`` → absolute count."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*(%|[kKmMgG]?)\s*", str(text))
+    if not match:
+        raise PruneSearchError(f"{flag} '{text}' is not a budget; use e.g. 50% (of the base model) or 2.5M")
+    number, unit = float(match.group(1)), match.group(2)
+    limit = int(base * number / 100) if unit == "%" else int(number * _SUFFIX[unit.lower()])
+    if limit <= 0:
+        raise PruneSearchError(f"{flag} '{text}' leaves no budget; give a positive value")
+    return limit
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that determine a study's numbers."""
+    out = {}
+    for package in ("prune-search", "torch", "torch-pruning", "optuna", "pymoo"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "unknown"
+    return out
+
+
+def contradictions(stored: dict[str, Any], options: StartOptions) -> str | None:
+    """The first flag given to a joining worker that disagrees with the stored configuration."""
+    given = {
+        "model": options.model,
+        "dataset": options.dataset,
+        "population": options.population,
+        "objectives": options.objectives,
+        "criterion": options.criterion,
+        "proxy": options.proxy,
+        "max_macs": options.max_macs,
+        "max_params": options.max_params,
+        "calibration_batches": options.calibration_batches,
+    }
+    for key, value in given.items():
+        if value is not None and stored["flags"].get(key) != value:
+            return f"--{key.replace('_', '-')} {value} (the study has {stored['flags'].get(key)})"
+    for key in ("min_ratio", "ratio_step", "round_to", "min_keep"):
+        value = getattr(options, key)
+        if value is not None and stored["space"][key] != value:
+            return f"--{key.replace('_', '-')} {value} (the study has {stored['space'][key]})"
+    if options.model_options is not None and options.model_options != stored["model"]["options"]:
+        return f"--model-option {options.model_options} (the study has {stored['model']['options']})"
+    if options.checkpoint is not None and sha256_of(options.checkpoint) != stored["checkpoint_sha256"]:
+        return f"--checkpoint {options.checkpoint} (its SHA-256 differs from the study's base checkpoint)"
+    return None

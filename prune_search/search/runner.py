@@ -1,0 +1,214 @@
+"""A search worker: generations of NSGA-II evaluated on the device and stored in bulk.
+
+Workers cooperate through the database only: each generation's parents are the survivors
+of every trial in the study (all workers'), read incrementally; each worker draws its own
+random stream from (seed, its ordinal among the study's workers, generation), and a
+candidate already in the study is never evaluated or stored again.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators import PROXIES, CostModel, ProxyEvaluator
+from prune_search.search import nsga2
+from prune_search.search.archive import Archive, digest, encode_genes
+from prune_search.search.front import hypervolume
+from prune_search.search.study import StudyHandle
+from prune_search.space import CandidateBatch, ratio_param, strategy_param
+from prune_search.storage.bulk import TrialRecord, count_complete, persist_generation
+from prune_search.storage.study_data import heartbeat, register_worker
+
+STALL_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    """What one generation of one worker did."""
+
+    generation: int
+    added: int
+    complete: int
+    front: int
+    hypervolume: float
+
+
+class Evaluator:
+    """Decodes genes and scores them: objectives, violation, Optuna params and user attrs."""
+
+    def __init__(self, handle: StudyHandle, device: torch.device) -> None:
+        self.handle = handle
+        self.space = handle.space
+        self.config = handle.config
+        self.proxy = ProxyEvaluator(handle.space, handle.importance, device)
+        self.cost = CostModel(handle.space, device)
+        self.table = handle.space._keep_table.numpy()
+        self.grid = np.array(handle.space.options.ratios)
+        groups = len(self.space)
+        full_levels = np.argmax(self.table == self.table[:, -1:], axis=1)
+        self._first_level = np.stack(
+            [np.argmax(self.table[g] == self.table[g][:, None], axis=1) for g in range(groups)]
+        )
+        self._full_levels = full_levels
+
+    def canonical(self, X: np.ndarray) -> np.ndarray:
+        """Genes with the smallest level giving each keep count, and strategy 0 for full groups."""
+        X = X.copy()
+        groups = len(self.space)
+        levels = X[:, :groups]
+        X[:, :groups] = self._first_level[np.arange(groups), levels]
+        X[:, groups:] = np.where(X[:, :groups] == self._full_levels, 0, X[:, groups:])
+        return X
+
+    def keep(self, X: np.ndarray) -> np.ndarray:
+        groups = len(self.space)
+        return self.table[np.arange(groups), X[:, :groups]]
+
+    def digests(self, X: np.ndarray) -> list[str]:
+        keep, groups = self.keep(X), len(self.space)
+        return [digest(keep[i], X[i, groups:]) for i in range(len(X))]
+
+    def records(self, X: np.ndarray, generation: int, worker_id: int) -> list[TrialRecord]:
+        groups = len(self.space)
+        keep = self.keep(X)
+        batch = CandidateBatch(torch.from_numpy(keep), torch.from_numpy(X[:, groups:].copy()))
+        proxies = {name: self.proxy(batch, name).cpu().numpy() for name in PROXIES}
+        macs, params = (t.cpu().numpy() for t in self.cost(batch))
+        base = self.config["base"]
+        limits = self.config["constraints"]
+        columns = {"proxy": proxies[self.config["proxy"]], "macs": macs, "params": params}
+        F = np.stack([columns[o] for o in self.config["objectives"]], axis=1).astype(np.float64)
+        constraint_columns = {}
+        if limits["max_macs"] is not None:
+            constraint_columns["macs"] = (macs - limits["max_macs"]) / base["macs"]
+        if limits["max_params"] is not None:
+            constraint_columns["params"] = (params - limits["max_params"]) / base["params"]
+        violation = sum((np.maximum(c, 0) for c in constraint_columns.values()), np.zeros(len(X)))
+        names, strategies = self.space.names, self.space.strategies
+        out = []
+        for i, dig in enumerate(self.digests(X)):
+            params_i = {}
+            for g, name in enumerate(names):
+                params_i[ratio_param(name)] = float(self.grid[X[i, g]])
+                params_i[strategy_param(name)] = strategies[X[i, groups + g]]
+            attrs = {
+                "keep": {name: int(keep[i, g]) for g, name in enumerate(names)},
+                "strategy": {name: strategies[X[i, groups + g]] for g, name in enumerate(names)},
+                "macs": int(macs[i]),
+                "params": int(params[i]),
+                "macs_pct": round(100.0 * float(macs[i]) / base["macs"], 3),
+                "params_pct": round(100.0 * float(params[i]) / base["params"], 3),
+                "proxy": {name: float(values[i]) for name, values in proxies.items()},
+                "generation": generation,
+                "worker": worker_id,
+            }
+            out.append(
+                TrialRecord(
+                    digest=dig,
+                    params=params_i,
+                    values=F[i].tolist(),
+                    user_attrs=attrs,
+                    genes=encode_genes(X[i, :groups], X[i, groups:]),
+                    violation=float(violation[i]),
+                    constraints={k: float(v[i]) for k, v in constraint_columns.items()},
+                )
+            )
+        return out
+
+
+def _initial(evaluator: Evaluator, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Generation 0: uniform-ratio candidates for every grid level and strategy, then random ones."""
+    groups, levels, strategies = len(evaluator.space), len(evaluator.grid), len(evaluator.space.strategies)
+    uniform = [np.array([lv] * groups + [s] * groups) for lv in range(levels) for s in range(strategies)]
+    rng.shuffle(uniform)
+    random = np.concatenate(
+        [rng.integers(levels, size=(size, groups)), rng.integers(strategies, size=(size, groups))], axis=1
+    )
+    return np.concatenate([np.stack(uniform)[: size // 2], random])[:size]
+
+
+def _offspring(archive: Archive, evaluator: Evaluator, size: int, rng: np.random.Generator) -> np.ndarray:
+    population = evaluator.handle.config["population"]
+    chosen = nsga2.survivors(archive.F, archive.violation, population)
+    rank, crowding = nsga2.rank_and_crowding(archive.F[chosen], archive.violation[chosen])
+    first = nsga2.tournament(rank, crowding, size, rng)
+    second = nsga2.tournament(rank, crowding, size, rng)
+    levels, strategies = len(evaluator.grid), len(evaluator.space.strategies)
+    return nsga2.vary(archive.X[chosen], first, second, levels, strategies, rng)
+
+
+def _unique_new(evaluator: Evaluator, X: np.ndarray, known: set[str]) -> np.ndarray:
+    X = evaluator.canonical(X)
+    keep, seen = [], set(known)
+    for i, dig in enumerate(evaluator.digests(X)):
+        if dig not in seen:
+            seen.add(dig)
+            keep.append(i)
+    return X[keep]
+
+
+def run_worker(
+    handle: StudyHandle,
+    target: int,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    on_generation: Callable[[GenerationReport], None] | None = None,
+) -> int:
+    """Add generations until the study holds ``target`` COMPLETE trials; returns trials this worker added."""
+    device = torch.device(device)
+    evaluator = Evaluator(handle, device)
+    worker_id, ordinal = register_worker(handle.engine, handle.study_id)
+    archive = Archive(handle.engine, handle.study_id, 2 * len(handle.space), len(handle.config["objectives"]))
+    distributions = handle.space.distributions()
+    population = handle.config["population"]
+    added_total = stalls = 0
+    while True:
+        archive.refresh()
+        with handle.engine.connect() as conn:
+            complete = count_complete(conn, handle.study_id)
+        if complete >= target:
+            return added_total
+        generation = archive.next_generation()
+        rng = np.random.default_rng([seed, ordinal, generation, stalls])
+        if len(archive) < population:
+            X = _initial(evaluator, population, rng)
+        elif stalls < 2:
+            X = _offspring(archive, evaluator, population, rng)
+        else:
+            X = _initial(evaluator, population, rng)[population // 2 :]
+        X = _unique_new(evaluator, X, archive.digests)
+        records = evaluator.records(X, generation, worker_id) if len(X) else []
+        added = persist_generation(
+            handle.engine,
+            handle.study_id,
+            records,
+            distributions,
+            target=target,
+            generation=generation,
+            worker_id=worker_id,
+        )
+        heartbeat(handle.engine, worker_id, added)
+        added_total += added
+        stalls = 0 if added else stalls + 1
+        if stalls >= STALL_LIMIT:
+            raise PruneSearchError(
+                f"no new candidates after {STALL_LIMIT} generations: the space holds fewer distinct candidates "
+                f"than --trials {target}; lower --trials or refine the ratio grid"
+            )
+        if on_generation is not None:
+            archive.refresh()
+            front_size = (
+                int((nsga2.rank_and_crowding(archive.F, archive.violation)[0] == 0).sum()) if len(archive) else 0
+            )
+            report = GenerationReport(
+                generation,
+                added,
+                min(complete + added, target),
+                front_size,
+                hypervolume(archive.F, archive.violation, handle.config),
+            )
+            on_generation(report)

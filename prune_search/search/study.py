@@ -1,0 +1,214 @@
+"""Creating a study (configuration, importance, space stored once) or joining an existing one."""
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy.engine import Engine
+
+from prune_search.data import DataSpec, load_dataset
+from prune_search.device import resolve_device
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators import PROXIES, CostModel, Importance, ProxyEvaluator, compute_importance
+from prune_search.models import ModelSpec, resolve_factory
+from prune_search.search.config import (
+    CONFIG_ATTR,
+    DEFAULTS,
+    IMPORTANCE_KEY,
+    OBJECTIVES,
+    SPACE_KEY,
+    StartOptions,
+    contradictions,
+    parse_budget,
+    sha256_of,
+    versions,
+)
+from prune_search.space import PruningSpace
+from prune_search.storage.study_data import ensure_tables, get_data, put_data
+from prune_search.storage.url import create_engine, redact
+from prune_search.training.cache import cached_baseline
+from prune_search.training.checkpoint import load_model
+
+CONFIG_WAIT_S = 600.0
+
+
+@dataclass
+class StudyHandle:
+    """An open study: Optuna's view, the raw engine, the stored configuration and search space."""
+
+    url: str
+    engine: Engine
+    storage: RDBStorage
+    study: optuna.Study
+    study_id: int
+    config: dict[str, Any]
+    space: PruningSpace
+    importance: Importance
+
+    def objective_names(self) -> list[str]:
+        return [self.config["proxy"] if o == "proxy" else o for o in self.config["objectives"]]
+
+
+def open_storage(url: str) -> tuple[Engine, RDBStorage]:
+    """The project's engine and Optuna's RDB storage (heartbeats, stale-trial retries, pre-ping)."""
+    engine = create_engine(url)
+    try:
+        storage = RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=60,
+            grace_period=120,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    except Exception as exc:
+        raise PruneSearchError(f"cannot open Optuna storage {redact(url)}: {str(exc).splitlines()[0][:160]}") from None
+    ensure_tables(engine)
+    return engine, storage
+
+
+def _validate(options: StartOptions) -> None:
+    objectives = options.objectives or DEFAULTS["objectives"]
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or len(set(objectives)) != len(objectives) or len(objectives) < 2:
+        raise PruneSearchError(f"--objectives takes two or three distinct names of {', '.join(OBJECTIVES)}")
+    if (options.proxy or DEFAULTS["proxy"]) not in PROXIES:
+        raise PruneSearchError(f"unknown proxy '{options.proxy}'; proxies are {', '.join(PROXIES)}")
+    if (options.population or DEFAULTS["population"]) < 4:
+        raise PruneSearchError("--population must be at least 4")
+
+
+def _prepare(options: StartOptions, device: torch.device, progress: bool) -> tuple[dict, PruningSpace, Importance]:
+    """Everything the first worker computes once: the base model's space, importance and costs."""
+    get = lambda key: getattr(options, key) if getattr(options, key) is not None else DEFAULTS[key]  # noqa: E731
+    model_name, dataset = get("model"), get("dataset")
+    resolve_factory(model_name)
+    data = DataSpec(name=dataset, root=options.data_root)
+    bundle = load_dataset(data)
+    checkpoint = options.checkpoint
+    if checkpoint is None:
+        checkpoint = cached_baseline(model_name, data, device=str(device), progress=progress)
+    spec = ModelSpec(model_name, bundle.in_channels, bundle.num_classes, bundle.image_size, options.model_options or {})
+    model, _ = load_model(Path(checkpoint), spec)
+    model = model.to(device).eval()
+    example, _ = next(iter(bundle.loader("train", 2)))
+    space = PruningSpace.from_model(
+        model,
+        example.to(device),
+        min_ratio=get("min_ratio"),
+        ratio_step=get("ratio_step"),
+        round_to=get("round_to"),
+        min_keep=get("min_keep"),
+    )
+    importance = compute_importance(
+        model,
+        space,
+        get("criterion"),
+        batches=bundle.loader("train", 128),
+        max_batches=get("calibration_batches"),
+        device=device,
+    )
+    base_macs, base_params = CostModel(space).base()
+    proxy_ref = float(ProxyEvaluator(space, importance)(space.smallest(), get("proxy"))[0])
+    flags = {key: get(key) for key in ("model", "dataset", "population", "objectives", "criterion", "proxy")}
+    flags.update(
+        max_macs=options.max_macs, max_params=options.max_params, calibration_batches=get("calibration_batches")
+    )
+    config = {
+        "version": 1,
+        "flags": flags,
+        "model": spec.to_dict(),
+        "data": data.to_dict(),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_of(Path(checkpoint)),
+        "space": asdict(space.options) | {"strategies": list(space.strategies)},
+        "groups": len(space),
+        "criterion": get("criterion"),
+        "proxy": get("proxy"),
+        "objectives": get("objectives"),
+        "population": get("population"),
+        "constraints": {
+            "max_macs": parse_budget(options.max_macs, base_macs, "--max-macs"),
+            "max_params": parse_budget(options.max_params, base_params, "--max-params"),
+        },
+        "base": {"macs": base_macs, "params": base_params, "proxy_ref": proxy_ref},
+        "dead_groups": importance.dead,
+        "versions": versions(),
+    }
+    return config, space, importance
+
+
+def _load(url: str, engine: Engine, storage: RDBStorage, name: str) -> StudyHandle:
+    study = optuna.load_study(study_name=name, storage=storage)
+    study_id = storage.get_study_id_from_name(name)
+    deadline = time.monotonic() + CONFIG_WAIT_S
+    while CONFIG_ATTR not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise PruneSearchError(f"study '{name}' exists but is not a prune-search study (no configuration)")
+        time.sleep(1.0)
+        study = optuna.load_study(study_name=name, storage=storage)
+    space_json, importance_json = get_data(engine, study_id, SPACE_KEY), get_data(engine, study_id, IMPORTANCE_KEY)
+    if space_json is None or importance_json is None:
+        raise PruneSearchError(f"study '{name}' lacks its stored space or importance; create it again under a new name")
+    return StudyHandle(
+        url,
+        engine,
+        storage,
+        study,
+        study_id,
+        study.user_attrs[CONFIG_ATTR],
+        PruningSpace.from_json(space_json),
+        Importance.from_json(importance_json),
+    )
+
+
+def study_exists(storage: RDBStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def open_study(url: str, name: str) -> StudyHandle:
+    """An existing prune-search study (for ``front``, ``status``)."""
+    engine, storage = open_storage(url)
+    if not study_exists(storage, name):
+        known = optuna.get_all_study_names(storage)
+        raise PruneSearchError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(known) or 'none'}")
+    return _load(url, engine, storage, name)
+
+
+def create_or_join(
+    url: str, name: str, options: StartOptions, *, device: str = "auto", progress: bool = True
+) -> tuple[StudyHandle, bool]:
+    """Open study ``name``, creating it from ``options`` if missing. Returns (handle, created)."""
+    _validate(options)
+    engine, storage = open_storage(url)
+    created = False
+    if not study_exists(storage, name):
+        config, space, importance = _prepare(options, resolve_device(device), progress)
+        directions = ["minimize"] * len(config["objectives"])
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:
+            study = None
+        if study is not None:
+            study_id = storage.get_study_id_from_name(name)
+            put_data(engine, study_id, SPACE_KEY, space.to_json())
+            put_data(engine, study_id, IMPORTANCE_KEY, importance.to_json())
+            metric = {"proxy": config["proxy"]}
+            study.set_metric_names([metric.get(o, o) for o in config["objectives"]])
+            study.set_user_attr(CONFIG_ATTR, config)
+            created = True
+    handle = _load(url, engine, storage, name)
+    if not created:
+        clash = contradictions(handle.config, options)
+        if clash:
+            raise PruneSearchError(
+                f"study '{name}' exists with another configuration: {clash}; drop the flag or choose another --study"
+            )
+    return handle, created

@@ -1,0 +1,96 @@
+"""Study-wide data and worker registrations in the project's tables."""
+
+import datetime
+import os
+import socket
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Engine
+
+from prune_search.storage import tables
+from prune_search.storage.url import with_retry
+
+
+def ensure_tables(engine: Engine) -> None:
+    """Create the project's tables where missing (idempotent, safe with concurrent workers)."""
+    with_retry(lambda: tables.metadata.create_all(engine, checkfirst=True))
+
+
+def put_data(engine: Engine, study_id: int, key: str, value: str) -> None:
+    """Store ``value`` under ``key`` for the study (first writer wins; values never change)."""
+
+    def write() -> None:
+        with engine.begin() as conn:
+            found = conn.execute(
+                select(tables.study_data.c.key).where(
+                    tables.study_data.c.study_id == study_id, tables.study_data.c.key == key
+                )
+            ).first()
+            if found is None:
+                conn.execute(insert(tables.study_data).values(study_id=study_id, key=key, value=value))
+
+    with_retry(write)
+
+
+def get_data(engine: Engine, study_id: int, key: str) -> str | None:
+    """The value stored under ``key`` for the study, or None."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(tables.study_data.c.value).where(
+                tables.study_data.c.study_id == study_id, tables.study_data.c.key == key
+            )
+        ).scalar()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def register_worker(engine: Engine, study_id: int) -> tuple[int, int]:
+    """Register this process as a worker of the study: (worker id, ordinal among its workers)."""
+
+    def write() -> tuple[int, int]:
+        with engine.begin() as conn:
+            now = _now()
+            result = conn.execute(
+                insert(tables.workers).values(
+                    study_id=study_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=now,
+                    last_seen=now,
+                    trials=0,
+                )
+            )
+            worker_id = int(result.inserted_primary_key[0])
+            ordinal = conn.execute(
+                select(func.count())
+                .select_from(tables.workers)
+                .where(tables.workers.c.study_id == study_id, tables.workers.c.worker_id < worker_id)
+            ).scalar_one()
+            return worker_id, int(ordinal)
+
+    return with_retry(write)
+
+
+def heartbeat(engine: Engine, worker_id: int, added: int) -> None:
+    """Record that the worker is alive and has added ``added`` more trials."""
+
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                update(tables.workers)
+                .where(tables.workers.c.worker_id == worker_id)
+                .values(last_seen=_now(), trials=tables.workers.c.trials + added)
+            )
+
+    with_retry(write)
+
+
+def workers_of(engine: Engine, study_id: int) -> list[dict]:
+    """Every worker registered for the study, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(tables.workers).where(tables.workers.c.study_id == study_id).order_by(tables.workers.c.worker_id)
+        )
+        return [dict(row._mapping) for row in rows]
