@@ -1,11 +1,15 @@
 """The ``prune-search`` command line."""
 
+import csv
+import io
 import json
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
+import optuna
 import typer
 from tqdm import tqdm
 
@@ -13,6 +17,11 @@ from prune_search.data import DataSpec, available_datasets, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.models import ModelSpec, available_models
+from prune_search.search import GenerationReport, StartOptions, create_or_join, open_study, run_worker
+from prune_search.search.config import CONFIG_ATTR
+from prune_search.search.study import open_storage
+from prune_search.search.summary import front_rows, spread, status
+from prune_search.storage import DEFAULT_URL, ENV_VAR, redact, resolve_url
 from prune_search.training import EpochRecord, TrainConfig, load_model, read_checkpoint, train_baseline
 from prune_search.training.loop import evaluate
 
@@ -37,6 +46,7 @@ SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the tra
 ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="ImageFolder image size in px (default 224).")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow torchvision to download mnist/cifar.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def parse_model_options(items: list[str] | None) -> dict[str, Any]:
@@ -133,7 +143,7 @@ def evaluate_command(
     split: Annotated[str, typer.Option(help="val or test.")] = "val",
     download: DownloadOpt = False,
     device: DeviceOpt = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Accuracy and loss of a checkpoint on the val (or test) split."""
     if split not in ("val", "test"):
@@ -163,6 +173,166 @@ def evaluate_command(
             f"{checkpoint} on {data.name} {split}: accuracy {metrics.accuracy:.4f}, "
             f"loss {metrics.loss:.4f} ({metrics.samples} samples)"
         )
+
+
+StudyOpt = Annotated[str, typer.Option("--study", help="Study name (created if missing, joined if present).")]
+StorageOpt = Annotated[
+    str | None, typer.Option("--storage", help=f"Storage URL (else ${ENV_VAR}, else {DEFAULT_URL}).")
+]
+FormatOpt = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+
+
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _row_cells(row: dict[str, Any], proxy: str) -> list[str]:
+    keep = " ".join(str(v) for v in row["keep"].values())
+    strategy = "".join("m" if v == "min" else "d" for v in row["strategy"].values())
+    return [
+        str(row["trial"]),
+        f"{row['macs']:,} ({row['macs_pct']:.1f}%)",
+        f"{row['params']:,} ({row['params_pct']:.1f}%)",
+        f"{row[f'proxy_{proxy}']:.4g}",
+        keep,
+        strategy,
+    ]
+
+
+def _print_front(rows: list[dict[str, Any]], proxy: str) -> None:
+    headers = ["trial", "MACs (% base)", "params (% base)", proxy, "keep per group", "strategy (m=min d=median)"]
+    cells = [headers] + [_row_cells(row, proxy) for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+    for line in cells:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+@app.command()
+def start(
+    study: StudyOpt,
+    storage: StorageOpt = None,
+    model: Annotated[str | None, typer.Option(help="Base model (new study; default resnet20).")] = None,
+    model_option: ModelOptions = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Trained base checkpoint (default: cached baseline).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (new study; default digits).")] = None,
+    data_root: DataRootOpt = None,
+    trials: Annotated[int, typer.Option(help="Run until the study holds this many COMPLETE trials.")] = 2000,
+    population: Annotated[int | None, typer.Option(help="NSGA-II population size (default 100).")] = None,
+    objectives: Annotated[
+        str | None, typer.Option(help="Comma-separated, of proxy, macs, params (default all three).")
+    ] = None,
+    max_macs: Annotated[str | None, typer.Option(help="MACs budget: absolute (2.5M) or % of the base (50%).")] = None,
+    max_params: Annotated[str | None, typer.Option(help="Params budget: absolute (100k) or % of the base.")] = None,
+    criterion: Annotated[str | None, typer.Option(help="Importance criterion (default taylor).")] = None,
+    proxy: Annotated[str | None, typer.Option(help="Proxy objective (default taylor_loss).")] = None,
+    calibration_batches: Annotated[int | None, typer.Option(help="Train batches for importance (default 8).")] = None,
+    min_ratio: Annotated[float | None, typer.Option(help="Smallest keep ratio (default 0.1).")] = None,
+    ratio_step: Annotated[float | None, typer.Option(help="Keep-ratio grid step (default 0.05).")] = None,
+    round_to: Annotated[int | None, typer.Option(help="Round keep counts to multiples of this (default 1).")] = None,
+    min_keep: Annotated[int | None, typer.Option(help="Fewest channels a group keeps (default 1).")] = None,
+    seed: Annotated[int, typer.Option(help="This worker's seed (mixed with its ordinal in the study).")] = 0,
+    device: DeviceOpt = "auto",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Create or join a study and run NSGA-II until it holds --trials COMPLETE trials."""
+    _quiet_optuna()
+    if trials < 1:
+        raise PruneSearchError(f"--trials must be at least 1, got {trials}")
+    url = resolve_url(storage)
+    options = StartOptions(
+        model=model,
+        model_options=parse_model_options(model_option) if model_option else None,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        data_root=str(data_root) if data_root else None,
+        population=population,
+        objectives=[o.strip() for o in objectives.split(",")] if objectives else None,
+        max_macs=max_macs,
+        max_params=max_params,
+        criterion=criterion,
+        proxy=proxy,
+        calibration_batches=calibration_batches,
+        min_ratio=min_ratio,
+        ratio_step=ratio_step,
+        round_to=round_to,
+        min_keep=min_keep,
+    )
+    handle, created = create_or_join(url, study, options, device=device, progress=progress)
+    verb = "created" if created else "joined"
+    typer.echo(f"{verb} study '{study}' in {redact(url)}: {len(handle.space)} groups, {handle.config['model']['name']}")
+    bar = tqdm(total=trials, desc="trials", disable=not progress, dynamic_ncols=True)
+
+    def report(update: GenerationReport) -> None:
+        bar.n = update.complete
+        bar.set_postfix(front=update.front, hv=f"{update.hypervolume:.4f}", gen=update.generation)
+
+    added = run_worker(handle, trials, seed=seed, device=resolve_device(device), on_generation=report)
+    bar.close()
+    rows = front_rows(handle)
+    typer.echo(f"this worker added {added} trials; the study's feasible front holds {len(rows)} trials:")
+    _print_front(spread(rows, 15), handle.config["proxy"])
+    typer.echo(f"all of it: prune-search front --study {study} --storage '{redact(url)}'")
+    typer.echo(f"in the browser: optuna-dashboard '{redact(url)}'")
+
+
+@app.command()
+def front(study: StudyOpt, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
+    """The study's feasible Pareto trials: keep counts, strategies, MACs, params, proxies."""
+    _quiet_optuna()
+    if fmt not in ("table", "json", "csv"):
+        raise PruneSearchError(f"--format must be table, json or csv, got '{fmt}'")
+    handle = open_study(resolve_url(storage), study)
+    rows = front_rows(handle)
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=1))
+    elif fmt == "csv":
+        names = handle.space.names
+        out = io.StringIO()
+        writer = csv.writer(out)
+        scalar = [k for k in rows[0] if k not in ("keep", "strategy")] if rows else []
+        writer.writerow(scalar + [f"keep/{n}" for n in names] + [f"strategy/{n}" for n in names])
+        for row in rows:
+            writer.writerow([row[k] for k in scalar] + list(row["keep"].values()) + list(row["strategy"].values()))
+        typer.echo(out.getvalue().rstrip())
+    else:
+        _print_front(rows, handle.config["proxy"])
+
+
+@app.command("status")
+def status_command(study: StudyOpt, storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """Trials by state, workers seen, hypervolume (pymoo) and its history."""
+    _quiet_optuna()
+    info = status(open_study(resolve_url(storage), study))
+    if as_json:
+        typer.echo(json.dumps(info, indent=1, default=str))
+        return
+    typer.echo(f"study {info['study']}: objectives {', '.join(info['objectives'])}")
+    typer.echo("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(info["trials"].items())))
+    typer.echo(
+        f"feasible front: {info['front']} trials; hypervolume {info['hypervolume']:.5f} "
+        f"(objectives / base model, reference point {info['reference_point']})"
+    )
+    typer.echo("hypervolume history (generation, trials, hypervolume):")
+    for item in spread(info["history"], 10):
+        typer.echo(f"  {item['generation']:5d} {item['trials']:7d} {item['hypervolume']:.5f}")
+    typer.echo(f"workers seen: {len(info['workers'])}")
+    for worker in info["workers"]:
+        typer.echo(
+            f"  #{worker['worker_id']} {worker['host']} pid {worker['pid']}: {worker['trials']} trials, "
+            f"last seen {worker['last_seen']} UTC"
+        )
+
+
+@app.command()
+def studies(storage: StorageOpt = None) -> None:
+    """Studies in the storage, with their trial counts."""
+    _quiet_optuna()
+    url = resolve_url(storage)
+    _, rdb = open_storage(url)
+    for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
+        kind = "prune-search" if CONFIG_ATTR in summary.user_attrs else "optuna"
+        typer.echo(f"{summary.study_name}\t{summary.n_trials} trials\t{kind}")
 
 
 @app.command("models")

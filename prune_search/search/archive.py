@@ -34,7 +34,7 @@ class Archive:
         self.F = np.zeros((0, objectives))
         self.violation = np.zeros(0)
         self.generation = np.zeros(0, dtype=np.int64)
-        self.trial_ids = np.zeros(0, dtype=np.int64)
+        self.numbers = np.zeros(0, dtype=np.int64)
         self.digests: set[str] = set()
         self._last_row = 0
 
@@ -51,7 +51,7 @@ class Archive:
         self.F = np.vstack([self.F, np.array([json.loads(r["objectives"]) for r in rows], dtype=np.float64)])
         self.violation = np.concatenate([self.violation, [r["violation"] for r in rows]])
         self.generation = np.concatenate([self.generation, [r["generation"] for r in rows]])
-        self.trial_ids = np.concatenate([self.trial_ids, [r["trial_id"] for r in rows]])
+        self.numbers = np.concatenate([self.numbers, [r["number"] for r in rows]]).astype(np.int64)
         self.digests.update(r["digest"] for r in rows)
         return len(rows)
 

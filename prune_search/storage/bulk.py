@@ -109,7 +109,7 @@ def persist_generation(
                 ],
             )
             params, values, user_attrs, system_attrs, compact = [], [], [], [], []
-            for trial_id, record in zip(ids, fresh, strict=True):
+            for offset, (trial_id, record) in enumerate(zip(ids, fresh, strict=True)):
                 for name, value in record.params.items():
                     params.append(
                         {
@@ -132,6 +132,7 @@ def persist_generation(
                     {
                         "study_id": study_id,
                         "trial_id": trial_id,
+                        "number": number + offset,
                         "digest": record.digest,
                         "genes": record.genes,
                         "objectives": json.dumps(record.values),

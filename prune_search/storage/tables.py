@@ -38,6 +38,7 @@ candidates = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("study_id", Integer, nullable=False, index=True),
     Column("trial_id", Integer, nullable=False),
+    Column("number", Integer, nullable=False),
     Column("digest", String(40), nullable=False),
     Column("genes", Text, nullable=False),
     Column("objectives", Text, nullable=False),

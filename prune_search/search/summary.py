@@ -1,0 +1,74 @@
+"""What ``front`` and ``status`` print: feasible Pareto trials, states, workers, hypervolume."""
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from prune_search.search.archive import Archive
+from prune_search.search.front import REFERENCE, front_indices, hypervolume, hypervolume_history
+from prune_search.search.runner import Evaluator
+from prune_search.search.study import StudyHandle
+from prune_search.storage.study_data import workers_of
+
+
+def load_archive(handle: StudyHandle) -> Archive:
+    archive = Archive(handle.engine, handle.study_id, 2 * len(handle.space), len(handle.config["objectives"]))
+    archive.refresh()
+    return archive
+
+
+def front_rows(handle: StudyHandle, archive: Archive | None = None) -> list[dict[str, Any]]:
+    """The feasible Pareto trials, sorted by MACs: trial number, keep counts, strategies, costs, proxies."""
+    archive = archive or load_archive(handle)
+    idx = front_indices(archive.F, archive.violation)
+    if len(idx) == 0:
+        return []
+    evaluator = Evaluator(handle, torch.device("cpu"))
+    records = evaluator.records(archive.X[idx], 0, 0)
+    rows = []
+    for i, record in zip(idx, records, strict=True):
+        attrs = record.user_attrs
+        rows.append(
+            {
+                "trial": int(archive.numbers[i]),
+                "macs": attrs["macs"],
+                "macs_pct": attrs["macs_pct"],
+                "params": attrs["params"],
+                "params_pct": attrs["params_pct"],
+                **{f"proxy_{name}": value for name, value in attrs["proxy"].items()},
+                "keep": attrs["keep"],
+                "strategy": attrs["strategy"],
+            }
+        )
+    return sorted(rows, key=lambda r: (r["macs"], r["params"], r["trial"]))
+
+
+def status(handle: StudyHandle) -> dict[str, Any]:
+    """Trials by state, workers seen, hypervolume now and after each generation."""
+    archive = load_archive(handle)
+    states = Counter(t.state.name for t in handle.storage.get_all_trials(handle.study_id, deepcopy=False))
+    history = hypervolume_history(archive.F, archive.violation, archive.generation, handle.config)
+    return {
+        "study": handle.study.study_name,
+        "trials": dict(states),
+        "front": len(front_indices(archive.F, archive.violation)),
+        "hypervolume": hypervolume(archive.F, archive.violation, handle.config),
+        "reference_point": [REFERENCE] * len(handle.config["objectives"]),
+        "objectives": handle.objective_names(),
+        "history": [{"generation": g, "trials": n, "hypervolume": hv} for g, n, hv in history],
+        "workers": [
+            {k: (str(v) if k in ("started_at", "last_seen") else v) for k, v in w.items() if k != "study_id"}
+            for w in workers_of(handle.engine, handle.study_id)
+        ],
+        "config": handle.config,
+    }
+
+
+def spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """At most ``count`` rows spread evenly over the list (which is sorted by MACs)."""
+    if len(rows) <= count:
+        return rows
+    picks = np.unique(np.linspace(0, len(rows) - 1, count).round().astype(int))
+    return [rows[i] for i in picks]
