@@ -1,6 +1,7 @@
 """Creating a study (configuration, importance, space stored once) or joining an existing one."""
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from prune_search.training.cache import cached_baseline
 from prune_search.training.checkpoint import load_model
 
 CONFIG_WAIT_S = 600.0
+SCHEMA_ATTEMPTS = 5
 
 
 @dataclass
@@ -56,18 +58,25 @@ class StudyHandle:
 def open_storage(url: str) -> tuple[Engine, RDBStorage]:
     """The project's engine and Optuna's RDB storage (heartbeats, stale-trial retries, pre-ping)."""
     engine = create_engine(url)
-    try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True},
-            heartbeat_interval=60,
-            grace_period=120,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
-    except Exception as exc:
-        raise PruneSearchError(f"cannot open Optuna storage {redact(url)}: {str(exc).splitlines()[0][:160]}") from None
-    ensure_tables(engine)
-    return engine, storage
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=60,
+                    grace_period=120,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+            ensure_tables(engine)
+            return engine, storage
+        except Exception as exc:  # workers racing to create the schema of a fresh database
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                reason = str(exc).strip().splitlines()[0][:160]
+                raise PruneSearchError(f"cannot open Optuna storage {redact(url)}: {reason}") from None
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _validate(options: StartOptions) -> None:
@@ -201,7 +210,9 @@ def create_or_join(
             put_data(engine, study_id, SPACE_KEY, space.to_json())
             put_data(engine, study_id, IMPORTANCE_KEY, importance.to_json())
             metric = {"proxy": config["proxy"]}
-            study.set_metric_names([metric.get(o, o) for o in config["objectives"]])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([metric.get(o, o) for o in config["objectives"]])
             study.set_user_attr(CONFIG_ATTR, config)
             created = True
     handle = _load(url, engine, storage, name)

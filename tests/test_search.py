@@ -1,0 +1,246 @@
+"""The search service: exact trial counts, many workers on real databases, kills, resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import optuna
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+from sqlalchemy import create_engine, text
+
+from prune_search.errors import PruneSearchError
+from prune_search.search import StartOptions, create_or_join, nsga2, open_study, run_worker
+from prune_search.search.summary import front_rows, load_archive, status
+from prune_search.training import TrainConfig, train_baseline
+
+POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
+MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("search") / "base.pt"
+    train_baseline(TrainConfig(model="resnet20", epochs=3), out, progress=False, device="cpu")
+    return out
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def _name() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def _options(checkpoint, **kwargs) -> StartOptions:
+    return StartOptions(checkpoint=checkpoint, population=40, calibration_batches=2, **kwargs)
+
+
+def _assert_exact(url: str, name: str, target: int) -> None:
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == target
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == list(range(target))
+    models = {json.dumps([t.user_attrs["keep"], t.user_attrs["strategy"]], sort_keys=True) for t in trials}
+    assert len(models) == target, "a candidate was evaluated twice"
+
+
+def test_one_worker_on_sqlite_reaches_exactly_n_distinct_trials(sqlite_url, checkpoint):
+    handle, created = create_or_join(sqlite_url, "one", _options(checkpoint), device="cpu", progress=False)
+    assert created
+    added = run_worker(handle, 333, seed=1)
+    assert added == 333
+    _assert_exact(sqlite_url, "one", 333)
+    trial = optuna.load_study(study_name="one", storage=sqlite_url).trials[50]
+    assert set(trial.user_attrs) >= {"keep", "strategy", "macs", "params", "macs_pct", "params_pct", "proxy"}
+    assert trial.values[1] == trial.user_attrs["macs"]
+    handle2, created2 = create_or_join(sqlite_url, "one", StartOptions(), device="cpu", progress=False)
+    assert not created2
+    assert run_worker(handle2, 333) == 0
+    assert run_worker(handle2, 400) == 67
+    _assert_exact(sqlite_url, "one", 400)
+
+
+def test_constraints_are_honoured_by_the_front(sqlite_url, checkpoint):
+    handle, _ = create_or_join(sqlite_url, "budget", _options(checkpoint, max_macs="30%"), device="cpu", progress=False)
+    run_worker(handle, 300)
+    rows = front_rows(handle)
+    assert rows
+    assert all(row["macs_pct"] <= 30.0 for row in rows)
+    study = optuna.load_study(study_name="budget", storage=sqlite_url)
+    assert all(t.user_attrs["macs_pct"] <= 30.0 for t in study.best_trials)
+    assert any(t.constraints["macs"] > 0 for t in study.trials)
+
+
+def test_interrupted_start_resumes_the_same_population(sqlite_url, checkpoint):
+    handle, _ = create_or_join(sqlite_url, "resume", _options(checkpoint), device="cpu", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_third(report):
+        if report.generation == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_worker(handle, 1000, seed=3, on_generation=stop_at_third)
+    before = load_archive(handle)
+    population = set(before.numbers[nsga2.survivors(before.F, before.violation, 40)].tolist())
+    reopened = open_study(sqlite_url, "resume")
+    after = load_archive(reopened)
+    assert set(after.numbers[nsga2.survivors(after.F, after.violation, 40)].tolist()) == population
+    generations = []
+    run_worker(reopened, 200, seed=3, on_generation=lambda r: generations.append(r.generation))
+    assert generations[0] == 3
+    _assert_exact(sqlite_url, "resume", 200)
+
+
+def _workers(url: str, name: str, checkpoint, count: int, target: int, tmp_path) -> list[subprocess.Popen]:
+    env = {**os.environ, "PRUNE_SEARCH_CACHE": str(tmp_path)}
+    args = ["--study", name, "--storage", url, "--trials", str(target), "--no-progress", "--device", "cpu"]
+    create = ["--checkpoint", str(checkpoint), "--population", "40", "--calibration-batches", "2"]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "prune_search", "start", *args, *create, "--seed", str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.fixture(params=[POSTGRES, MARIADB], ids=["postgresql", "mariadb"])
+def fresh_database(request):
+    """A new, empty database on the server, dropped afterwards: workers must create the schema."""
+    server = request.param
+    database = f"ps_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {database}"))
+    yield server.rsplit("/", 1)[0] + "/" + database
+    with admin.connect() as conn:
+        if server.startswith("postgresql"):
+            conn.execute(text(f"DROP DATABASE {database} WITH (FORCE)"))
+        else:
+            conn.execute(text(f"DROP DATABASE {database}"))
+    admin.dispose()
+
+
+def test_four_worker_processes_share_one_fresh_database(fresh_database, checkpoint, tmp_path):
+    url, name = fresh_database, _name()
+    procs = _workers(url, name, checkpoint, 4, 1200, tmp_path)
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outputs]
+    _assert_exact(url, name, 1200)
+    info = status(open_study(url, name))
+    assert len(info["workers"]) == 4
+    assert sum(w["trials"] for w in info["workers"]) == 1200
+    assert info["trials"] == {"COMPLETE": 1200}
+
+
+def test_a_killed_worker_loses_no_trial_and_the_study_still_reaches_n(checkpoint, tmp_path):
+    name = _name()
+    engine = create_engine(POSTGRES)
+    (victim,) = _workers(POSTGRES, name, checkpoint, 1, 200_000, tmp_path)
+    seen = 0
+    deadline = time.monotonic() + 240
+    while seen < 400 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with engine.connect() as conn:
+            seen = (
+                conn.execute(
+                    text(
+                        "select count(*) from trials t join studies s on s.study_id = t.study_id "
+                        "where s.study_name = :n and t.state = 'COMPLETE'"
+                    ),
+                    {"n": name},
+                ).scalar_one_or_none()
+                or 0
+            )
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert seen >= 400
+    survivors = optuna.load_study(study_name=name, storage=POSTGRES).get_trials(deepcopy=False)
+    assert len(survivors) >= seen
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in survivors)
+    target = len(survivors) + 300
+    (finisher,) = _workers(POSTGRES, name, checkpoint, 1, target, tmp_path)
+    assert finisher.wait(timeout=300) == 0
+    _assert_exact(POSTGRES, name, target)
+
+
+def test_joining_with_a_contradicting_flag_is_refused(sqlite_url, checkpoint, tmp_path):
+    create_or_join(sqlite_url, "fixed", _options(checkpoint), device="cpu", progress=False)
+    result = run_cli("start", "--study", "fixed", "--storage", sqlite_url, "--model", "resnet56", "--no-progress")
+    assert_one_line_error(result, "--model resnet56", "the study has resnet20")
+    with pytest.raises(PruneSearchError, match="--population 64"):
+        create_or_join(sqlite_url, "fixed", StartOptions(population=64), device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("postgresql+psycopg://alice:s3cr3t-pw@127.0.0.1:1/test", "cannot connect to storage"),
+        ("mysql+pymysql://bob:s3cr3t-pw@127.0.0.1:1/test", "cannot connect to storage"),
+        ("not a url at all", "malformed"),
+        ("postgresql+nodriver://carol:s3cr3t-pw@127.0.0.1/test", "install the driver"),
+    ],
+)
+def test_bad_storage_urls_give_one_line_without_the_password(url, needle):
+    result = run_cli("status", "--study", "x", "--storage", url)
+    assert_one_line_error(result, needle)
+    assert "s3cr3t-pw" not in result.stderr + result.stdout
+
+
+def test_optuna_cli_and_our_commands_read_the_study(sqlite_url, checkpoint):
+    handle, _ = create_or_join(sqlite_url, "shown", _options(checkpoint), device="cpu", progress=False)
+    run_worker(handle, 150)
+    optuna_cli = os.path.join(os.path.dirname(sys.executable), "optuna")
+    names = subprocess.run(
+        [optuna_cli, "studies", "--storage", sqlite_url, "-f", "json"], capture_output=True, text=True
+    )
+    assert names.returncode == 0, names.stderr
+    assert json.loads(names.stdout)[0]["name"] == "shown"
+    best = subprocess.run(
+        [optuna_cli, "best-trials", "--study-name", "shown", "--storage", sqlite_url, "-f", "json"],
+        capture_output=True,
+        text=True,
+    )
+    assert best.returncode == 0, best.stderr
+    numbers = sorted(t["number"] for t in json.loads(best.stdout))
+    front = run_cli("front", "--study", "shown", "--storage", sqlite_url, "--format", "json")
+    assert front.returncode == 0, front.stderr
+    assert sorted(r["trial"] for r in json.loads(front.stdout)) == numbers
+    csv_out = run_cli("front", "--study", "shown", "--storage", sqlite_url, "--format", "csv").stdout.splitlines()
+    assert len(csv_out) == len(numbers) + 1
+    assert "keep/conv1" in csv_out[0]
+    shown = run_cli("status", "--study", "shown", "--storage", sqlite_url, "--json")
+    info = json.loads(shown.stdout)
+    assert info["trials"] == {"COMPLETE": 150}
+    assert info["hypervolume"] > 0
+    assert [h["trials"] for h in info["history"]] == sorted(h["trials"] for h in info["history"])
+    listed = run_cli("studies", "--storage", sqlite_url).stdout
+    assert "shown\t150 trials\tprune-search" in listed
+
+
+def test_unknown_study_lists_what_is_there(sqlite_url, checkpoint):
+    create_or_join(sqlite_url, "present", _options(checkpoint), device="cpu", progress=False)
+    assert_one_line_error(run_cli("front", "--study", "absent", "--storage", sqlite_url), "studies there: present")
+
+
+def test_hypervolume_grows_over_generations(sqlite_url, checkpoint):
+    handle, _ = create_or_join(sqlite_url, "hv", _options(checkpoint), device="cpu", progress=False)
+    run_worker(handle, 600)
+    history = [h["hypervolume"] for h in status(handle)["history"]]
+    assert np.all(np.diff(history) >= -1e-12)
+    assert history[-1] > history[0]
