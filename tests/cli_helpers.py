@@ -1,14 +1,20 @@
 """Running the CLI as a user does, and checking its error lines."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``prune-search ARGS`` in a fresh interpreter, as a user would."""
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``prune-search ARGS`` in a fresh interpreter, as a user would (``env`` adds variables)."""
     return subprocess.run(
-        [sys.executable, "-m", "prune_search", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "prune_search", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -244,3 +244,19 @@ def test_hypervolume_grows_over_generations(sqlite_url, checkpoint):
     history = [h["hypervolume"] for h in status(handle)["history"]]
     assert np.all(np.diff(history) >= -1e-12)
     assert history[-1] > history[0]
+
+
+def test_embedded_default_start_works_offline_with_no_flags(tmp_path):
+    result = run_cli(
+        "start", "--study", "demo", "--no-progress", cwd=tmp_path, env={"PRUNE_SEARCH_CACHE": str(tmp_path)}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "created study 'demo' in sqlite:///prune-search.db" in result.stdout
+    assert "optuna-dashboard 'sqlite:///prune-search.db'" in result.stdout
+    assert (tmp_path / "baselines" / "digits-resnet20.pt").is_file()
+    _assert_exact(f"sqlite:///{tmp_path / 'prune-search.db'}", "demo", 2000)
+    again = run_cli(
+        "start", "--study", "demo", "--no-progress", cwd=tmp_path, env={"PRUNE_SEARCH_CACHE": str(tmp_path)}
+    )
+    assert "joined study 'demo'" in again.stdout
+    assert "this worker added 0 trials" in again.stdout
