@@ -16,7 +16,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import PROXIES, CostModel, ProxyEvaluator
 from prune_search.search import nsga2
 from prune_search.search.archive import Archive, digest, encode_genes
-from prune_search.search.front import hypervolume
+from prune_search.search.front import front_indices, hypervolume
 from prune_search.search.study import StudyHandle
 from prune_search.space import CandidateBatch, ratio_param, strategy_param
 from prune_search.storage.bulk import TrialRecord, count_complete, persist_generation
@@ -45,7 +45,7 @@ class Evaluator:
         self.config = handle.config
         self.proxy = ProxyEvaluator(handle.space, handle.importance, device)
         self.cost = CostModel(handle.space, device)
-        self.table = handle.space._keep_table.numpy()
+        self.table = handle.space.level_keep_counts().numpy()
         self.grid = np.array(handle.space.options.ratios)
         groups = len(self.space)
         full_levels = np.argmax(self.table == self.table[:, -1:], axis=1)

@@ -120,6 +120,10 @@ class PruningSpace:
         floor = n.clamp(max=float(self.options.min_keep))
         return torch.minimum(n, torch.maximum(floor, rounded)).to(torch.int64)
 
+    def level_keep_counts(self) -> Tensor:
+        """Keep count of every group at every ratio-grid level, int64 ``[G, R]``."""
+        return self._keep_table.clone()
+
     def floor(self) -> Tensor:
         """Smallest keep count per group ``[G]`` (the ``min_ratio`` decode)."""
         return self._keep_table[:, 0].clone()
