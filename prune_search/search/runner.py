@@ -16,7 +16,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import PROXIES, CostModel, ProxyEvaluator
 from prune_search.search import nsga2
 from prune_search.search.archive import Archive, digest, encode_genes
-from prune_search.search.front import front_indices, hypervolume
+from prune_search.search.front import hypervolume
 from prune_search.search.study import StudyHandle
 from prune_search.space import CandidateBatch, ratio_param, strategy_param
 from prune_search.storage.bulk import TrialRecord, count_complete, persist_generation
