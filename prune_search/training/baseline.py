@@ -4,7 +4,6 @@ Every epoch writes a training-state checkpoint beside the output, so an interrup
 resumes where it stopped and ends with the same weights as an uninterrupted one.
 """
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,13 +15,9 @@ from prune_search.data import DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.models import ModelSpec, build_model, resolve_factory
-from prune_search.training.checkpoint import (
-    TRAIN_STATE,
-    model_payload,
-    read_checkpoint,
-    save_checkpoint,
-)
-from prune_search.training.loop import evaluate, train_one_epoch
+from prune_search.training.checkpoint import model_payload, save_checkpoint
+from prune_search.training.fit import EpochRecord, Recipe, fit
+from prune_search.training.loop import evaluate
 
 
 @dataclass(frozen=True)
@@ -61,19 +56,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EpochRecord:
-    """Metrics after one epoch (1-based), losses per sample, accuracies in [0, 1]."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    wall_s: float
-
-
-@dataclass(frozen=True)
 class TrainResult:
     """A finished run: the chosen epoch, its val and test metrics, total wall time (s)."""
 
@@ -90,13 +72,6 @@ class TrainResult:
 def state_path(out: Path) -> Path:
     """Where the per-epoch training state of the run writing ``out`` lives."""
     return out.with_name(f"{out.stem}.state{out.suffix or '.pt'}")
-
-
-def _config_difference(stored: dict[str, Any], asked: dict[str, Any]) -> str | None:
-    for key in asked:
-        if stored.get(key) != asked[key]:
-            return f"{key}={stored.get(key)!r} in the checkpoint, {key}={asked[key]!r} now"
-    return None
 
 
 def _check_outputs(out: Path, state: Path, resume: bool, overwrite: bool) -> None:
@@ -141,104 +116,38 @@ def train_baseline(
     torch_device = resolve_device(device)
     torch.manual_seed(config.seed)
     model = build_model(spec).to(torch_device)
-    steps = len(bundle.loader("train", config.batch_size, drop_last=True))
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.momentum > 0,
+    recipe = Recipe(config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay, config.seed)
+    result = fit(
+        model,
+        bundle,
+        recipe,
+        state_file,
+        identity=config.to_dict(),
+        resume=resume,
+        device=torch_device,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps)
-    history: list[EpochRecord] = []
-    best: dict[str, Any] = {"epoch": 0, "val_acc": -1.0, "val_loss": float("inf"), "state_dict": None}
-    wall_before = 0.0
-    if resume and state_file.is_file():
-        state = read_checkpoint(state_file, TRAIN_STATE)
-        difference = _config_difference(state["config"], config.to_dict())
-        if difference:
-            raise PruneSearchError(
-                f"--resume with a different configuration ({difference}); "
-                "rerun with the original flags or use --overwrite"
-            )
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = [EpochRecord(**record) for record in state["history"]]
-        best = state["best"]
-        wall_before = float(state["wall_s"])
-    started = time.perf_counter()
-    val_loader = bundle.loader("val", 512)
-    for epoch in range(len(history) + 1, config.epochs + 1):
-        epoch_seed = config.seed * 1_000_003 + epoch
-        torch.manual_seed(epoch_seed)
-        train_loader = bundle.loader(
-            "train", config.batch_size, shuffle=True, augment=True, seed=epoch_seed, drop_last=True
-        )
-        lr = optimizer.param_groups[0]["lr"]
-        fit = train_one_epoch(
-            model,
-            train_loader,
-            optimizer,
-            scheduler,
-            torch_device,
-            description=f"epoch {epoch}/{config.epochs}",
-            progress=progress,
-        )
-        val = evaluate(model, val_loader, torch_device)
-        record = EpochRecord(
-            epoch,
-            fit.loss,
-            fit.accuracy,
-            val.loss,
-            val.accuracy,
-            lr,
-            wall_before + time.perf_counter() - started,
-        )
-        history.append(record)
-        if (val.accuracy, -val.loss) > (best["val_acc"], -best["val_loss"]):
-            best = {
-                "epoch": epoch,
-                "val_acc": val.accuracy,
-                "val_loss": val.loss,
-                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            }
-        save_checkpoint(
-            {
-                "format": TRAIN_STATE,
-                "config": config.to_dict(),
-                "model": spec.to_dict(),
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "history": [asdict(r) for r in history],
-                "best": best,
-                "wall_s": record.wall_s,
-            },
-            state_file,
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-    model.load_state_dict(best["state_dict"])
+    model.load_state_dict(result.best_state)
     test = evaluate(model, bundle.loader("test", 512), torch_device)
-    wall = history[-1].wall_s
+    wall = result.history[-1].wall_s
     save_checkpoint(
         model_payload(
             spec,
             config.data,
-            best["state_dict"],
+            result.best_state,
             train=config.to_dict(),
             metrics={
-                "best_epoch": best["epoch"],
-                "val_acc": best["val_acc"],
-                "val_loss": best["val_loss"],
+                "best_epoch": result.best_epoch,
+                "val_acc": result.val_acc,
+                "val_loss": result.val_loss,
                 "test_acc": test.accuracy,
                 "test_loss": test.loss,
                 "wall_s": wall,
             },
-            history=[asdict(r) for r in history],
+            history=[asdict(r) for r in result.history],
         ),
         out,
     )
     state_file.unlink(missing_ok=True)
-    return TrainResult(out, spec, best["epoch"], best["val_acc"], test.accuracy, test.loss, wall, history)
+    return TrainResult(out, spec, result.best_epoch, result.val_acc, test.accuracy, test.loss, wall, result.history)
