@@ -16,12 +16,14 @@ from tqdm import tqdm
 from prune_search.data import DataSpec, available_datasets, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
+from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.models import ModelSpec, available_models
 from prune_search.search import GenerationReport, StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import CONFIG_ATTR
 from prune_search.search.study import open_storage
 from prune_search.search.summary import front_rows, spread, status
 from prune_search.storage import DEFAULT_URL, ENV_VAR, redact, resolve_url
+from prune_search.storage.trial_records import claim
 from prune_search.training import EpochRecord, TrainConfig, load_model, read_checkpoint, train_baseline
 from prune_search.training.loop import evaluate
 
@@ -321,6 +323,78 @@ def status_command(study: StudyOpt, storage: StorageOpt = None, as_json: JsonOpt
         typer.echo(
             f"  #{worker['worker_id']} {worker['host']} pid {worker['pid']}: {worker['trials']} trials, "
             f"last seen {worker['last_seen']} UTC"
+        )
+
+
+@app.command()
+def finalize(
+    study: StudyOpt,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (with --front K: one sub-folder per trial).")],
+    storage: StorageOpt = None,
+    trial: Annotated[int | None, typer.Option(help="Trial number to finalize.")] = None,
+    knee: Annotated[bool, typer.Option("--knee", help="The front trial closest to the utopia point.")] = False,
+    max_macs: Annotated[str | None, typer.Option(help="Best proxy among front trials within this MACs budget.")] = None,
+    max_params: Annotated[str | None, typer.Option(help="... and within this params budget.")] = None,
+    front: Annotated[int | None, typer.Option(help="Finalize K front trials spread across MACs.")] = None,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
+    lr: Annotated[float, typer.Option(help="Peak SGD learning rate (cosine schedule).")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 128,
+    kd_temperature: Annotated[float, typer.Option(help="KD temperature T.")] = 4.0,
+    kd_alpha: Annotated[float, typer.Option(help="KD weight α (1−α on cross-entropy).")] = 0.9,
+    no_kd: Annotated[bool, typer.Option("--no-kd", help="Plain cross-entropy, same schedule.")] = False,
+    seed: Annotated[int, typer.Option(help="Fine-tuning seed.")] = 0,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Also export model.onnx.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Finalize a trial that is not on the front.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out (also automatic).")] = False,
+    checkpoint: Annotated[Path | None, typer.Option(help="Path of the study's base checkpoint here.")] = None,
+    data_root: DataRootOpt = None,
+    artifact_dir: Annotated[Path, typer.Option(help="Optuna artifact store folder.")] = Path("prune-search-artifacts"),
+    device: DeviceOpt = "auto",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Prune a front trial for real, fine-tune it (KD), export it and record the result in the study."""
+    _quiet_optuna()
+    config = FinalizeConfig(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        kd=not no_kd,
+        temperature=kd_temperature,
+        alpha=kd_alpha,
+        seed=seed,
+    )
+    config.validate()
+    url = resolve_url(storage)
+    handle = open_study(url, study)
+    numbers, notes = choose(
+        handle, trial=trial, use_knee=knee, max_macs=max_macs, max_params=max_params, front=front, force=force
+    )
+    for note in notes:
+        typer.echo(f"warning: {note}", err=True)
+    if resume and not (out / "run.json").is_file() and front is None:
+        raise PruneSearchError(f"nothing to resume in {out}; drop --resume to start")
+    for number in numbers:
+        target = out / f"trial-{number}" if front is not None else out
+        if front is not None and not claim(handle.engine, handle.study_id, number, str(target.resolve())):
+            typer.echo(f"trial {number}: taken by another finalize worker, skipped")
+            continue
+        result, _ = finalize_trial(
+            handle,
+            number,
+            config,
+            target,
+            checkpoint=checkpoint,
+            data_root=str(data_root) if data_root else None,
+            onnx=onnx,
+            artifact_dir=artifact_dir,
+            device=resolve_device(device),
+            progress=progress,
+            on_epoch_end=_print_epoch,
+        )
+        typer.echo(
+            f"trial {number}: val acc {result['val_acc']:.4f} (base {result['base_val_acc']:.4f}), "
+            f"test acc {result['test_acc']:.4f} (base {result['base_test_acc']:.4f}), "
+            f"MACs −{result['macs_reduction_pct']:.1f}%, params −{result['params_reduction_pct']:.1f}% → {target}"
         )
 
 

@@ -5,7 +5,9 @@
 - ``prune_search_candidates``: one compact row per trial (genes, objectives, constraint
   violation) with a unique digest per study, so workers read new trials incrementally and
   never evaluate a candidate twice;
-- ``prune_search_workers``: one row per worker process, with its last heartbeat.
+- ``prune_search_workers``: one row per worker process, with its last heartbeat;
+- ``prune_search_finalize_claims``: which trial a finalize worker took, so that workers sharing
+  a storage never finalize the same trial twice.
 """
 
 from sqlalchemy import (
@@ -58,4 +60,15 @@ workers = Table(
     Column("started_at", DateTime, nullable=False),
     Column("last_seen", DateTime, nullable=False),
     Column("trials", Integer, nullable=False, default=0),
+)
+
+finalize_claims = Table(
+    "prune_search_finalize_claims",
+    metadata,
+    Column("study_id", Integer, primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("out", String(1024), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("claimed_at", DateTime, nullable=False),
 )

@@ -1,0 +1,213 @@
+"""Finalizing a trial: prune the base model for real, fine-tune (KD), export, record in the study."""
+
+import json
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import optuna_dashboard
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+from torch import nn
+
+from prune_search.data import DataSpec, load_dataset
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators import CostModel, materialize
+from prune_search.finalize.distill import kd_loss
+from prune_search.finalize.export import MODEL_FILE, PLAN_FILE, export, export_onnx
+from prune_search.models import ModelSpec
+from prune_search.search.config import sha256_of
+from prune_search.search.study import StudyHandle
+from prune_search.search.summary import load_archive
+from prune_search.space import CandidateBatch
+from prune_search.storage.trial_records import attach_artifact, set_finished_user_attr
+from prune_search.training.checkpoint import load_model
+from prune_search.training.fit import EpochRecord, Recipe, fit
+from prune_search.training.loop import cross_entropy, evaluate
+
+RUN_FILE = "run.json"
+STATE_FILE = "state.pt"
+RESULT_FILE = "result.json"
+RESULT_ATTR = "finalized"
+
+
+@dataclass(frozen=True)
+class FinalizeConfig:
+    """Fine-tuning recipe; KD and ``--no-kd`` runs share everything but the loss."""
+
+    epochs: int = 15
+    lr: float = 0.01
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    kd: bool = True
+    temperature: float = 4.0
+    alpha: float = 0.9
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise PruneSearchError("--epochs and --batch-size must be at least 1 and --lr positive")
+        if not 0 <= self.alpha <= 1 or self.temperature <= 0:
+            raise PruneSearchError("--kd-alpha must be in [0, 1] and --kd-temperature positive")
+
+
+def _base_checkpoint(handle: StudyHandle, override: Path | None) -> Path:
+    path = Path(override or handle.config["checkpoint"])
+    if not path.is_file():
+        raise PruneSearchError(
+            f"the study's base checkpoint {path} is missing on this machine; pass --checkpoint PATH to a copy of it"
+        )
+    if sha256_of(path) != handle.config["checkpoint_sha256"]:
+        raise PruneSearchError(
+            f"checkpoint {path} is not the study's base checkpoint (SHA-256 differs); "
+            "pass the one the study was made from"
+        )
+    return path
+
+
+def _candidate(handle: StudyHandle, number: int) -> CandidateBatch:
+    archive = load_archive(handle)
+    rows = np.flatnonzero(archive.numbers == number)
+    if len(rows) == 0:
+        raise PruneSearchError(f"no trial {number} in study '{handle.study.study_name}'")
+    genes = archive.X[rows[0]]
+    groups = len(handle.space)
+    keep = handle.space.level_keep_counts()[torch.arange(groups), torch.from_numpy(genes[:groups])]
+    return CandidateBatch(keep[None], torch.from_numpy(genes[groups:])[None])
+
+
+def _check_out(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished result if ``out`` holds this very run; an error if it holds another one."""
+    run_file = out / RUN_FILE
+    if run_file.is_file():
+        stored = json.loads(run_file.read_text())
+        if stored != identity:
+            raise PruneSearchError(
+                f"{out} holds another run (study {stored.get('study')}, trial {stored.get('trial')}, "
+                "other settings); choose another --out"
+            )
+        if (out / RESULT_FILE).is_file():
+            return json.loads((out / RESULT_FILE).read_text())
+    elif out.exists() and any(out.iterdir()):
+        raise PruneSearchError(f"{out} is not empty and holds no finalize run; choose another --out")
+    return None
+
+
+def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path, artifact_dir: Path) -> None:
+    trial = next(t for t in handle.storage.get_all_trials(handle.study_id, deepcopy=False) if t.number == number)
+    set_finished_user_attr(handle.engine, trial._trial_id, RESULT_ATTR, result)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(artifact_dir))
+    artifact_id = str(uuid.uuid4())
+    with open(out / PLAN_FILE, "rb") as handle_file:
+        store.write(artifact_id, handle_file)
+    attach_artifact(handle.engine, trial._trial_id, artifact_id, f"trial-{number}-{PLAN_FILE}", "application/json")
+    note = (
+        f"## Finalized trial {number}\n\n"
+        f"| | pruned | base |\n|---|---|---|\n"
+        f"| val accuracy | {result['val_acc']:.4f} | {result['base_val_acc']:.4f} |\n"
+        f"| test accuracy | {result['test_acc']:.4f} | {result['base_test_acc']:.4f} |\n"
+        f"| MACs | {result['macs']:,} (−{result['macs_reduction_pct']:.1f} %) | {result['base_macs']:,} |\n"
+        f"| params | {result['params']:,} (−{result['params_reduction_pct']:.1f} %) | {result['base_params']:,} |\n\n"
+        f"Fine-tuned {result['epochs']} epochs ({'KD' if result['kd'] else 'CE'}), best epoch {result['best_epoch']}; "
+        f"exported to `{out}`."
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna_dashboard.save_note(optuna.trial.Trial(handle.study, trial._trial_id), note)
+
+
+def finalize_trial(
+    handle: StudyHandle,
+    number: int,
+    config: FinalizeConfig,
+    out: Path,
+    *,
+    checkpoint: Path | None = None,
+    data_root: str | None = None,
+    onnx: bool = False,
+    artifact_dir: Path = Path("prune-search-artifacts"),
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> tuple[dict[str, Any], nn.Module | None]:
+    """Prune, fine-tune, export and record trial ``number``; resumes a run interrupted in ``out``.
+
+    Returns the result and the fine-tuned model (None when ``out`` already held the finished run).
+    """
+    config.validate()
+    device = torch.device(device)
+    base_path = _base_checkpoint(handle, checkpoint)
+    identity = {"study": handle.study.study_name, "trial": number, "base_sha256": handle.config["checkpoint_sha256"]}
+    identity |= asdict(config)
+    finished = _check_out(out, identity)
+    if finished is not None:
+        return finished, None
+    candidate = _candidate(handle, number)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_FILE).write_text(json.dumps(identity))
+    spec = ModelSpec.from_dict(handle.config["model"])
+    base, _ = load_model(base_path, spec)
+    base = base.to(device).eval()
+    student, plan = materialize(base, handle.space, handle.importance, candidate)
+    data = DataSpec.from_dict(handle.config["data"])
+    bundle = load_dataset(
+        DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
+    )
+    loss = kd_loss(base, config.temperature, config.alpha) if config.kd else cross_entropy
+    recipe = Recipe(config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay, config.seed)
+    torch.manual_seed(config.seed)
+    fitted = fit(
+        student.to(device),
+        bundle,
+        recipe,
+        out / STATE_FILE,
+        identity=identity,
+        resume=True,
+        loss_fn=loss,
+        device=device,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
+    student.load_state_dict(fitted.best_state)
+    test = evaluate(student, bundle.loader("test", 512), device)
+    base_val = evaluate(base, bundle.loader("val", 512), device)
+    base_test = evaluate(base, bundle.loader("test", 512), device)
+    macs, params = (int(t[0]) for t in CostModel(handle.space)(candidate))
+    base_macs, base_params = handle.config["base"]["macs"], handle.config["base"]["params"]
+    result = {
+        "trial": number,
+        "out": str(out.resolve()),
+        "kd": config.kd,
+        "epochs": config.epochs,
+        "best_epoch": fitted.best_epoch,
+        "val_acc": fitted.val_acc,
+        "test_acc": test.accuracy,
+        "base_val_acc": base_val.accuracy,
+        "base_test_acc": base_test.accuracy,
+        "macs": macs,
+        "params": params,
+        "base_macs": base_macs,
+        "base_params": base_params,
+        "macs_reduction_pct": 100.0 * (1 - macs / base_macs),
+        "params_reduction_pct": 100.0 * (1 - params / base_params),
+        "wall_s": fitted.history[-1].wall_s,
+    }
+    export(student, plan, spec, {"study": handle.study.study_name, "result": result, "data": data.to_dict()}, out)
+    if onnx:
+        result["onnx"] = str(export_onnx(student, plan.input_shape, out))
+    _record(handle, number, result, out, artifact_dir)
+    (out / RESULT_FILE).write_text(json.dumps(result, indent=1))
+    (out / STATE_FILE).unlink(missing_ok=True)
+    return result, student.eval()
+
+
+def exported(out: Path) -> bool:
+    """True when ``out`` holds a finished export."""
+    return (out / MODEL_FILE).is_file() and (out / RESULT_FILE).is_file()

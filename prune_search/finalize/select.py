@@ -1,0 +1,82 @@
+"""Which front trial to finalize: by number, the knee, a budget, or K spread across MACs."""
+
+from typing import Any
+
+import numpy as np
+
+from prune_search.errors import PruneSearchError
+from prune_search.search.config import parse_budget
+from prune_search.search.study import StudyHandle
+from prune_search.search.summary import front_rows, spread
+
+
+def knee(rows: list[dict[str, Any]], objectives: list[str], proxy: str) -> dict[str, Any]:
+    """The front row closest (Euclidean) to the utopia point after min-max normalising each objective."""
+    column = {"proxy": f"proxy_{proxy}", "macs": "macs", "params": "params"}
+    F = np.array([[row[column[o]] for o in objectives] for row in rows], dtype=np.float64)
+    span = F.max(0) - F.min(0)
+    normalised = (F - F.min(0)) / np.where(span > 0, span, 1.0)
+    return rows[int(np.argmin(np.linalg.norm(normalised, axis=1)))]
+
+
+def within_budget(
+    handle: StudyHandle, rows: list[dict[str, Any]], max_macs: str | None, max_params: str | None
+) -> dict[str, Any]:
+    """The best-proxy front row within the budgets; a one-line error naming the closest if none fits."""
+    base = handle.config["base"]
+    macs = parse_budget(max_macs, base["macs"], "--max-macs") or float("inf")
+    params = parse_budget(max_params, base["params"], "--max-params") or float("inf")
+    proxy = f"proxy_{handle.config['proxy']}"
+    fitting = [r for r in rows if r["macs"] <= macs and r["params"] <= params]
+    if fitting:
+        return min(fitting, key=lambda r: (r[proxy], r["macs"]))
+
+    def excess(row: dict[str, Any]) -> float:
+        return max(0.0, (row["macs"] - macs) / base["macs"]) + max(0.0, (row["params"] - params) / base["params"])
+
+    closest = min(rows, key=excess)
+    raise PruneSearchError(
+        f"no front trial meets the budget; the closest is trial {closest['trial']} with "
+        f"{closest['macs_pct']:.1f}% MACs and {closest['params_pct']:.1f}% params of the base model"
+    )
+
+
+def choose(
+    handle: StudyHandle,
+    *,
+    trial: int | None = None,
+    use_knee: bool = False,
+    max_macs: str | None = None,
+    max_params: str | None = None,
+    front: int | None = None,
+    force: bool = False,
+) -> tuple[list[int], list[str]]:
+    """Trial numbers to finalize, and warnings to show. Exactly one way of choosing must be given."""
+    ways = sum([trial is not None, use_knee, max_macs is not None or max_params is not None, front is not None])
+    if ways != 1:
+        raise PruneSearchError("choose the trial one way: --trial N, --knee, --max-macs/--max-params or --front K")
+    rows = front_rows(handle)
+    if not rows and trial is None:
+        raise PruneSearchError("the study has no feasible front yet; run 'prune-search start' first")
+    if trial is not None:
+        from prune_search.search.summary import load_archive
+
+        numbers = set(load_archive(handle).numbers.tolist())
+        if trial not in numbers:
+            raise PruneSearchError(
+                f"no trial {trial} in study '{handle.study.study_name}' (it has trials 0..{max(numbers, default=-1)})"
+            )
+        if trial not in {r["trial"] for r in rows}:
+            if not force:
+                raise PruneSearchError(
+                    f"trial {trial} is not on the feasible Pareto front; pass --force to finalize it anyway"
+                )
+            return [trial], [f"trial {trial} is not on the feasible Pareto front (finalizing it because of --force)"]
+        return [trial], []
+    if use_knee:
+        return [knee(rows, handle.config["objectives"], handle.config["proxy"])["trial"]], []
+    if front is not None:
+        if front < 1:
+            raise PruneSearchError(f"--front must be at least 1, got {front}")
+        return [r["trial"] for r in spread(rows, front)], []
+    return [within_budget(handle, rows, max_macs, max_params)["trial"]], []
