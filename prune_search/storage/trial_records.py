@@ -37,7 +37,8 @@ def set_finished_user_attr(engine: Engine, trial_id: int, key: str, value: Any) 
 def attach_artifact(engine: Engine, trial_id: int, artifact_id: str, filename: str, mimetype: str) -> None:
     """Register an artifact already written to the artifact store on a (finished) trial."""
     meta = {"artifact_id": artifact_id, "filename": filename, "mimetype": mimetype, "encoding": None}
-    _upsert(engine, models.TrialSystemAttributeModel.__table__, trial_id, f"artifacts:{artifact_id}", meta)
+    key = f"artifacts:{artifact_id}"
+    _upsert(engine, models.TrialSystemAttributeModel.__table__, trial_id, key, json.dumps(meta))  # as Optuna stores it
 
 
 def _alive(pid: int) -> bool:

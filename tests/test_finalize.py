@@ -1,0 +1,208 @@
+"""The finalizer on digits: knee → fine-tune → export → load, records, resume, ONNX, workers, bad input."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+from optuna_dashboard import get_note
+
+import prune_search
+from prune_search.errors import PruneSearchError
+from prune_search.finalize import FinalizeConfig, choose, finalize_trial
+from prune_search.search import StartOptions, create_or_join, run_worker
+from prune_search.search.summary import front_rows
+from prune_search.training import TrainConfig, train_baseline
+from prune_search.training.loop import evaluate
+
+POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
+FAST = FinalizeConfig(epochs=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finalize")
+    checkpoint = folder / "base.pt"
+    train_baseline(TrainConfig(model="resnet20", epochs=8), checkpoint, progress=False, device="cpu")
+    url = f"sqlite:///{folder / 'study.db'}"
+    options = StartOptions(checkpoint=checkpoint, population=40, calibration_batches=2)
+    handle, _ = create_or_join(url, "fin", options, device="cpu", progress=False)
+    run_worker(handle, 300)
+    return handle, url, checkpoint
+
+
+def _knee(handle) -> int:
+    return choose(handle, use_knee=True)[0][0]
+
+
+def test_knee_finalize_exports_a_model_that_loads_with_identical_logits(study, tmp_path, digits):
+    handle, url, _ = study
+    number = _knee(handle)
+    result, model = finalize_trial(
+        handle, number, FAST, tmp_path / "out", artifact_dir=tmp_path / "art", progress=False
+    )
+    loaded = prune_search.load_pruned(tmp_path / "out")
+    x, _ = next(iter(digits.loader("test", 64)))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert evaluate(loaded, digits.loader("test", 512), torch.device("cpu")).accuracy == result["test_acc"]
+    assert sum(p.numel() for p in loaded.parameters()) == result["params"]
+    assert result["macs_reduction_pct"] > 0
+    weights = torch.load(tmp_path / "out" / "weights.pt", weights_only=True)
+    assert set(weights) == set(loaded.state_dict())
+
+    trial = next(t for t in optuna.load_study(study_name="fin", storage=url).trials if t.number == number)
+    stored = trial.user_attrs["finalized"]
+    assert stored["test_acc"] == result["test_acc"]
+    assert stored["macs"] == result["macs"]
+    assert "Finalized trial" in get_note(optuna.trial.Trial(handle.study, trial._trial_id))
+    artifacts = optuna.artifacts.get_all_artifact_meta(trial, storage=handle.storage)
+    assert [a.filename for a in artifacts] == [f"trial-{number}-plan.json"]
+    plan = (tmp_path / "art" / artifacts[0].artifact_id).read_text()
+    assert json.loads(plan) == json.loads((tmp_path / "out" / "plan.json").read_text())
+
+
+def test_a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(study, tmp_path):
+    handle, url, _ = study
+    number = _knee(handle)
+    args = ["finalize", "--study", "fin", "--storage", url, "--trial", str(number), "--epochs", "12"]
+    args += ["--no-progress", "--device", "cpu", "--artifact-dir", str(tmp_path / "art")]
+    straight = run_cli(*args, "--out", str(tmp_path / "a"))
+    assert straight.returncode == 0, straight.stderr
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "prune_search", *args, "--out", str(tmp_path / "b")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "b" / "state.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "b" / "result.json").exists(), "the run finished before it could be killed"
+    resumed = run_cli(*args, "--out", str(tmp_path / "b"))
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "a" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "weights.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    result_a = json.loads((tmp_path / "a" / "result.json").read_text())
+    result_b = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert (result_a["test_acc"], result_a["best_epoch"]) == (result_b["test_acc"], result_b["best_epoch"])
+
+
+def test_no_kd_uses_the_same_schedule_and_records_it(study, tmp_path):
+    handle, _, _ = study
+    number = _knee(handle)
+    kd, _ = finalize_trial(handle, number, FAST, tmp_path / "kd", artifact_dir=tmp_path / "art", progress=False)
+    ce_config = FinalizeConfig(epochs=3, seed=1, kd=False)
+    ce, _ = finalize_trial(handle, number, ce_config, tmp_path / "ce", artifact_dir=tmp_path / "art", progress=False)
+    assert kd["kd"] and not ce["kd"]
+    assert kd["epochs"] == ce["epochs"]
+    assert kd["macs"] == ce["macs"]
+
+
+def test_onnx_export_matches_pytorch(study, tmp_path, digits):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    handle, _, _ = study
+    number = _knee(handle)
+    config = FinalizeConfig(epochs=1)
+    _, model = finalize_trial(
+        handle, number, config, tmp_path / "o", onnx=True, artifact_dir=tmp_path / "art", progress=False
+    )
+    session = onnxruntime.InferenceSession(str(tmp_path / "o" / "model.onnx"))
+    x, _ = next(iter(digits.loader("test", 32)))
+    (onnx_logits,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_logits, model(x).numpy(), atol=1e-4, rtol=0)
+
+
+def test_two_workers_on_postgresql_split_the_front_without_overlap(study, tmp_path):
+    _, _, checkpoint = study
+    name = f"fin-{uuid.uuid4().hex[:8]}"
+    options = StartOptions(checkpoint=checkpoint, population=40, calibration_batches=2)
+    handle, _ = create_or_join(POSTGRES, name, options, device="cpu", progress=False)
+    run_worker(handle, 200)
+    args = ["finalize", "--study", name, "--storage", POSTGRES, "--front", "4", "--epochs", "2"]
+    args += ["--out", str(tmp_path / "front"), "--no-progress", "--device", "cpu", "--artifact-dir", str(tmp_path)]
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "prune_search", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-800:] for o in outputs]
+    done = [[line for line in o[0].decode().splitlines() if "→" in line] for o in outputs]
+    finalized = [line.split(":")[0] for lines in done for line in lines]
+    assert len(finalized) == 4
+    assert len(set(finalized)) == 4
+    assert len(list((tmp_path / "front").iterdir())) == 4
+    expected = {r["trial"] for r in front_rows(handle)}
+    trials = optuna.load_study(study_name=name, storage=POSTGRES).get_trials(deepcopy=False)
+    assert {t.number for t in trials if "finalized" in t.user_attrs} <= expected
+
+
+def test_bad_choices_are_refused_with_one_line(study, tmp_path):
+    handle, url, _ = study
+    base = ["finalize", "--study", "fin", "--storage", url, "--epochs", "1", "--no-progress"]
+    assert_one_line_error(run_cli(*base, "--trial", "99999", "--out", str(tmp_path / "x")), "no trial 99999")
+    front = {r["trial"] for r in front_rows(handle)}
+    off_front = next(n for n in range(300) if n not in front)
+    refused = run_cli(*base, "--trial", str(off_front), "--out", str(tmp_path / "x"))
+    assert_one_line_error(refused, "not on the feasible Pareto front", "--force")
+    forced = run_cli(*base, "--trial", str(off_front), "--force", "--out", str(tmp_path / "f"))
+    assert forced.returncode == 0, forced.stderr
+    assert "warning: trial" in forced.stderr
+    tiny = run_cli(*base, "--max-macs", "10", "--out", str(tmp_path / "x"))
+    assert_one_line_error(tiny, "no front trial meets the budget; the closest is trial")
+    assert_one_line_error(run_cli(*base, "--out", str(tmp_path / "x")), "choose the trial one way")
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_output_folder_holding_another_run_is_refused(study, tmp_path):
+    handle, _, _ = study
+    number = _knee(handle)
+    finalize_trial(handle, number, FAST, tmp_path / "out", artifact_dir=tmp_path / "art", progress=False)
+    before = (tmp_path / "out" / "weights.pt").read_bytes()
+    with pytest.raises(PruneSearchError, match="holds another run"):
+        finalize_trial(handle, number, FinalizeConfig(epochs=2), tmp_path / "out", progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(PruneSearchError, match="not empty"):
+        finalize_trial(handle, number, FAST, tmp_path / "other", progress=False)
+    assert (tmp_path / "out" / "weights.pt").read_bytes() == before
+
+
+def test_a_missing_or_mismatched_base_checkpoint_is_refused(study, tmp_path):
+    handle, _, checkpoint = study
+    number = _knee(handle)
+    with pytest.raises(PruneSearchError, match="missing on this machine"):
+        finalize_trial(handle, number, FAST, tmp_path / "o", checkpoint=tmp_path / "gone.pt", progress=False)
+    other = tmp_path / "other.pt"
+    train_baseline(TrainConfig(model="resnet20", epochs=1, seed=5), other, progress=False, device="cpu")
+    with pytest.raises(PruneSearchError, match="SHA-256 differs"):
+        finalize_trial(handle, number, FAST, tmp_path / "o", checkpoint=other, progress=False)
+    assert not (tmp_path / "o").exists()
+    assert checkpoint.is_file()
+
+
+def test_load_pruned_refuses_a_folder_that_is_not_an_export(tmp_path):
+    with pytest.raises(PruneSearchError, match=r"missing plan\.json"):
+        prune_search.load_pruned(tmp_path)
+
+
+def test_exported_model_loads_without_the_search_code(study, tmp_path):
+    handle, _, _ = study
+    finalize_trial(handle, _knee(handle), FAST, tmp_path / "out", artifact_dir=tmp_path / "art", progress=False)
+    script = (
+        "import sys, torch, prune_search\n"
+        "m = prune_search.load_pruned(sys.argv[1])\n"
+        "print(m(torch.zeros(1, 1, 8, 8)).shape[1])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.stdout.strip() == "10", result.stderr
