@@ -162,7 +162,6 @@ def finalize_trial(
     )
     loss = kd_loss(base, config.temperature, config.alpha) if config.kd else cross_entropy
     recipe = Recipe(config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay, config.seed)
-    torch.manual_seed(config.seed)
     fitted = fit(
         student.to(device),
         bundle,

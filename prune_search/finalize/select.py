@@ -7,7 +7,7 @@ import numpy as np
 from prune_search.errors import PruneSearchError
 from prune_search.search.config import parse_budget
 from prune_search.search.study import StudyHandle
-from prune_search.search.summary import front_rows, spread
+from prune_search.search.summary import front_rows, load_archive, spread
 
 
 def knee(rows: list[dict[str, Any]], objectives: list[str], proxy: str) -> dict[str, Any]:
@@ -59,8 +59,6 @@ def choose(
     if not rows and trial is None:
         raise PruneSearchError("the study has no feasible front yet; run 'prune-search start' first")
     if trial is not None:
-        from prune_search.search.summary import load_archive
-
         numbers = set(load_archive(handle).numbers.tolist())
         if trial not in numbers:
             raise PruneSearchError(
