@@ -21,11 +21,14 @@ from prune_search.models import ModelSpec, available_models
 from prune_search.search import GenerationReport, StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import CONFIG_ATTR
 from prune_search.search.study import open_storage
+from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows, spread, status
 from prune_search.storage import DEFAULT_URL, ENV_VAR, redact, resolve_url
 from prune_search.storage.trial_records import claim
 from prune_search.training import EpochRecord, TrainConfig, load_model, read_checkpoint, train_baseline
 from prune_search.training.loop import evaluate
+
+NOTE_EVERY = 10  # generations between refreshes of the study's dashboard note
 
 app = typer.Typer(
     help="Multi-objective search for structured pruning of neural networks, on Optuna.",
@@ -268,9 +271,12 @@ def start(
     def report(update: GenerationReport) -> None:
         bar.n = update.complete
         bar.set_postfix(front=update.front, hv=f"{update.hypervolume:.4f}", gen=update.generation)
+        if update.generation % NOTE_EVERY == 0:
+            update_study_note(handle)
 
     added = run_worker(handle, trials, seed=seed, device=resolve_device(device), on_generation=report)
     bar.close()
+    update_study_note(handle)
     rows = front_rows(handle)
     typer.echo(f"this worker added {added} trials; the study's feasible front holds {len(rows)} trials:")
     _print_front(spread(rows, 15), handle.config["proxy"])

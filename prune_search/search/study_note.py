@@ -1,0 +1,45 @@
+"""The study's optuna-dashboard note: configuration and a front summary, refreshed by workers."""
+
+import warnings
+
+import optuna
+import optuna_dashboard
+
+from prune_search.search.front import REFERENCE, hypervolume
+from prune_search.search.study import StudyHandle
+from prune_search.search.summary import front_rows, load_archive, spread
+
+
+def note_markdown(handle: StudyHandle) -> str:
+    """Markdown: what the study searches, its budgets, and the front at this moment."""
+    config = handle.config
+    archive = load_archive(handle)
+    rows = front_rows(handle, archive)
+    limits = config["constraints"]
+    lines = [
+        f"## prune-search study `{handle.study.study_name}`",
+        "",
+        f"- model: `{config['model']['name']}` {config['model']['options'] or ''} on "
+        f"`{config['data']['name']}`, {config['groups']} prunable groups; base {config['base']['macs']:,} MACs, {config['base']['params']:,} params",
+        f"- checkpoint: `{config['checkpoint']}` (SHA-256 `{config['checkpoint_sha256'][:16]}…`)",
+        f"- importance: `{config['criterion']}`; objectives: {', '.join(handle.objective_names())} (all minimised)",
+        f"- budgets: MACs ≤ {limits['max_macs'] or '—'}, params ≤ {limits['max_params'] or '—'}",
+        f"- trials: {len(archive)}; feasible front: {len(rows)}; hypervolume "
+        f"{hypervolume(archive.F, archive.violation, config):.4f} "
+        f"(reference point {REFERENCE} on base-normalised objectives)",
+        "",
+        "| trial | MACs % | params % | proxy |",
+        "|---|---|---|---|",
+    ]
+    proxy = f"proxy_{config['proxy']}"
+    lines += [
+        f"| {r['trial']} | {r['macs_pct']:.1f} | {r['params_pct']:.1f} | {r[proxy]:.4g} |" for r in spread(rows, 12)
+    ]
+    return "\n".join(lines)
+
+
+def update_study_note(handle: StudyHandle) -> None:
+    """Replace the study's dashboard note with the current summary."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna_dashboard.save_note(handle.study, note_markdown(handle))
