@@ -20,7 +20,8 @@ def note_markdown(handle: StudyHandle) -> str:
         f"## prune-search study `{handle.study.study_name}`",
         "",
         f"- model: `{config['model']['name']}` {config['model']['options'] or ''} on "
-        f"`{config['data']['name']}`, {config['groups']} prunable groups; base {config['base']['macs']:,} MACs, {config['base']['params']:,} params",
+        f"`{config['data']['name']}`, {config['groups']} prunable groups; "
+        f"base {config['base']['macs']:,} MACs, {config['base']['params']:,} params",
         f"- checkpoint: `{config['checkpoint']}` (SHA-256 `{config['checkpoint_sha256'][:16]}…`)",
         f"- importance: `{config['criterion']}`; objectives: {', '.join(handle.objective_names())} (all minimised)",
         f"- budgets: MACs ≤ {limits['max_macs'] or '—'}, params ≤ {limits['max_params'] or '—'}",
