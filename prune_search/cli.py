@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import optuna
+import optuna_dashboard
 import typer
+from optuna.artifacts import FileSystemArtifactStore
 from tqdm import tqdm
 
 from prune_search.data import DataSpec, available_datasets, load_dataset
@@ -18,6 +20,7 @@ from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.models import ModelSpec, available_models
+from prune_search.report import write_report
 from prune_search.search import GenerationReport, StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import CONFIG_ATTR
 from prune_search.search.study import open_storage
@@ -402,6 +405,34 @@ def finalize(
             f"test acc {result['test_acc']:.4f} (base {result['base_test_acc']:.4f}), "
             f"MACs −{result['macs_reduction_pct']:.1f}%, params −{result['params_reduction_pct']:.1f}% → {target}"
         )
+
+
+@app.command()
+def report(
+    study: StudyOpt,
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    storage: StorageOpt = None,
+) -> None:
+    """Write a self-contained HTML report: fronts, hypervolume, keep ratios, importance, finalized models."""
+    _quiet_optuna()
+    path = write_report(open_study(resolve_url(storage), study), out)
+    typer.echo(f"wrote {path} (opens offline in any browser)")
+
+
+@app.command()
+def dashboard(
+    study: StudyOpt,
+    storage: StorageOpt = None,
+    artifact_dir: Annotated[Path, typer.Option(help="Optuna artifact store folder.")] = Path("prune-search-artifacts"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study's storage and artifact store."""
+    _quiet_optuna()
+    url = resolve_url(storage)
+    handle = open_study(url, study)
+    typer.echo(f"optuna-dashboard for '{study}' at http://{host}:{port}/dashboard/studies/{handle.study_id}")
+    optuna_dashboard.run_server(url, host=host, port=port, artifact_store=FileSystemArtifactStore(str(artifact_dir)))
 
 
 @app.command()

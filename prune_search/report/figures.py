@@ -1,0 +1,160 @@
+"""The report's plotly figures."""
+
+from itertools import combinations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from prune_search.report.data import ReportData
+
+_AXES = {"proxy": "proxy (loss estimate)", "macs": "MACs (% of base)", "params": "params (% of base)"}
+
+
+def _series(data: ReportData) -> dict[str, np.ndarray]:
+    base = data.handle.config["base"]
+    return {"proxy": data.proxy, "macs": 100 * data.macs / base["macs"], "params": 100 * data.params / base["params"]}
+
+
+def _front_values(data: ReportData, rows: list[dict]) -> dict[str, np.ndarray]:
+    proxy = f"proxy_{data.handle.config['proxy']}"
+    return {
+        "proxy": np.array([r[proxy] for r in rows]),
+        "macs": np.array([r["macs_pct"] for r in rows]),
+        "params": np.array([r["params_pct"] for r in rows]),
+    }
+
+
+def pareto_projections(data: ReportData) -> list[go.Figure]:
+    """One 2-D scatter per objective pair: all trials, the feasible front, base model, knee, finalized points."""
+    series, front = _series(data), _front_values(data, data.front)
+    finalized = {r["trial"]: r for r in data.finalized}
+    figures = []
+    for x, y in combinations(["macs", "params", "proxy"], 2):
+        fig = go.Figure()
+        fig.add_trace(
+            go.Scattergl(
+                x=series[x], y=series[y], mode="markers", name="all trials", marker={"size": 4, "color": "lightgray"}
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=front[x],
+                y=front[y],
+                mode="markers",
+                name="feasible front",
+                marker={"size": 6, "color": "royalblue"},
+                text=[f"trial {r['trial']}" for r in data.front],
+            )
+        )
+        full = [r for r in data.front if r["macs_pct"] == 100.0 and r["params_pct"] == 100.0]
+        if full:
+            marks = _front_values(data, full[:1])
+            fig.add_trace(
+                go.Scatter(
+                    x=marks[x],
+                    y=marks[y],
+                    mode="markers",
+                    name="base model",
+                    marker={"size": 14, "symbol": "star", "color": "black"},
+                )
+            )
+        if data.knee is not None:
+            marks = _front_values(data, [data.knee])
+            fig.add_trace(
+                go.Scatter(
+                    x=marks[x],
+                    y=marks[y],
+                    mode="markers",
+                    name=f"knee (trial {data.knee['trial']})",
+                    marker={"size": 14, "symbol": "diamond", "color": "crimson"},
+                )
+            )
+        done = [r for r in data.front if r["trial"] in finalized]
+        if done:
+            marks = _front_values(data, done)
+            labels = [f"{100 * finalized[r['trial']]['test_acc']:.2f}%" for r in done]
+            fig.add_trace(
+                go.Scatter(
+                    x=marks[x],
+                    y=marks[y],
+                    mode="markers+text",
+                    name="finalized (test accuracy)",
+                    text=labels,
+                    textposition="top center",
+                    marker={"size": 12, "symbol": "circle-open", "color": "darkgreen"},
+                )
+            )
+        fig.update_layout(
+            title=f"{_AXES[y]} vs {_AXES[x]}",
+            xaxis_title=_AXES[x],
+            yaxis_title=_AXES[y],
+            height=480,
+            margin={"t": 50, "b": 40},
+        )
+        figures.append(fig)
+    return figures
+
+
+def pareto_3d(data: ReportData) -> go.Figure:
+    front = _front_values(data, data.front)
+    fig = go.Figure(
+        go.Scatter3d(
+            x=front["macs"],
+            y=front["params"],
+            z=front["proxy"],
+            mode="markers",
+            marker={"size": 3, "color": front["proxy"], "colorscale": "Viridis"},
+            text=[f"trial {r['trial']}" for r in data.front],
+        )
+    )
+    fig.update_layout(
+        title="feasible Pareto front",
+        height=560,
+        scene={"xaxis_title": _AXES["macs"], "yaxis_title": _AXES["params"], "zaxis_title": _AXES["proxy"]},
+    )
+    return fig
+
+
+def hypervolume_history(data: ReportData) -> go.Figure:
+    trials = [h[1] for h in data.history]
+    fig = go.Figure(go.Scatter(x=trials, y=[h[2] for h in data.history], mode="lines+markers"))
+    fig.update_layout(
+        title="hypervolume after each generation",
+        xaxis_title="trials",
+        yaxis_title="hypervolume (reference 1.1 per normalised objective)",
+        height=400,
+    )
+    return fig
+
+
+def keep_heatmap(data: ReportData) -> go.Figure:
+    names = data.handle.space.names
+    sizes = {g.name: g.size for g in data.handle.space.groups}
+    z = [[r["keep"][n] / sizes[n] for n in names] for r in data.front]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=names,
+            y=[f"trial {r['trial']} ({r['macs_pct']:.0f}% MACs)" for r in data.front],
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "keep ratio"},
+        )
+    )
+    fig.update_layout(
+        title="keep ratio per group across the front (sorted by MACs)",
+        height=max(400, 12 * len(data.front)),
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def importance_distributions(data: ReportData) -> go.Figure:
+    fig = go.Figure()
+    for group in data.handle.space.groups:
+        fig.add_trace(go.Box(y=data.handle.importance.scores[group.name].numpy(), name=group.name, boxpoints=False))
+    fig.update_layout(
+        title=f"{data.handle.config['criterion']} importance per group", yaxis_type="log", showlegend=False, height=450
+    )
+    return fig
