@@ -1,0 +1,100 @@
+"""optuna-dashboard (its WSGI app, headless) and the HTML report on real studies."""
+
+import json
+import re
+import uuid
+from wsgiref.util import setup_testing_defaults
+
+import optuna_dashboard
+import pytest
+from cli_helpers import run_cli
+from optuna.artifacts import FileSystemArtifactStore
+
+from prune_search.finalize import FinalizeConfig, choose, finalize_trial
+from prune_search.report import write_report
+from prune_search.search import StartOptions, create_or_join, run_worker
+from prune_search.search.study_note import update_study_note
+from prune_search.search.summary import front_rows
+from prune_search.training import TrainConfig, train_baseline
+
+POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inspect") / "base.pt"
+    train_baseline(TrainConfig(model="resnet20", epochs=3), out, progress=False, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def finalized_study(request, checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    url = f"sqlite:///{folder / 'study.db'}" if request.param == "sqlite" else POSTGRES
+    name = f"inspect-{uuid.uuid4().hex[:8]}"
+    options = StartOptions(checkpoint=checkpoint, population=40, calibration_batches=2)
+    handle, _ = create_or_join(url, name, options, device="cpu", progress=False)
+    run_worker(handle, 200)
+    update_study_note(handle)
+    number = choose(handle, use_knee=True)[0][0]
+    artifacts = folder / "artifacts"
+    finalize_trial(handle, number, FinalizeConfig(epochs=1), folder / "out", artifact_dir=artifacts, progress=False)
+    return handle, url, artifacts, number, folder
+
+
+def _get(app, path: str) -> tuple[str, bytes]:
+    status = {}
+
+    def start(line, headers, exc_info=None):
+        status["line"] = line
+
+    environ = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    body = b"".join(app(environ, start))
+    return status["line"], body
+
+
+def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):
+    handle, url, artifacts, number, _ = finalized_study
+    app = optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts)))
+    status, body = _get(app, f"/api/studies/{handle.study_id}")
+    assert status.startswith("200")
+    study = json.loads(body)
+    assert study["objective_names"] == ["taylor_loss", "macs", "params"]
+    assert sorted(t["number"] for t in study["best_trials"]) == sorted(r["trial"] for r in front_rows(handle))
+    assert "prune-search study" in study["note"]["body"]
+    finalized = next(t for t in study["trials"] if t["number"] == number)
+    assert [a["filename"] for a in finalized["artifacts"]] == [f"trial-{number}-plan.json"]
+    attrs = {a["key"]: a["value"] for a in finalized["user_attrs"]}
+    assert "finalized" in attrs and "keep" in attrs
+    artifact_id = finalized["artifacts"][0]["artifact_id"]
+    status, plan = _get(app, f"/artifacts/{handle.study_id}/{finalized['trial_id']}/{artifact_id}")
+    assert status.startswith("200")
+    assert json.loads(plan)["format"] == "prune-search/plan"
+
+
+def test_report_is_one_offline_html_file_with_every_figure(finalized_study):
+    handle, _, _, number, folder = finalized_study
+    page = write_report(handle, folder / "report.html").read_text()
+    assert page.count("plotly.js v") == 1, "plotly.js is inlined exactly once"
+    assert page.count("Plotly.newPlot(") == 7
+    assert not re.search(r"<script[^>]+src=", page), "the report must not load scripts from the network"
+    for title in (
+        "vs MACs (% of base)",
+        "feasible Pareto front",
+        "hypervolume after each generation",
+        "keep ratio per group across the front",
+        "taylor importance per group",
+        f"knee (trial {choose(handle, use_knee=True)[0][0]})",
+        "finalized (test accuracy)",
+    ):
+        assert title in page, title
+    assert f"<td>{number}</td>" in page
+
+
+def test_report_and_dashboard_commands_exist(finalized_study):
+    handle, url, _, _, folder = finalized_study
+    result = run_cli("report", "--study", handle.study.study_name, "--storage", url, "--out", str(folder / "r.html"))
+    assert result.returncode == 0, result.stderr
+    assert (folder / "r.html").stat().st_size > 100_000
+    assert "--artifact-dir" in run_cli("dashboard", "--help").stdout
