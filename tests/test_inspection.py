@@ -1,7 +1,10 @@
 """optuna-dashboard (its WSGI app, headless) and the HTML report on real studies."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from wsgiref.util import setup_testing_defaults
 
@@ -98,3 +101,22 @@ def test_report_and_dashboard_commands_exist(finalized_study):
     assert result.returncode == 0, result.stderr
     assert (folder / "r.html").stat().st_size > 100_000
     assert "--artifact-dir" in run_cli("dashboard", "--help").stdout
+
+
+@pytest.mark.parametrize("command", ["studies", "trials", "best-trials"])
+def test_the_optuna_cli_reads_our_studies(finalized_study, command):
+    handle, url, _, _, _ = finalized_study
+    optuna_cli = os.path.join(os.path.dirname(sys.executable), "optuna")
+    args = [optuna_cli, command, "--storage", url, "-f", "json"]
+    if command != "studies":
+        args += ["--study-name", handle.study.study_name]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    if command == "studies":
+        assert handle.study.study_name in {row["name"] for row in rows}
+    elif command == "trials":
+        assert len(rows) == 200
+        assert {"keep", "macs", "params"} <= set(rows[0]["user_attrs"])
+    else:
+        assert sorted(row["number"] for row in rows) == sorted(r["trial"] for r in front_rows(handle))
