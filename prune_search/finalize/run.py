@@ -19,7 +19,7 @@ from prune_search.data import DataSpec, load_dataset
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, materialize
 from prune_search.finalize.distill import kd_loss
-from prune_search.finalize.export import MODEL_FILE, PLAN_FILE, export, export_onnx
+from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.models import ModelSpec
 from prune_search.search.config import sha256_of
 from prune_search.search.study import StudyHandle
@@ -206,7 +206,3 @@ def finalize_trial(
     (out / STATE_FILE).unlink(missing_ok=True)
     return result, student.eval()
 
-
-def exported(out: Path) -> bool:
-    """True when ``out`` holds a finished export."""
-    return (out / MODEL_FILE).is_file() and (out / RESULT_FILE).is_file()
