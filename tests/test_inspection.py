@@ -18,16 +18,13 @@ from prune_search.report import write_report
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows
-from prune_search.training import TrainConfig, train_baseline
 
 POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("inspect") / "base.pt"
-    train_baseline(TrainConfig(model="resnet20", epochs=3), out, progress=False, device="cpu")
-    return out
+def checkpoint(digits_checkpoint):
+    return digits_checkpoint
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -17,17 +17,14 @@ from sqlalchemy import create_engine, text
 from prune_search.errors import PruneSearchError
 from prune_search.search import StartOptions, create_or_join, nsga2, open_study, run_worker
 from prune_search.search.summary import front_rows, load_archive, status
-from prune_search.training import TrainConfig, train_baseline
 
 POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("search") / "base.pt"
-    train_baseline(TrainConfig(model="resnet20", epochs=3), out, progress=False, device="cpu")
-    return out
+def checkpoint(digits_checkpoint):
+    return digits_checkpoint
 
 
 @pytest.fixture
