@@ -40,7 +40,6 @@ class ProxyEvaluator:
                 table[g, s, len(cumulative) :] = cumulative[-1]
         self._table = table.flatten().to(self.device)
         self._width = width
-        self._strategies = strategies
         self._sizes = space.sizes.to(torch.float64).to(self.device)
         self._offsets = (torch.arange(len(space)) * strategies * width).to(self.device)
 

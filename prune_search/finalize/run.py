@@ -205,4 +205,3 @@ def finalize_trial(
     (out / RESULT_FILE).write_text(json.dumps(result, indent=1))
     (out / STATE_FILE).unlink(missing_ok=True)
     return result, student.eval()
-

@@ -55,11 +55,12 @@ def choose(
     ways = sum([trial is not None, use_knee, max_macs is not None or max_params is not None, front is not None])
     if ways != 1:
         raise PruneSearchError("choose the trial one way: --trial N, --knee, --max-macs/--max-params or --front K")
-    rows = front_rows(handle)
+    archive = load_archive(handle)
+    rows = front_rows(handle, archive)
     if not rows and trial is None:
         raise PruneSearchError("the study has no feasible front yet; run 'prune-search start' first")
     if trial is not None:
-        numbers = set(load_archive(handle).numbers.tolist())
+        numbers = set(archive.numbers.tolist())
         if trial not in numbers:
             raise PruneSearchError(
                 f"no trial {trial} in study '{handle.study.study_name}' (it has trials 0..{max(numbers, default=-1)})"

@@ -49,10 +49,9 @@ def collect(handle: StudyHandle) -> ReportData:
     """Read the study once and derive every series the report plots."""
     archive = load_archive(handle)
     evaluator = Evaluator(handle, torch.device("cpu"))
-    records = evaluator.records(archive.X, 0, 0) if len(archive) else []
-    macs = np.array([r.user_attrs["macs"] for r in records], dtype=np.float64)
-    params = np.array([r.user_attrs["params"] for r in records], dtype=np.float64)
-    proxy = np.array([r.user_attrs["proxy"][handle.config["proxy"]] for r in records], dtype=np.float64)
+    proxies, macs, params = evaluator.measure(archive.X)
+    proxy = proxies[handle.config["proxy"]].astype(np.float64)
+    macs, params = macs.astype(np.float64), params.astype(np.float64)
     front = front_rows(handle, archive)
     chosen = knee(front, handle.config["objectives"], handle.config["proxy"]) if front else None
     history = hypervolume_history(archive.F, archive.violation, archive.generation, handle.config)

@@ -2,7 +2,7 @@
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,6 @@ class StartOptions:
     ratio_step: float | None = None
     round_to: int | None = None
     min_keep: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 DEFAULTS = {

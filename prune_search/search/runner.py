@@ -71,12 +71,18 @@ class Evaluator:
         keep, groups = self.keep(X), len(self.space)
         return [digest(keep[i], X[i, groups:]) for i in range(len(X))]
 
+    def measure(self, X: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Every proxy ``{name: [N]}``, MACs ``[N]`` and params ``[N]`` of the individuals ``X``."""
+        groups = len(self.space)
+        batch = CandidateBatch(torch.from_numpy(self.keep(X)), torch.from_numpy(X[:, groups:].copy()))
+        proxies = {name: self.proxy(batch, name).cpu().numpy() for name in PROXIES}
+        macs, params = (t.cpu().numpy() for t in self.cost(batch))
+        return proxies, macs, params
+
     def records(self, X: np.ndarray, generation: int, worker_id: int) -> list[TrialRecord]:
         groups = len(self.space)
         keep = self.keep(X)
-        batch = CandidateBatch(torch.from_numpy(keep), torch.from_numpy(X[:, groups:].copy()))
-        proxies = {name: self.proxy(batch, name).cpu().numpy() for name in PROXIES}
-        macs, params = (t.cpu().numpy() for t in self.cost(batch))
+        proxies, macs, params = self.measure(X)
         base = self.config["base"]
         limits = self.config["constraints"]
         columns = {"proxy": proxies[self.config["proxy"]], "macs": macs, "params": params}
