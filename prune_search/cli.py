@@ -4,7 +4,6 @@ import csv
 import io
 import json
 import sys
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +14,25 @@ import typer
 from optuna.artifacts import FileSystemArtifactStore
 from tqdm import tqdm
 
+from prune_search.cli_options import (
+    DataRootOpt,
+    DatasetOpt,
+    DeviceOpt,
+    DownloadOpt,
+    FormatOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    ModelOpt,
+    ModelOptions,
+    SplitSeedOpt,
+    StorageOpt,
+    StudyOpt,
+    ValFractionOpt,
+    data_spec,
+    parse_model_options,
+    print_epoch,
+    quiet_optuna,
+)
 from prune_search.data import DataSpec, available_datasets, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
@@ -26,9 +44,9 @@ from prune_search.search.config import CONFIG_ATTR
 from prune_search.search.study import open_storage
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows, spread, status
-from prune_search.storage import DEFAULT_URL, ENV_VAR, redact, resolve_url
+from prune_search.storage import redact, resolve_url
 from prune_search.storage.trial_records import claim
-from prune_search.training import EpochRecord, TrainConfig, load_model, read_checkpoint, train_baseline
+from prune_search.training import TrainConfig, load_model, read_checkpoint, train_baseline
 from prune_search.training.loop import evaluate
 
 NOTE_EVERY = 10  # generations between refreshes of the study's dashboard note
@@ -39,56 +57,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ModelOpt = Annotated[str, typer.Option("--model", help="Zoo name, tv:NAME or package.module:factory.")]
-ModelOptions = Annotated[
-    list[str] | None,
-    typer.Option("--model-option", help="Factory option KEY=VALUE (JSON value), repeatable, e.g. head=512."),
-]
-DatasetOpt = Annotated[
-    str, typer.Option("--dataset", help="digits, fashion-mnist, mnist, cifar10, cifar100 or imagefolder:PATH.")
-]
-DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="Folder holding the dataset's files.")]
-ValFractionOpt = Annotated[float, typer.Option("--val-fraction", help="Share of train held out as val.")]
-SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the train/val(/test) split.")]
-ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="ImageFolder image size in px (default 224).")]
-DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow torchvision to download mnist/cifar.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def parse_model_options(items: list[str] | None) -> dict[str, Any]:
-    """``["head=512", "hidden=[128,32]"]`` → ``{"head": 512, "hidden": [128, 32]}``."""
-    options: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise PruneSearchError(f"--model-option '{item}' must look like KEY=VALUE, e.g. head=512")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
-
-
-def _data_spec(
-    dataset: str, data_root: Path | None, val_fraction: float, split_seed: int, image_size: int | None
-) -> DataSpec:
-    return DataSpec(
-        name=dataset,
-        root=str(data_root) if data_root else None,
-        val_fraction=val_fraction,
-        split_seed=split_seed,
-        image_size=image_size,
-    )
-
-
-def _print_epoch(record: EpochRecord) -> None:
-    tqdm.write(
-        f"epoch {record.epoch:3d}  train loss {record.train_loss:.4f} acc {record.train_acc:.4f}  "
-        f"val loss {record.val_loss:.4f} acc {record.val_acc:.4f}  lr {record.lr:.4g}  {record.wall_s:.1f}s",
-        file=sys.stderr,
-    )
 
 
 @app.command()
@@ -117,7 +85,7 @@ def train(
     config = TrainConfig(
         model=model,
         model_options=parse_model_options(model_option),
-        data=_data_spec(dataset, data_root, val_fraction, split_seed, image_size),
+        data=data_spec(dataset, data_root, val_fraction, split_seed, image_size),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -133,7 +101,7 @@ def train(
         device=device,
         download=download,
         progress=progress,
-        on_epoch_end=_print_epoch,
+        on_epoch_end=print_epoch,
     )
     typer.echo(
         f"{result.model_spec.describe()} on {dataset}: best epoch {result.best_epoch}/{epochs}, "
@@ -181,18 +149,6 @@ def evaluate_command(
             f"{checkpoint} on {data.name} {split}: accuracy {metrics.accuracy:.4f}, "
             f"loss {metrics.loss:.4f} ({metrics.samples} samples)"
         )
-
-
-StudyOpt = Annotated[str, typer.Option("--study", help="Study name (created if missing, joined if present).")]
-StorageOpt = Annotated[
-    str | None, typer.Option("--storage", help=f"Storage URL (else ${ENV_VAR}, else {DEFAULT_URL}).")
-]
-FormatOpt = Annotated[str, typer.Option("--format", help="table, json or csv.")]
-
-
-def _quiet_optuna() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _row_cells(row: dict[str, Any], proxy: str) -> list[str]:
@@ -244,7 +200,7 @@ def start(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Create or join a study and run NSGA-II until it holds --trials COMPLETE trials."""
-    _quiet_optuna()
+    quiet_optuna()
     if trials < 1:
         raise PruneSearchError(f"--trials must be at least 1, got {trials}")
     url = resolve_url(storage)
@@ -290,7 +246,7 @@ def start(
 @app.command()
 def front(study: StudyOpt, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
     """The study's feasible Pareto trials: keep counts, strategies, MACs, params, proxies."""
-    _quiet_optuna()
+    quiet_optuna()
     if fmt not in ("table", "json", "csv"):
         raise PruneSearchError(f"--format must be table, json or csv, got '{fmt}'")
     handle = open_study(resolve_url(storage), study)
@@ -313,7 +269,7 @@ def front(study: StudyOpt, storage: StorageOpt = None, fmt: FormatOpt = "table")
 @app.command("status")
 def status_command(study: StudyOpt, storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
     """Trials by state, workers seen, hypervolume (pymoo) and its history."""
-    _quiet_optuna()
+    quiet_optuna()
     info = status(open_study(resolve_url(storage), study))
     if as_json:
         typer.echo(json.dumps(info, indent=1, default=str))
@@ -362,7 +318,7 @@ def finalize(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Prune a front trial for real, fine-tune it (KD), export it and record the result in the study."""
-    _quiet_optuna()
+    quiet_optuna()
     config = FinalizeConfig(
         epochs=epochs,
         lr=lr,
@@ -398,7 +354,7 @@ def finalize(
             artifact_dir=artifact_dir,
             device=resolve_device(device),
             progress=progress,
-            on_epoch_end=_print_epoch,
+            on_epoch_end=print_epoch,
         )
         typer.echo(
             f"trial {number}: val acc {result['val_acc']:.4f} (base {result['base_val_acc']:.4f}), "
@@ -414,7 +370,7 @@ def report(
     storage: StorageOpt = None,
 ) -> None:
     """Write a self-contained HTML report: fronts, hypervolume, keep ratios, importance, finalized models."""
-    _quiet_optuna()
+    quiet_optuna()
     path = write_report(open_study(resolve_url(storage), study), out)
     typer.echo(f"wrote {path} (opens offline in any browser)")
 
@@ -428,7 +384,7 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the study's storage and artifact store."""
-    _quiet_optuna()
+    quiet_optuna()
     url = resolve_url(storage)
     handle = open_study(url, study)
     typer.echo(f"optuna-dashboard for '{study}' at http://{host}:{port}/dashboard/studies/{handle.study_id}")
@@ -438,7 +394,7 @@ def dashboard(
 @app.command()
 def studies(storage: StorageOpt = None) -> None:
     """Studies in the storage, with their trial counts."""
-    _quiet_optuna()
+    quiet_optuna()
     url = resolve_url(storage)
     _, rdb = open_storage(url)
     for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
@@ -460,6 +416,10 @@ def datasets_command() -> None:
     """List the datasets."""
     for name in available_datasets():
         typer.echo(name)
+
+
+# Commands of the method modules (sensitivity, iterative, sparse, elastic, baselines, validate-proxy)
+# are registered here, one line each.
 
 
 def main() -> None:
