@@ -4,7 +4,7 @@ import json
 import uuid
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,8 @@ from torch import nn
 
 from prune_search.data import DataSpec, load_dataset
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import CostModel, materialize
-from prune_search.finalize.distill import kd_loss
 from prune_search.finalize.export import PLAN_FILE, export, export_onnx
+from prune_search.finalize.tune import FinalizeConfig, fine_tune
 from prune_search.models import ModelSpec
 from prune_search.search.config import sha256_of
 from prune_search.search.study import StudyHandle
@@ -27,8 +26,8 @@ from prune_search.search.summary import load_archive
 from prune_search.space import CandidateBatch
 from prune_search.storage.trial_records import attach_artifact, set_finished_user_attr
 from prune_search.training.checkpoint import load_model
-from prune_search.training.fit import EpochRecord, Recipe, fit
-from prune_search.training.loop import cross_entropy, evaluate
+from prune_search.training.fit import EpochRecord
+from prune_search.training.loop import evaluate
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.pt"
@@ -36,28 +35,7 @@ RESULT_FILE = "result.json"
 RESULT_ATTR = "finalized"
 
 
-@dataclass(frozen=True)
-class FinalizeConfig:
-    """Fine-tuning recipe; KD and ``--no-kd`` runs share everything but the loss."""
-
-    epochs: int = 15
-    lr: float = 0.01
-    batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    kd: bool = True
-    temperature: float = 4.0
-    alpha: float = 0.9
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise PruneSearchError("--epochs and --batch-size must be at least 1 and --lr positive")
-        if not 0 <= self.alpha <= 1 or self.temperature <= 0:
-            raise PruneSearchError("--kd-alpha must be in [0, 1] and --kd-temperature positive")
-
-
-def _base_checkpoint(handle: StudyHandle, override: Path | None) -> Path:
+def base_checkpoint(handle: StudyHandle, override: Path | None) -> Path:
     path = Path(override or handle.config["checkpoint"])
     if not path.is_file():
         raise PruneSearchError(
@@ -143,7 +121,7 @@ def finalize_trial(
     """
     config.validate()
     device = torch.device(device)
-    base_path = _base_checkpoint(handle, checkpoint)
+    base_path = base_checkpoint(handle, checkpoint)
     identity = {"study": handle.study.study_name, "trial": number, "base_sha256": handle.config["checkpoint_sha256"]}
     identity |= asdict(config)
     finished = _check_out(out, identity)
@@ -154,40 +132,36 @@ def finalize_trial(
     (out / RUN_FILE).write_text(json.dumps(identity))
     spec = ModelSpec.from_dict(handle.config["model"])
     base, _ = load_model(base_path, spec)
-    base = base.to(device).eval()
-    student, plan = materialize(base, handle.space, handle.importance, candidate)
     data = DataSpec.from_dict(handle.config["data"])
     bundle = load_dataset(
         DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
     )
-    loss = kd_loss(base, config.temperature, config.alpha) if config.kd else cross_entropy
-    recipe = Recipe(config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay, config.seed)
-    fitted = fit(
-        student.to(device),
+    tuned = fine_tune(
+        base,
+        handle.space,
+        handle.importance,
+        candidate,
         bundle,
-        recipe,
+        config,
         out / STATE_FILE,
         identity=identity,
-        resume=True,
-        loss_fn=loss,
         device=device,
         progress=progress,
         on_epoch_end=on_epoch_end,
     )
-    student.load_state_dict(fitted.best_state)
-    test = evaluate(student, bundle.loader("test", 512), device)
+    student, plan = tuned.model, tuned.plan
     base_val = evaluate(base, bundle.loader("val", 512), device)
     base_test = evaluate(base, bundle.loader("test", 512), device)
-    macs, params = (int(t[0]) for t in CostModel(handle.space)(candidate))
+    macs, params = tuned.macs, tuned.params
     base_macs, base_params = handle.config["base"]["macs"], handle.config["base"]["params"]
     result = {
         "trial": number,
         "out": str(out.resolve()),
         "kd": config.kd,
         "epochs": config.epochs,
-        "best_epoch": fitted.best_epoch,
-        "val_acc": fitted.val_acc,
-        "test_acc": test.accuracy,
+        "best_epoch": tuned.best_epoch,
+        "val_acc": tuned.val_acc,
+        "test_acc": tuned.test_acc,
         "base_val_acc": base_val.accuracy,
         "base_test_acc": base_test.accuracy,
         "macs": macs,
@@ -196,8 +170,10 @@ def finalize_trial(
         "base_params": base_params,
         "macs_reduction_pct": 100.0 * (1 - macs / base_macs),
         "params_reduction_pct": 100.0 * (1 - params / base_params),
-        "wall_s": fitted.history[-1].wall_s,
+        "wall_s": tuned.wall_s,
     }
+    if tuned.sparse is not None:
+        result["sparse"] = {"asked": config.sparsity} | {k: v for k, v in tuned.sparse.items() if k != "tensors"}
     export(student, plan, spec, {"study": handle.study.study_name, "result": result, "data": data.to_dict()}, out)
     if onnx:
         result["onnx"] = str(export_onnx(student, plan.input_shape, out))

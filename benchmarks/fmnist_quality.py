@@ -1,0 +1,163 @@
+"""Front vs uniform vs global-min pruning at equal MACs, each fine-tuned with the same KD budget.
+
+For every model: the baseline checkpoint (trained with ``prune-search train`` when missing),
+a study on a fine ratio grid (``--ratio-step 0.01``, so the baselines hit their budgets
+closely), then ``prune-search compare`` at each MACs budget and seed. Every step is a
+``prune-search`` command, run as a user would, and listed in the results file; finished
+fine-tuning runs are read back, so adding seeds reruns only the new ones.
+
+Writes ``--results`` (Markdown: commands, per-budget mean ± std, gaps to uniform and
+global-min) and an SVG plot beside it.
+
+Run (Fashion-MNIST, the real benchmark; hours on 2 CPU cores):
+    python benchmarks/fmnist_quality.py --seeds 0,1,2
+Smoke run (digits, about a minute):
+    python benchmarks/fmnist_quality.py --dataset digits --models resnet20 --budgets 50% \
+        --seeds 0 --epochs 1 --trials 300 --baseline-epochs 3 --workdir /tmp/q --results /tmp/q/q.md
+"""
+
+import argparse
+import csv
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+MODELS = {
+    "resnet20": ["--model", "resnet20"],
+    "vgg16_bn-small": ["--model", "vgg16_bn", "--model-option", "width_mult=0.25", "--model-option", "head=linear"],
+}
+METHODS = ("front", "uniform", "global_min")
+
+
+def run(command: list[str], log: list[str]) -> str:
+    """Run ``prune-search ARGS`` and return stdout; the command joins ``log``; failure stops the benchmark."""
+    shown = "prune-search " + shlex.join(command)
+    print(f"$ {shown}", flush=True)
+    log.append(shown)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "prune_search", *command], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"command failed ({done.returncode}): {shown}\n{done.stderr[-3000:]}")
+    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+    return done.stdout
+
+
+def baseline_accuracy(checkpoint: Path, log: list[str]) -> tuple[float, float]:
+    accs = []
+    for split in ("val", "test"):
+        out = run(["evaluate", "--checkpoint", str(checkpoint), "--split", split, "--json", "--device", "cpu"], log)
+        accs.append(100 * float(json.loads(out)["accuracy"]))
+    return accs[0], accs[1]
+
+
+def read_summary(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def markdown(model: str, base: tuple[float, float], summary: list[dict]) -> list[str]:
+    lines = [
+        f"### {model} (unpruned: val {base[0]:.2f} %, test {base[1]:.2f} %)",
+        "",
+        "| budget | method | trial | MACs ↓ | params ↓ | seeds | val % | test % | test − uniform | test − global_min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary:
+        same = {r["method"]: float(r["test_mean"]) for r in summary if r["budget"] == row["budget"]}
+        test = float(row["test_mean"])
+        gaps = [f"{test - same[m]:+.2f}" if m in same and m != row["method"] else "" for m in ("uniform", "global_min")]
+        lines.append(
+            f"| {row['budget']} | {row['method']} | {row['trial']} | {float(row['macs_reduction_pct']):.1f} % | "
+            f"{float(row['params_reduction_pct']):.1f} % | {row['seeds']} | "
+            f"{float(row['val_mean']):.2f} ± {float(row['val_std']):.2f} | "
+            f"{test:.2f} ± {float(row['test_std']):.2f} | {gaps[0]} | {gaps[1]} |"
+        )
+    return [*lines, ""]
+
+
+def plot(results: dict[str, tuple[tuple[float, float], list[dict]]], path: Path) -> None:
+    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    for ax, (model, (base, summary)) in zip(axes[0], results.items(), strict=True):
+        for method in METHODS:
+            rows = sorted((r for r in summary if r["method"] == method), key=lambda r: float(r["macs_reduction_pct"]))
+            if rows:
+                ax.errorbar(
+                    [float(r["macs_reduction_pct"]) for r in rows],
+                    [float(r["test_mean"]) for r in rows],
+                    yerr=[float(r["test_std"]) for r in rows],
+                    marker="o",
+                    capsize=3,
+                    label=method,
+                )
+        ax.axhline(base[1], linestyle=":", color="grey", label="unpruned")
+        ax.set(title=model, xlabel="MACs reduction (%)", ylabel="test accuracy (%)")
+        ax.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--budgets", default="50%,35%,20%", help="MACs kept: 50%% = a 50%% reduction")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--epochs", type=int, default=2, help="KD fine-tuning epochs of every compared model")
+    parser.add_argument("--trials", type=int, default=5000)
+    parser.add_argument("--baseline-epochs", type=int, default=15)
+    parser.add_argument("--checkpoint", action="append", default=[], help="MODEL=PATH of an existing baseline")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/fmnist_quality.md"))
+    args = parser.parse_args()
+    given = dict(item.split("=", 1) for item in args.checkpoint)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{args.workdir / 'quality.db'}"
+    log: list[str] = []
+    results = {}
+    for model in args.models.split(","):
+        flags = MODELS[model]
+        checkpoint = Path(given.get(model, args.workdir / f"{args.dataset}-{model}.pt"))
+        if not checkpoint.is_file():
+            train = ["train", *flags, "--dataset", args.dataset, "--epochs", str(args.baseline_epochs)]
+            run([*train, "--out", str(checkpoint), "--no-progress", "--device", "cpu"], log)
+        base = baseline_accuracy(checkpoint, log)
+        study = f"quality-{args.dataset}-{model}"
+        start = ["start", "--study", study, "--storage", storage, *flags, "--dataset", args.dataset]
+        start += ["--checkpoint", str(checkpoint), "--trials", str(args.trials), "--ratio-step", "0.01"]
+        run([*start, "--no-progress", "--device", "cpu"], log)
+        out = args.workdir / model
+        compare = ["compare", "--study", study, "--storage", storage, "--max-macs", args.budgets]
+        compare += ["--methods", ",".join(METHODS), "--seeds", args.seeds, "--epochs", str(args.epochs)]
+        run([*compare, "--out", str(out), "--no-progress", "--device", "cpu"], log)
+        results[model] = (base, read_summary(out / "summary.csv"))
+    svg = args.results.with_suffix(".svg")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    plot(results, svg)
+    lines = [
+        f"# Front vs uniform vs global-min pruning on {args.dataset}",
+        "",
+        f"Every compared model is fine-tuned with KD for {args.epochs} epochs (SGD lr 0.01, cosine, T=4, "
+        f"α=0.9), seeds {args.seeds}; mean ± sample std over seeds. A budget of 50 % keeps at most half the "
+        "base MACs; `front` is the best-proxy front trial within it, `uniform` and `global_min` the "
+        "baselines with the most MACs within it. Test accuracy is measured once, on the best val epoch.",
+        "",
+        f"![plot]({svg.name})",
+        "",
+    ]
+    for model, (base, summary) in results.items():
+        lines += markdown(model, base, summary)
+    lines += ["## Commands", "", "```bash", *log, "```", ""]
+    args.results.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

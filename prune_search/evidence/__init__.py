@@ -1,0 +1,1 @@
+"""Evidence: the front against simple baselines, and how well proxies rank fine-tuned accuracy."""

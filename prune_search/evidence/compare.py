@@ -1,0 +1,139 @@
+"""The search's front against simple pruning at equal MACs, each fine-tuned with the same recipe.
+
+At every MACs budget the compared candidates are: ``front``, the best-proxy feasible front
+trial within the budget (what ``finalize --max-macs`` picks), and the baselines of
+:mod:`prune_search.search.baselines` with the most MACs within the same budget. Each is
+fine-tuned with one :class:`FinalizeConfig` per seed.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators import PROXIES
+from prune_search.evidence.context import StudyBase
+from prune_search.finalize.select import within_budget
+from prune_search.finalize.tune import FinalizeConfig
+from prune_search.search.baselines import BASELINES, baseline
+from prune_search.search.config import parse_budget
+from prune_search.search.runner import Evaluator
+from prune_search.search.summary import front_rows
+from prune_search.space import CandidateBatch, PruningSpace
+
+METHODS = ("front", *BASELINES)
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise PruneSearchError(f"unknown method {unknown or '(none)'}; methods are {', '.join(METHODS)}")
+    return methods
+
+
+def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict[str, Any]]:
+    """One entry per method: ``method``, ``trial`` (front only), ``candidate``, MACs, params, proxies."""
+    handle = base.handle
+    macs_budget = parse_budget(budget, handle.config["base"]["macs"], "--max-macs")
+    rows = front_rows(handle)
+    if not rows:
+        raise PruneSearchError("the study has no feasible front yet; run 'prune-search start' first")
+    evaluator = Evaluator(handle, base.device)
+    out = []
+    for method in methods:
+        if method == "front":
+            row = within_budget(handle, rows, budget, None)
+            candidate = candidate_of_row(handle.space, row)
+            trial = row["trial"]
+        else:
+            candidate = baseline(handle.space, handle.importance, method, macs_budget)
+            trial = None
+        on_device = candidate.to(base.device)
+        proxies = {f"proxy_{name}": float(evaluator.proxy(on_device, name)[0]) for name in PROXIES}
+        macs, params = (int(t[0]) for t in evaluator.cost(on_device))
+        out.append(
+            {"method": method, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}
+        )
+    return out
+
+
+def candidate_of_row(space: PruningSpace, row: dict[str, Any]) -> CandidateBatch:
+    """The one-candidate batch of a front row (``keep``/``strategy`` dicts keyed by group name)."""
+    keep = torch.tensor([[row["keep"][name] for name in space.names]], dtype=torch.int64)
+    strategy = torch.tensor([[space.strategies.index(row["strategy"][name]) for name in space.names]])
+    return CandidateBatch(keep, strategy)
+
+
+def run_comparison(
+    base: StudyBase,
+    budgets: list[str],
+    methods: list[str],
+    seeds: list[int],
+    config: FinalizeConfig,
+    out: Path,
+    *,
+    progress: bool = True,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Fine-tune every method's candidate at every budget for every seed; one row per run.
+
+    Runs live in ``out/<budget>/<method>/seed<S>`` and are resumed or skipped when rerun.
+    """
+    base_costs = base.handle.config["base"]
+    rows = []
+    for budget in budgets:
+        for entry in candidates_at(base, budget, methods):
+            for seed in seeds:
+                folder = out / budget.replace("%", "pct") / entry["method"] / f"seed{seed}"
+                tag = {"method": entry["method"], "budget": budget}
+                metrics = base.tune(entry["candidate"], _seeded(config, seed), folder, tag, progress)
+                row = {
+                    "budget": budget,
+                    "method": entry["method"],
+                    "trial": entry["trial"],
+                    "seed": seed,
+                    "macs_reduction_pct": 100.0 * (1 - entry["macs"] / base_costs["macs"]),
+                    "params_reduction_pct": 100.0 * (1 - entry["params"] / base_costs["params"]),
+                    **{k: v for k, v in entry.items() if k not in ("method", "trial", "candidate")},
+                    **metrics,
+                }
+                rows.append(row)
+                if on_result is not None:
+                    on_result(row)
+    return rows
+
+
+def _seeded(config: FinalizeConfig, seed: int) -> FinalizeConfig:
+    return FinalizeConfig(**{**config.__dict__, "seed": seed})
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std (0 for one seed) of val/test accuracy per (budget, method), in points."""
+    out = []
+    keys = sorted({(r["budget"], r["method"]) for r in rows}, key=lambda k: (k[0], METHODS.index(k[1])))
+    for budget, method in keys:
+        group = [r for r in rows if r["budget"] == budget and r["method"] == method]
+        val = 100 * np.array([r["val_acc"] for r in group])
+        test = 100 * np.array([r["test_acc"] for r in group])
+        ddof = 1 if len(group) > 1 else 0
+        out.append(
+            {
+                "budget": budget,
+                "method": method,
+                "trial": group[0]["trial"],
+                "seeds": len(group),
+                "macs": group[0]["macs"],
+                "params": group[0]["params"],
+                "macs_reduction_pct": group[0]["macs_reduction_pct"],
+                "params_reduction_pct": group[0]["params_reduction_pct"],
+                "val_mean": float(val.mean()),
+                "val_std": float(val.std(ddof=ddof)),
+                "test_mean": float(test.mean()),
+                "test_std": float(test.std(ddof=ddof)),
+            }
+        )
+    return out

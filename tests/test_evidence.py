@@ -1,0 +1,139 @@
+"""Baselines at a MACs budget, the front-vs-baselines comparison and proxy validation, on digits."""
+
+import csv
+import json
+
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators import CostModel, compute_importance
+from prune_search.search import StartOptions, create_or_join, run_worker
+from prune_search.search.baselines import BASELINES, _global_removed, baseline
+from prune_search.storage.study_data import get_data
+
+
+def _csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, digits_checkpoint):
+    folder = tmp_path_factory.mktemp("evidence")
+    url = f"sqlite:///{folder / 'study.db'}"
+    options = StartOptions(checkpoint=digits_checkpoint, population=40, calibration_batches=2, ratio_step=0.01)
+    handle, _ = create_or_join(url, "ev", options, device="cpu", progress=False)
+    run_worker(handle, 600)
+    return handle, url
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_a_baseline_is_a_valid_candidate_with_the_most_macs_within_the_budget(study, name):
+    handle, _ = study
+    space, cost = handle.space, CostModel(handle.space)
+    base_macs = handle.config["base"]["macs"]
+    budget = base_macs // 2
+    candidate = baseline(space, handle.importance, name, budget)
+    space.validate(candidate)
+    macs = int(cost(candidate)[0][0])
+    assert macs <= budget
+    assert macs > 0.4 * base_macs  # it uses the budget, it is not just small
+    assert bool((candidate.keep >= space.floor()).all())
+    if name == "uniform":
+        ratios = candidate.keep[0].double() / space.sizes.double()
+        assert float(ratios.max() - ratios.min()) < 0.1  # one ratio, up to rounding of small groups
+
+
+def test_global_ranking_removes_the_globally_least_important_channels(study):
+    handle, _ = study
+    space = handle.space
+    vectors = handle.importance.vectors(space)
+    scores = torch.cat(vectors)
+    for window in ("min", "median"):
+        keep = _global_removed(space, handle.importance, window)(0.6)
+        assert int(space.sizes.sum() - keep.sum()) == round(0.4 * scores.numel())
+    keep = _global_removed(space, handle.importance, "min")(0.6)
+    removed = torch.cat([v.sort().values[: int(v.numel() - k)] for v, k in zip(vectors, keep, strict=True)])
+    kept = torch.cat([v.sort().values[int(v.numel() - k) :] for v, k in zip(vectors, keep, strict=True)])
+    assert float(removed.max()) <= float(kept.min())
+
+
+def test_an_unmeetable_budget_names_the_smallest_possible(study):
+    handle, _ = study
+    with pytest.raises(PruneSearchError, match="smallest this space allows"):
+        baseline(handle.space, handle.importance, "uniform", 10)
+
+
+def test_baselines_work_for_other_criteria(study, digits, digits_checkpoint):
+    handle, _ = study
+    from prune_search.training import load_model
+
+    model, _ = load_model(digits_checkpoint)
+    importance = compute_importance(model, handle.space, "l1")
+    candidate = baseline(handle.space, importance, "global_median", handle.config["base"]["macs"] // 2)
+    assert int(candidate.strategy.unique()) == handle.space.strategies.index("median")
+
+
+def test_compare_fine_tunes_front_and_baselines_with_one_recipe(study, tmp_path):
+    _, url = study
+    out = tmp_path / "cmp"
+    args = ["compare", "--study", "ev", "--storage", url, "--max-macs", "50%", "--epochs", "1"]
+    args += ["--methods", "front,uniform,global_min", "--seeds", "0,1", "--device", "cpu", "--no-progress"]
+    result = run_cli(*args, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = _csv(out / "results.csv")
+    assert {(r["method"], r["seed"]) for r in rows} == {
+        (m, s) for m in ("front", "uniform", "global_min") for s in "01"
+    }
+    assert all(float(r["macs_reduction_pct"]) >= 50 for r in rows)
+    assert all(0 < float(r["test_acc"]) <= 1 for r in rows)
+    summary = _csv(out / "summary.csv")
+    assert len(summary) == 3 and all(r["seeds"] == "2" for r in summary)
+    assert (out / "comparison.html").stat().st_size > 100_000  # plotly.js inlined: opens offline
+    again = run_cli(*args, "--out", str(out))  # finished runs are read back, not retrained
+    assert again.returncode == 0 and "epoch" not in again.stderr
+
+
+def test_compare_rejects_bad_input(study, tmp_path):
+    _, url = study
+    base = ["compare", "--study", "ev", "--storage", url, "--out", str(tmp_path / "x")]
+    assert_one_line_error(run_cli(*base, "--methods", "front,best"), "unknown method", "best")
+    assert_one_line_error(run_cli(*base, "--seeds", "a"), "--seeds")
+    assert_one_line_error(run_cli(*base, "--max-macs", "0.001%"), "smallest")
+
+
+def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(study, tmp_path):
+    handle, url = study
+    out = tmp_path / "val"
+    args = ["validate-proxy", "--study", "ev", "--storage", url, "--bands", "0.5", "--band-width", "0.2"]
+    args += ["--per-band", "4", "--epochs", "1", "--calibration-batches", "2", "--val-batches", "1"]
+    result = run_cli(*args, "--device", "cpu", "--no-progress", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(get_data(handle.engine, handle.study_id, "proxy_validation"))
+    assert len(stored["rows"]) == 4
+    assert all(40 <= r["macs_reduction_pct"] <= 60 for r in stored["rows"])
+    predictors = stored["bands"][0]["predictors"]
+    assert set(predictors) == {"taylor_loss", "retained_fraction", "bn_accuracy", "params", "uniformity"}
+    assert all(-1 <= p["spearman"] <= 1 for p in predictors.values() if p["spearman"] == p["spearman"])
+    table = _csv(out / "correlations.csv")
+    assert {r["predictor"] for r in table} == set(predictors)
+    assert (out / "proxy_validation.html").is_file()
+    assert "taylor_loss" in result.stdout and "top-5" in result.stdout
+
+
+def test_validate_proxy_needs_enough_trials_in_a_band(study, tmp_path):
+    _, url = study
+    args = ["validate-proxy", "--study", "ev", "--storage", url, "--bands", "0.5", "--band-width", "0.001"]
+    assert_one_line_error(run_cli(*args, "--out", str(tmp_path / "v")), "widen --band-width")
+    assert_one_line_error(run_cli("validate-proxy", "--study", "ev", "--storage", url, "--bands", "2"), "--bands")
+
+
+def test_correlations_rank_a_perfect_and_a_reversed_predictor():
+    from prune_search.evidence.proxy_validation import correlations
+
+    accuracy = torch.arange(8, dtype=torch.float64).numpy()
+    out = correlations({"good": accuracy * 2, "bad": -accuracy}, accuracy)
+    assert out["good"]["spearman"] == pytest.approx(1) and out["good"]["best_in_top5"]
+    assert out["bad"]["kendall"] == pytest.approx(-1) and not out["bad"]["best_in_top5"]
