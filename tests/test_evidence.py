@@ -2,6 +2,9 @@
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,7 +104,7 @@ def test_compare_rejects_bad_input(study, tmp_path):
     base = ["compare", "--study", "ev", "--storage", url, "--out", str(tmp_path / "x")]
     assert_one_line_error(run_cli(*base, "--methods", "front,best"), "unknown method", "best")
     assert_one_line_error(run_cli(*base, "--seeds", "a"), "--seeds")
-    assert_one_line_error(run_cli(*base, "--max-macs", "0.001%"), "smallest")
+    assert_one_line_error(run_cli(*base, "--max-macs", "0.001%"), "meets the budget", "closest")
 
 
 def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(study, tmp_path):
@@ -137,3 +140,17 @@ def test_correlations_rank_a_perfect_and_a_reversed_predictor():
     out = correlations({"good": accuracy * 2, "bad": -accuracy}, accuracy)
     assert out["good"]["spearman"] == pytest.approx(1) and out["good"]["best_in_top5"]
     assert out["bad"]["kendall"] == pytest.approx(-1) and not out["bad"]["best_in_top5"]
+
+
+def test_quality_benchmark_smoke_run_on_digits(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fmnist_quality.py"
+    results = tmp_path / "quality.md"
+    args = ["--dataset", "digits", "--models", "resnet20", "--budgets", "50%", "--seeds", "0", "--epochs", "1"]
+    args += ["--trials", "300", "--baseline-epochs", "3", "--workdir", str(tmp_path / "w"), "--results", str(results)]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    text = results.read_text()
+    for method in ("| front |", "| uniform |", "| global_min |"):
+        assert method in text
+    assert "prune-search compare --study quality-digits-resnet20" in text
+    assert results.with_suffix(".svg").read_text().startswith("<?xml")

@@ -5,23 +5,29 @@ consumer of the group's channels, the gradient of the loss w.r.t. a per-sample g
 input channel, i.e. Σ over positions of activation × gradient; summed over consumers,
 absolute value per sample, mean over samples: the estimated loss increase, in nats, of
 removing that channel alone), ``l1`` / ``l2`` (norm of the filter rows of the group's
-Conv/Linear members, summed), ``bn_scale`` (|γ| of the group's BatchNorm members, summed)
-and ``random`` (a seeded control).
+Conv/Linear members, summed; ``l1`` is Li et al.'s "independent" variant), ``l1_greedy``
+(Li et al.'s greedy variant, criteria_l1_greedy.py), ``fpgm`` (filter redundancy by geometric
+median, criteria_fpgm.py), ``hessian`` (OBD saliency with a per-sample empirical Fisher,
+criteria_hessian.py), ``bn_scale`` (|γ| of the group's BatchNorm members, summed),
+``interval_adjoint`` (interval-adjoint significance of fully-connected networks,
+criteria_interval.py) and ``random`` (a seeded control).
 """
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
+from prune_search.evaluators.channels import Batches, to_root
+from prune_search.evaluators.criteria_fpgm import fpgm
+from prune_search.evaluators.criteria_hessian import hessian
+from prune_search.evaluators.criteria_interval import interval_adjoint
+from prune_search.evaluators.criteria_l1_greedy import REFERENCE_RATIO, l1_greedy
+from prune_search.evaluators.gates import mean_gate_statistic
 from prune_search.space import PruningSpace
-from prune_search.space.structure import Group, Member
-
-Batches = Iterable[tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -75,57 +81,8 @@ def sanitize(criterion: str, raw: dict[str, Tensor]) -> Importance:
     return Importance(criterion, scores, dead)
 
 
-def _to_root(group: Group, member: Member, values: Tensor) -> Tensor:
-    """Sum a member's per-channel ``values`` (``[..., C_layer]``) onto root channels ``[..., n]``."""
-    picked = values[..., member.idxs]
-    out = torch.zeros(*values.shape[:-1], group.size, dtype=values.dtype, device=values.device)
-    return out.index_add_(-1, torch.tensor(member.root_idxs, device=values.device), picked)
-
-
-def _taylor(model: nn.Module, space: PruningSpace, batches: Batches, device: torch.device, **_: object) -> dict:
-    modules = dict(model.named_modules())
-    consumers = {m.module for g in space.groups for m in g.members if not m.out}
-    gates: dict[str, Tensor] = {}
-
-    def gate_input(name: str) -> Callable:
-        def hook(module: nn.Module, args: tuple) -> tuple:
-            x = args[0]
-            channels = x.shape[1] if isinstance(module, nn.modules.conv._ConvNd) else x.shape[-1]
-            gate = torch.ones(x.shape[0], channels, device=x.device, dtype=x.dtype, requires_grad=True)
-            gates[name] = gate
-            if isinstance(module, nn.modules.conv._ConvNd):
-                shaped = gate.view(x.shape[0], channels, *([1] * (x.dim() - 2)))
-            else:
-                shaped = gate.view(x.shape[0], *([1] * (x.dim() - 2)), channels)
-            return (x * shaped, *args[1:])
-
-        return hook
-
-    handles = [modules[name].register_forward_pre_hook(gate_input(name)) for name in consumers]
-    totals = [torch.zeros(g.size, dtype=torch.float64, device=device) for g in space.groups]
-    samples = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for inputs, targets in batches:
-            gates.clear()
-            inputs, targets = inputs.to(device), targets.to(device)
-            loss = F.cross_entropy(model(inputs), targets, reduction="sum")
-            names = list(gates)
-            grads = dict(zip(names, torch.autograd.grad(loss, [gates[n] for n in names]), strict=True))
-            for total, group in zip(totals, space.groups, strict=True):
-                per_sample = sum(
-                    _to_root(group, m, grads[m.module].to(torch.float64)) for m in group.members if not m.out
-                )
-                total += per_sample.abs().sum(0)
-            samples += targets.numel()
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    if samples == 0:
-        raise PruneSearchError("Taylor importance needs at least one calibration batch")
-    return {g.name: total / samples for g, total in zip(space.groups, totals, strict=True)}
+def _taylor(model: nn.Module, space: PruningSpace, *, batches: Batches, device: torch.device, **_: object) -> dict:
+    return mean_gate_statistic(model, space, batches, device, lambda g: g.abs().sum(0), "taylor")
 
 
 def _weight_norm(p: int) -> Callable:
@@ -138,7 +95,7 @@ def _weight_norm(p: int) -> Callable:
                 module = modules[member.module]
                 if member.out and isinstance(module, nn.modules.conv._ConvNd | nn.Linear):
                     rows = module.weight.detach().flatten(1).to(torch.float64).norm(p=p, dim=1).cpu()
-                    score += _to_root(group, member, rows)
+                    score += to_root(group, member, rows)
             out[group.name] = score
         return out
 
@@ -155,7 +112,7 @@ def _bn_scale(model: nn.Module, space: PruningSpace, **_: object) -> dict:
                 f"criterion bn_scale needs an affine BatchNorm in every group; '{group.name}' has none"
             )
         out[group.name] = sum(
-            _to_root(group, m, modules[m.module].weight.detach().abs().to(torch.float64).cpu()) for m in members
+            to_root(group, m, modules[m.module].weight.detach().abs().to(torch.float64).cpu()) for m in members
         )
     return out
 
@@ -168,11 +125,15 @@ def _random(model: nn.Module, space: PruningSpace, seed: int = 0, **_: object) -
 CRITERIA: dict[str, Callable[..., dict]] = {
     "taylor": _taylor,
     "l1": _weight_norm(1),
+    "l1_greedy": l1_greedy,
     "l2": _weight_norm(2),
+    "fpgm": fpgm,
+    "hessian": hessian,
     "bn_scale": _bn_scale,
+    "interval_adjoint": interval_adjoint,
     "random": _random,
 }
-NEEDS_DATA = ("taylor",)
+NEEDS_DATA = ("taylor", "hessian", "interval_adjoint")
 
 
 def compute_importance(
@@ -184,12 +145,14 @@ def compute_importance(
     max_batches: int = 8,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    reference_ratio: float = REFERENCE_RATIO,
 ) -> Importance:
     """Importance of every group of ``space`` in ``model`` by ``criterion``.
 
     ``batches`` (``(x [B, C, H, W], y [B])``, train split, no augmentation) feed the
     data-driven criteria; the first ``max_batches`` are used, in order, with the model in
     eval mode, so the result is deterministic and BN statistics are untouched.
+    ``reference_ratio`` is the keep ratio ``l1_greedy`` assumes for earlier groups.
     """
     if criterion not in CRITERIA:
         raise PruneSearchError(f"unknown criterion '{criterion}'; criteria are {', '.join(CRITERIA)}")
@@ -197,5 +160,7 @@ def compute_importance(
     if criterion in NEEDS_DATA and batches is None:
         raise PruneSearchError(f"criterion '{criterion}' needs calibration batches from the train split")
     limited = (batch for _, batch in zip(range(max_batches), batches or [], strict=False))
-    raw = CRITERIA[criterion](model.to(torch_device), space, batches=limited, device=torch_device, seed=seed)
+    raw = CRITERIA[criterion](
+        model.to(torch_device), space, batches=limited, device=torch_device, seed=seed, reference_ratio=reference_ratio
+    )
     return sanitize(criterion, raw)

@@ -114,7 +114,8 @@ def _seeded(config: FinalizeConfig, seed: int) -> FinalizeConfig:
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sample std (0 for one seed) of val/test accuracy per (budget, method), in points."""
     out = []
-    keys = sorted({(r["budget"], r["method"]) for r in rows}, key=lambda k: (k[0], METHODS.index(k[1])))
+    budgets = list(dict.fromkeys(r["budget"] for r in rows))
+    keys = sorted({(r["budget"], r["method"]) for r in rows}, key=lambda k: (budgets.index(k[0]), METHODS.index(k[1])))
     for budget, method in keys:
         group = [r for r in rows if r["budget"] == budget and r["method"] == method]
         val = 100 * np.array([r["val_acc"] for r in group])

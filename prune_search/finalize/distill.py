@@ -10,12 +10,11 @@ from prune_search.training.loop import LossFn
 def kd_loss(teacher: nn.Module, temperature: float, alpha: float) -> LossFn:
     """``α·T²·KL(teacher ‖ student) + (1 − α)·CE(student, y)`` on softened logits (Hinton et al.).
 
-    The teacher (the unpruned model) stays frozen in eval mode and sees the same augmented
-    batch as the student.
+    The teacher (the unpruned model) stays frozen in eval mode (its forward runs without
+    autograd, and the teacher object is otherwise left as it is, so it can be pruned again) and
+    sees the same augmented batch as the student.
     """
     teacher.eval()
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
 
     def loss(logits: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
         with torch.no_grad():
