@@ -16,7 +16,7 @@ from torch import nn
 from prune_search.data import DatasetBundle
 from prune_search.errors import PruneSearchError
 from prune_search.training.checkpoint import TRAIN_STATE, read_checkpoint, save_checkpoint
-from prune_search.training.loop import LossFn, cross_entropy, evaluate, train_one_epoch
+from prune_search.training.loop import LossFn, StepHook, cross_entropy, evaluate, train_one_epoch
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,13 @@ def fit(
     device: torch.device,
     progress: bool = True,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    after_step: StepHook | None = None,
 ) -> FitResult:
     """Train ``model`` (already on ``device``) for ``recipe.epochs``, keeping the best epoch on val.
 
     ``identity`` (plain data) describes the run; resuming from ``state_file`` requires the
-    same identity, so a run is never continued with other settings.
+    same identity, so a run is never continued with other settings. ``after_step(optimizer)``
+    runs after every optimizer step (see :func:`train_one_epoch`).
     """
     steps = len(bundle.loader("train", recipe.batch_size, drop_last=True))
     optimizer = torch.optim.SGD(
@@ -124,6 +126,7 @@ def fit(
             loss_fn=loss_fn,
             description=f"epoch {epoch}/{recipe.epochs}",
             progress=progress,
+            after_step=after_step,
         )
         val = evaluate(model, val_loader, device)
         record = EpochRecord(

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+StepHook = Callable[[torch.optim.Optimizer], None]
 
 
 def cross_entropy(logits: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
@@ -36,8 +37,13 @@ def train_one_epoch(
     loss_fn: LossFn = cross_entropy,
     description: str = "train",
     progress: bool = True,
+    after_step: StepHook | None = None,
 ) -> Metrics:
-    """One pass over ``loader`` in train mode; the scheduler steps once per batch."""
+    """One pass over ``loader`` in train mode; the scheduler steps once per batch.
+
+    ``after_step(optimizer)`` runs right after every ``optimizer.step()`` (e.g. to re-apply
+    pruning masks to the weights and the optimizer state).
+    """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=description, leave=False, disable=not progress, dynamic_ncols=True)
@@ -49,6 +55,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step(optimizer)
         scheduler.step()
         batch = targets.numel()
         total_loss += loss.item() * batch

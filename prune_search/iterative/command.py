@@ -1,0 +1,197 @@
+"""``prune-search iterative``: prune-retrain along a schedule, a table per step, the survivor exported."""
+
+import csv
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from prune_search.cli_options import DataRootOpt, DeviceOpt, ModelOptions, parse_model_options
+from prune_search.data import DataSpec, load_dataset
+from prune_search.device import resolve_device
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators import CostModel
+from prune_search.finalize.export import export
+from prune_search.iterative.loop import DEAD, IterativeConfig, IterativeResult, StepRecord, run_iterative, step_space
+from prune_search.iterative.schedule import ScheduleStep, fraction_schedule, geometric_schedule, parse_fractions
+from prune_search.models import ModelSpec
+from prune_search.training import load_model, read_checkpoint
+
+STEPS_FILE = "steps.csv"
+RESULT_FILE = "result.json"
+STATE_FILE = "state.pt"
+HEADER = ("step", "t", "status", "keep", "MACs (% base)", "params (% base)", "val pruned", "val retrained", "top class")
+
+
+def _schedule(
+    kind: str | None, q: float, fractions: str | None, sizes: dict[str, int], min_keep: int, max_steps: int | None
+) -> tuple[dict[str, Any], list[ScheduleStep]]:
+    kind = kind or ("fractions" if fractions else "geometric")
+    if kind == "geometric":
+        if fractions:
+            raise PruneSearchError("--fractions belongs to --schedule fractions; drop it or drop --schedule geometric")
+        return {"kind": kind, "q": q}, geometric_schedule(sizes, q, min_keep=min_keep, max_steps=max_steps)
+    if kind == "fractions":
+        if not fractions:
+            raise PruneSearchError("--schedule fractions needs --fractions, e.g. --fractions 0.2,0.2,0.2")
+        values = parse_fractions(fractions)
+        steps = fraction_schedule(sizes, values, min_keep=min_keep)
+        return {"kind": kind, "fractions": values}, steps[:max_steps] if max_steps else steps
+    raise PruneSearchError(f"--schedule must be geometric or fractions, got '{kind}'")
+
+
+def _cells(record: StepRecord, base: tuple[int, int]) -> list[str]:
+    base_macs, base_params = base
+    return [
+        str(record.step),
+        str(record.t),
+        record.status,
+        "/".join(str(v) for v in record.keep.values()),
+        f"{record.macs:,} ({100 * record.macs / base_macs:.1f}%)",
+        f"{record.params:,} ({100 * record.params / base_params:.1f}%)",
+        f"{record.pruned_val_acc:.4f}",
+        f"{record.val_acc:.4f}",
+        f"{record.top_class} ({100 * record.top_class_share:.0f}%)",
+    ]
+
+
+def _line(cells: list[str] | tuple[str, ...]) -> str:
+    widths = (4, 3, 15, 17, 22, 20, 10, 13, 9)
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+
+def _write_steps(path: Path, result: IterativeResult) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        names = list(result.steps[0].keep) if result.steps else []
+        scalar = [k for k in asdict(result.steps[0]) if k != "keep"] if result.steps else []
+        writer.writerow(scalar + [f"keep/{name}" for name in names])
+        for record in result.steps:
+            row = asdict(record)
+            writer.writerow([row[k] for k in scalar] + [record.keep[name] for name in names])
+
+
+def iterative_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained base checkpoint from 'train'.")],
+    out: Annotated[Path, typer.Option("--out", help="Empty or new folder for steps.csv, result.json, the model.")],
+    model: Annotated[str | None, typer.Option("--model", help="Expected architecture (checked).")] = None,
+    model_option: ModelOptions = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")] = None,
+    data_root: DataRootOpt = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="geometric or fractions (default: fractions when --fractions is given).")
+    ] = None,
+    q: Annotated[float, typer.Option("--q", help="Geometric retention per step: N(t) = round(size·q^t).")] = 0.8,
+    fractions: Annotated[
+        str | None, typer.Option(help="Share of the current channels each step removes, e.g. 0.2,0.2,0.2.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Run at most this many schedule steps.")] = None,
+    min_keep: Annotated[int, typer.Option(help="Fewest channels a group keeps.")] = 1,
+    epochs_per_step: Annotated[int, typer.Option(help="Retraining epochs after each pruning step.")] = 2,
+    max_drop: Annotated[
+        float, typer.Option(help="Stop when val accuracy falls more than this many points below the base.")
+    ] = 1.0,
+    criterion: Annotated[str, typer.Option(help="Importance criterion, recomputed every step.")] = "taylor",
+    calibration_batches: Annotated[int, typer.Option(help="Train batches for importance.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak SGD learning rate of each step's cosine schedule.")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 128,
+    kd: Annotated[bool, typer.Option("--kd/--no-kd", help="Distil from the unpruned model, or plain CE.")] = True,
+    kd_temperature: Annotated[float, typer.Option(help="KD temperature T.")] = 4.0,
+    kd_alpha: Annotated[float, typer.Option(help="KD weight α (1−α on cross-entropy).")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed of importance and retraining.")] = 0,
+    device: DeviceOpt = "auto",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Iterative prune-retrain (geometric or fixed-fraction schedule) with an accuracy stop and dead-network check."""
+    config = IterativeConfig(
+        epochs_per_step=epochs_per_step,
+        max_drop=max_drop,
+        criterion=criterion,
+        calibration_batches=calibration_batches,
+        lr=lr,
+        batch_size=batch_size,
+        kd=kd,
+        temperature=kd_temperature,
+        alpha=kd_alpha,
+        seed=seed,
+    )
+    config.validate()
+    if max_steps is not None and max_steps < 1:
+        raise PruneSearchError(f"--max-steps must be at least 1, got {max_steps}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PruneSearchError(f"{out} exists and is not an empty folder; choose another --out")
+    stored = read_checkpoint(checkpoint)
+    data = DataSpec.from_dict(stored["data"])
+    data = replace(data, name=dataset or data.name, root=str(data_root) if data_root else data.root)
+    bundle = load_dataset(data)
+    stored_spec = ModelSpec.from_dict(stored["model"])
+    name, options = (model, parse_model_options(model_option)) if model else (stored_spec.name, stored_spec.options)
+    spec = ModelSpec(name, bundle.in_channels, bundle.num_classes, bundle.image_size, options)
+    base, _ = load_model(checkpoint, spec)
+    torch_device = resolve_device(device)
+    base = base.to(torch_device).eval()
+    space = step_space(base, [1, bundle.in_channels, bundle.image_size, bundle.image_size], min_keep)
+    sizes = {group.name: group.size for group in space.groups}
+    described, steps = _schedule(schedule, q, fractions, sizes, min_keep, max_steps)
+    if not steps:
+        raise PruneSearchError("the schedule prunes nothing (every group is already at --min-keep)")
+    out.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"{spec.describe()} on {data.name}: {len(space)} groups ({'/'.join(map(str, sizes.values()))})")
+    typer.echo(_line(HEADER))
+    bar = tqdm(total=len(steps), desc="steps", disable=not progress, dynamic_ncols=True)
+    base_costs = CostModel(space).base()
+
+    def on_step(record: StepRecord) -> None:
+        bar.update(1)
+        tqdm.write(_line(_cells(record, base_costs)))
+        if record.status == DEAD:
+            tqdm.write(
+                f"step {record.step}: DEAD NETWORK: it predicts class {record.top_class} for "
+                f"{100 * record.top_class_share:.1f} % of val samples (constant-class output); "
+                "this step is not a result, stopping"
+            )
+
+    result = run_iterative(
+        base, space, steps, bundle, config, out / STATE_FILE, device=torch_device, progress=progress, on_step=on_step
+    )
+    bar.close()
+    _write_steps(out / STEPS_FILE, result)
+    summary: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "model": spec.to_dict(),
+        "data": data.to_dict(),
+        "schedule": described | {"planned": [asdict(s) for s in steps]},
+        "config": asdict(config),
+        "base": {
+            "val_acc": result.base_val_acc,
+            "test_acc": result.base_test_acc,
+            "macs": result.base_macs,
+            "params": result.base_params,
+        },
+        "steps": [asdict(r) for r in result.steps],
+        "stop_reason": result.stop_reason,
+        "best_step": result.best.step if result.best else None,
+        "test_acc": result.test_acc,
+        "exported": str(out.resolve()) if result.best else None,
+    }
+    if result.model is not None and result.plan is not None and result.best is not None:
+        info = {"iterative": {"step": asdict(result.best), "test_acc": result.test_acc}, "data": data.to_dict()}
+        export(result.model, result.plan, spec, info, out)
+    (out / RESULT_FILE).write_text(json.dumps(summary, indent=1))
+    reason = {
+        "schedule-end": "the schedule ended",
+        "below-threshold": f"val accuracy fell more than {max_drop} points below the base",
+        "dead": "the network died (constant-class output)",
+    }[result.stop_reason]
+    if result.best is None:
+        typer.echo(f"stopped at step 1 ({reason}); no step stayed within --max-drop, nothing exported → {out}")
+        return
+    best = result.best
+    typer.echo(
+        f"stopped: {reason}. Kept step {best.step} ({'/'.join(map(str, best.keep.values()))}): "
+        f"val acc {best.val_acc:.4f} (base {result.base_val_acc:.4f}), test acc {result.test_acc:.4f} "
+        f"(base {result.base_test_acc:.4f}), MACs {best.macs:,} of {result.base_macs:,} → {out}"
+    )

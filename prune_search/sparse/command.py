@@ -1,0 +1,141 @@
+"""``prune-search sparsify``: magnitude masks, fine-tuning with the masks held, sizes in three formats."""
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from prune_search.cli_options import DataRootOpt, DeviceOpt, print_epoch
+from prune_search.data import DataSpec, load_dataset
+from prune_search.device import resolve_device
+from prune_search.errors import PruneSearchError
+from prune_search.finalize.distill import kd_loss
+from prune_search.models import ModelSpec
+from prune_search.sparse.checkpoint import save_sparse
+from prune_search.sparse.masks import check_sparsity, magnitude_masks, parse_sparsity_map
+from prune_search.sparse.size import storage_report
+from prune_search.training import Recipe, fit, load_model, read_checkpoint
+from prune_search.training.checkpoint import model_payload, save_checkpoint
+from prune_search.training.loop import cross_entropy, evaluate
+
+MODEL_FILE = "model.pt"
+MASKS_FILE = "masks.pt"
+SPARSE_FILE = "sparse.pt"
+REPORT_FILE = "report.json"
+STATE_FILE = "state.pt"
+
+
+def _kib(count: int) -> str:
+    return f"{count / 1024:,.1f} KiB"
+
+
+def sparsify_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained model checkpoint from 'train'.")],
+    out: Annotated[Path, typer.Option("--out", help="Empty or new folder for the model, masks and report.")],
+    sparsity: Annotated[
+        float | None, typer.Option(help="Share of weights zeroed in every Conv/Linear but the classifier, in [0, 1).")
+    ] = None,
+    sparsity_map: Annotated[
+        str | None, typer.Option(help="Per-layer sparsities overriding --sparsity, e.g. layer1.0.conv1=0.9,fc=0.5.")
+    ] = None,
+    include_classifier: Annotated[
+        bool, typer.Option("--include-classifier", help="Sparsify the classifier at --sparsity too.")
+    ] = False,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")] = None,
+    data_root: DataRootOpt = None,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs with the masks held (best epoch on val).")] = 3,
+    lr: Annotated[float, typer.Option(help="Peak SGD learning rate (cosine schedule).")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 128,
+    kd: Annotated[bool, typer.Option("--kd/--no-kd", help="Distil from the dense model, or plain CE.")] = True,
+    kd_temperature: Annotated[float, typer.Option(help="KD temperature T.")] = 4.0,
+    kd_alpha: Annotated[float, typer.Option(help="KD weight α (1−α on cross-entropy).")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Fine-tuning seed.")] = 0,
+    device: DeviceOpt = "auto",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Unstructured magnitude pruning: exact per-layer sparsity, masks held while fine-tuning, CSR/bitmask sizes."""
+    if sparsity is None and not sparsity_map:
+        raise PruneSearchError("give --sparsity S (e.g. 0.8) and/or --sparsity-map LAYER=S,...")
+    uniform = check_sparsity(sparsity or 0.0)
+    overrides = parse_sparsity_map(sparsity_map)
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise PruneSearchError("--epochs and --batch-size must be at least 1 and --lr positive")
+    if not 0 <= kd_alpha <= 1 or kd_temperature <= 0:
+        raise PruneSearchError("--kd-alpha must be in [0, 1] and --kd-temperature positive")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PruneSearchError(f"{out} exists and is not an empty folder; choose another --out")
+    stored = read_checkpoint(checkpoint)
+    data = DataSpec.from_dict(stored["data"])
+    data = replace(data, name=dataset or data.name, root=str(data_root) if data_root else data.root)
+    bundle = load_dataset(data)
+    stored_spec = ModelSpec.from_dict(stored["model"])
+    spec = ModelSpec(stored_spec.name, bundle.in_channels, bundle.num_classes, bundle.image_size, stored_spec.options)
+    base, _ = load_model(checkpoint, spec)
+    torch_device = resolve_device(device)
+    base = base.to(torch_device).eval()
+    student = copy.deepcopy(base)
+    example = torch.zeros(2, bundle.in_channels, bundle.image_size, bundle.image_size, device=torch_device)
+    masks = magnitude_masks(student, example, uniform, overrides, include_classifier=include_classifier)
+    if not masks.masks:
+        raise PruneSearchError("every asked sparsity is 0; nothing to sparsify")
+    masks.apply(student)
+    val_loader = bundle.loader("val", 512)
+    pruned_val = evaluate(student, val_loader, torch_device).accuracy
+    out.mkdir(parents=True, exist_ok=True)
+    identity: dict[str, Any] = {"checkpoint": str(checkpoint), "sparsity": uniform, "overrides": overrides}
+    identity |= {"include_classifier": include_classifier, "epochs": epochs, "lr": lr, "kd": kd, "seed": seed}
+    fitted = fit(
+        student,
+        bundle,
+        Recipe(epochs, batch_size, lr, 0.9, 5e-4, seed),
+        out / STATE_FILE,
+        identity=identity,
+        resume=False,
+        loss_fn=kd_loss(copy.deepcopy(base), kd_temperature, kd_alpha) if kd else cross_entropy,
+        device=torch_device,
+        progress=progress,
+        on_epoch_end=print_epoch if progress else None,
+        after_step=masks.hook(student),
+    )
+    (out / STATE_FILE).unlink(missing_ok=True)
+    student.load_state_dict(fitted.best_state)
+    test = evaluate(student, bundle.loader("test", 512), torch_device).accuracy
+    base_val = evaluate(base, val_loader, torch_device).accuracy
+    base_test = evaluate(base, bundle.loader("test", 512), torch_device).accuracy
+    student = student.cpu().eval()
+    save_checkpoint(model_payload(spec, data, student.state_dict(), sparse=identity), out / MODEL_FILE)
+    torch.save(masks.state_dict(), out / MASKS_FILE)
+    sizes = storage_report(student, masks.masks)
+    sizes["sparse_file_bytes"] = save_sparse(student, spec, masks.masks, out / SPARSE_FILE)
+    sizes["dense_file_bytes"] = (out / MODEL_FILE).stat().st_size
+    report = {
+        **identity,
+        "model": spec.to_dict(),
+        "data": data.to_dict(),
+        "best_epoch": fitted.best_epoch,
+        "pruned_val_acc": pruned_val,
+        "val_acc": fitted.val_acc,
+        "test_acc": test,
+        "base_val_acc": base_val,
+        "base_test_acc": base_test,
+        "wall_s": fitted.history[-1].wall_s,
+        "size": sizes,
+    }
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
+    typer.echo(
+        f"sparsity {100 * sizes['sparsity']:.1f} % of {sizes['sparsified_numel']:,} weights in "
+        f"{sizes['sparsified_tensors']} tensors; nonzero params {sizes['nonzero_params']:,} of {sizes['params']:,}"
+    )
+    typer.echo(
+        f"val acc {pruned_val:.4f} after pruning, {fitted.val_acc:.4f} after {epochs} epochs (base {base_val:.4f}); "
+        f"test acc {test:.4f} (base {base_test:.4f})"
+    )
+    typer.echo(
+        f"size: dense {_kib(sizes['dense_bytes'])}, CSR {_kib(sizes['csr_bytes'])}, bitmask "
+        f"{_kib(sizes['bitmask_bytes'])}; files: {MODEL_FILE} {_kib(sizes['dense_file_bytes'])}, "
+        f"{SPARSE_FILE} {_kib(sizes['sparse_file_bytes'])} → {out}"
+    )
