@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="50%,35%,20%", help="MACs kept: 50%% = a 50%% reduction")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--model-seeds", action="append", default=[], help="MODEL=SEEDS overriding --seeds")
+    parser.add_argument("--model-budgets", action="append", default=[], help="MODEL=BUDGETS overriding --budgets")
     parser.add_argument("--epochs", type=int, default=2, help="KD fine-tuning epochs of every compared model")
     parser.add_argument("--trials", type=int, default=5000)
     parser.add_argument("--baseline-epochs", type=int, default=15)
@@ -120,6 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     given = dict(item.split("=", 1) for item in args.checkpoint)
     seeds_of = dict(item.split("=", 1) for item in args.model_seeds)
+    budgets_of = dict(item.split("=", 1) for item in args.model_budgets)
     args.workdir.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{args.workdir / 'quality.db'}"
     log: list[str] = []
@@ -127,7 +129,9 @@ def main() -> None:
     for model in args.models.split(","):
         flags = MODELS[model]
         checkpoint = Path(given.get(model, args.workdir / f"{args.dataset}-{model}.pt"))
-        if not checkpoint.is_file():
+        if model in given:
+            log.append(f"# {model}: baseline {checkpoint} given (the README's 'prune-search train' command)")
+        elif not checkpoint.is_file():
             train = ["train", *flags, "--dataset", args.dataset, "--epochs", str(args.baseline_epochs)]
             run([*train, "--out", str(checkpoint), "--no-progress", "--device", "cpu"], log)
         base = baseline_accuracy(checkpoint, log)
@@ -136,7 +140,7 @@ def main() -> None:
         start += ["--checkpoint", str(checkpoint), "--trials", str(args.trials), "--ratio-step", "0.01"]
         run([*start, "--no-progress", "--device", "cpu"], log)
         out = args.workdir / model
-        compare = ["compare", "--study", study, "--storage", storage, "--max-macs", args.budgets]
+        compare = ["compare", "--study", study, "--storage", storage, "--max-macs", budgets_of.get(model, args.budgets)]
         compare += [
             "--methods",
             ",".join(METHODS),

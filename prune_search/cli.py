@@ -35,8 +35,11 @@ from prune_search.cli_options import (
 )
 from prune_search.data import DataSpec, available_datasets, load_dataset
 from prune_search.device import resolve_device
+from prune_search.elastic.command import elastic_command
 from prune_search.errors import PruneSearchError
+from prune_search.evidence.command import compare_command, validate_proxy_command
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
+from prune_search.iterative.command import iterative_command
 from prune_search.models import ModelSpec, available_models
 from prune_search.report import write_report
 from prune_search.search import GenerationReport, StartOptions, create_or_join, open_study, run_worker
@@ -44,6 +47,8 @@ from prune_search.search.config import CONFIG_ATTR
 from prune_search.search.study import open_storage
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows, spread, status
+from prune_search.sensitivity.command import sensitivity_command
+from prune_search.sparse.command import sparsify_command
 from prune_search.storage import redact, resolve_url
 from prune_search.storage.trial_records import claim
 from prune_search.training import TrainConfig, load_model, read_checkpoint, train_baseline
@@ -195,6 +200,12 @@ def start(
     ratio_step: Annotated[float | None, typer.Option(help="Keep-ratio grid step (default 0.05).")] = None,
     round_to: Annotated[int | None, typer.Option(help="Round keep counts to multiples of this (default 1).")] = None,
     min_keep: Annotated[int | None, typer.Option(help="Fewest channels a group keeps (default 1).")] = None,
+    sensitivity: Annotated[
+        Path | None, typer.Option(help="A 'sensitivity' output folder or its sensitivity.json (new study).")
+    ] = None,
+    sensitivity_use: Annotated[
+        str | None, typer.Option(help="seed: allocation in generation 0 (default); bound: it floors each group.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="This worker's seed (mixed with its ordinal in the study).")] = 0,
     device: DeviceOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -221,6 +232,8 @@ def start(
         ratio_step=ratio_step,
         round_to=round_to,
         min_keep=min_keep,
+        sensitivity=sensitivity,
+        sensitivity_use=sensitivity_use,
     )
     handle, created = create_or_join(url, study, options, device=device, progress=progress)
     verb = "created" if created else "joined"
@@ -308,6 +321,9 @@ def finalize(
     kd_alpha: Annotated[float, typer.Option(help="KD weight α (1−α on cross-entropy).")] = 0.9,
     no_kd: Annotated[bool, typer.Option("--no-kd", help="Plain cross-entropy, same schedule.")] = False,
     seed: Annotated[int, typer.Option(help="Fine-tuning seed.")] = 0,
+    sparsity: Annotated[
+        float, typer.Option(help="Also zero this share of each Conv/Linear weight (magnitude masks, held).")
+    ] = 0.0,
     onnx: Annotated[bool, typer.Option("--onnx", help="Also export model.onnx.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Finalize a trial that is not on the front.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out (also automatic).")] = False,
@@ -327,6 +343,7 @@ def finalize(
         temperature=kd_temperature,
         alpha=kd_alpha,
         seed=seed,
+        sparsity=sparsity,
     )
     config.validate()
     url = resolve_url(storage)
@@ -420,6 +437,12 @@ def datasets_command() -> None:
 
 # Commands of the method modules (sensitivity, iterative, sparse, elastic, baselines, validate-proxy)
 # are registered here, one line each.
+app.command("iterative")(iterative_command)
+app.command("sparsify")(sparsify_command)
+app.command("compare")(compare_command)
+app.command("validate-proxy")(validate_proxy_command)
+app.command("sensitivity")(sensitivity_command)
+app.command("elastic")(elastic_command)
 
 
 def main() -> None:

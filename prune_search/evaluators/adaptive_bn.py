@@ -52,6 +52,8 @@ class AdaptiveBNEvaluator:
 
     One deep copy of ``model`` per call, whatever the number of candidates; ``model`` is
     never changed. Cost per candidate: ``len(calibration) + len(validation)`` forward passes.
+    With ``recalibrate=False`` the masked model keeps the base model's BN statistics
+    (``calibration`` is unused): the accuracy of pruning without any adaptation.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class AdaptiveBNEvaluator:
         calibration: Sequence[Batch],
         validation: Sequence[Batch],
         device: torch.device | str = "cpu",
+        recalibrate: bool = True,
     ) -> None:
         self.model = model
         self.space = space
@@ -69,6 +72,7 @@ class AdaptiveBNEvaluator:
         self.calibration = calibration
         self.validation = validation
         self.device = torch.device(device)
+        self.recalibrate = recalibrate
 
     def _masks(self, candidate: CandidateBatch, row: int, modules: dict[str, nn.Module]) -> dict[str, Tensor]:
         masks: dict[str, Tensor] = {}
@@ -111,7 +115,8 @@ class AdaptiveBNEvaluator:
             for row in range(len(candidates)):
                 active.clear()
                 active.update(self._masks(candidates, row, modules))
-                recalibrate_bn(work, self.calibration, self.device)
+                if self.recalibrate:
+                    recalibrate_bn(work, self.calibration, self.device)
                 scores.append(accuracy(work, self.validation, self.device))
         finally:
             for handle in handles:

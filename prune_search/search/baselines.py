@@ -27,9 +27,11 @@ _STEPS = 48
 
 
 def snap(space: PruningSpace, keep: Tensor) -> Tensor:
-    """Per group, the largest keep count of the space's grid ≤ ``keep[g]`` (the floor if none), int64 ``[G]``."""
+    """Per group, the largest keep count of the space's grid levels (at or above the group's smallest
+    level) that is ≤ ``keep[g]``, else the group's floor; int64 ``[G]``."""
     levels = space.level_keep_counts()
-    fits = levels <= keep.to(torch.int64)[:, None]
+    allowed = torch.arange(levels.shape[1])[None] >= space.min_levels()[:, None]
+    fits = allowed & (levels <= keep.to(torch.int64)[:, None])
     below = torch.where(fits, levels, torch.zeros_like(levels)).max(1).values
     return torch.where(fits.any(1), below, space.floor())
 

@@ -36,6 +36,8 @@ class StartOptions:
     ratio_step: float | None = None
     round_to: int | None = None
     min_keep: int | None = None
+    sensitivity: Path | None = None
+    sensitivity_use: str | None = None
 
 
 DEFAULTS = {

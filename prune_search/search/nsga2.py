@@ -52,10 +52,12 @@ def vary(
     strategies: int,
     rng: np.random.Generator,
     crossover_prob: float = 0.9,
+    min_level: np.ndarray | int = 0,
 ) -> np.ndarray:
     """Children of parent pairs: uniform crossover, then per-gene mutation with probability 1/genes.
 
-    A mutated level moves by ±1..3 grid steps (clipped); a mutated strategy is redrawn.
+    A mutated level moves by ±1..3 grid steps, clipped to ``min_level`` (per group ``[G]`` or
+    one for all) .. ``levels - 1``; a mutated strategy is redrawn.
     """
     x, y = parents[first], parents[second]
     genes = parents.shape[1]
@@ -64,7 +66,7 @@ def vary(
     child = np.where(swap, y, x)
     mutate = rng.random(child.shape) < 1.0 / genes
     steps = rng.integers(1, 4, size=child.shape) * rng.choice([-1, 1], size=child.shape)
-    level_part = np.clip(child[:, :half] + steps[:, :half], 0, levels - 1)
+    level_part = np.clip(child[:, :half] + steps[:, :half], min_level, levels - 1)
     child[:, :half] = np.where(mutate[:, :half], level_part, child[:, :half])
     redraw = rng.integers(strategies, size=(len(child), half))
     child[:, half:] = np.where(mutate[:, half:], redraw, child[:, half:])

@@ -47,12 +47,25 @@ class Evaluator:
         self.cost = CostModel(handle.space, device)
         self.table = handle.space.level_keep_counts().numpy()
         self.grid = np.array(handle.space.options.ratios)
+        self.min_level = handle.space.min_levels().numpy()
         groups = len(self.space)
         full_levels = np.argmax(self.table == self.table[:, -1:], axis=1)
         self._first_level = np.stack(
-            [np.argmax(self.table[g] == self.table[g][:, None], axis=1) for g in range(groups)]
+            [
+                np.maximum(np.argmax(self.table[g] == self.table[g][:, None], axis=1), self.min_level[g])
+                for g in range(groups)
+            ]
         )
         self._full_levels = full_levels
+        self.seeds = self._seeds(handle.config.get("seeds", []))
+
+    def _seeds(self, seeds: list[dict[str, float]]) -> np.ndarray:
+        """Individuals ``[S, 2G]`` of the study's seed candidates (keep ratio per group, strategy ``min``)."""
+        names, strategies = self.space.names, self.space.strategies
+        ratios = torch.tensor([[seed.get(name, 1.0) for name in names] for seed in seeds], dtype=torch.float64)
+        levels = self.space.levels_at(ratios.reshape(len(seeds), len(names))).numpy()
+        codes = np.full_like(levels, strategies.index("min") if "min" in strategies else 0)
+        return np.concatenate([levels, codes], axis=1)
 
     def canonical(self, X: np.ndarray) -> np.ndarray:
         """Genes with the smallest level giving each keep count, and strategy 0 for full groups."""
@@ -126,14 +139,16 @@ class Evaluator:
 
 
 def _initial(evaluator: Evaluator, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Generation 0: uniform-ratio candidates for every grid level and strategy, then random ones."""
+    """Generation 0: the study's seeds, uniform-ratio candidates for every grid level and strategy
+    (groups below their smallest level raised to it), then random ones."""
     groups, levels, strategies = len(evaluator.space), len(evaluator.grid), len(evaluator.space.strategies)
-    uniform = [np.array([lv] * groups + [s] * groups) for lv in range(levels) for s in range(strategies)]
+    low = evaluator.min_level
+    uniform = [np.concatenate([np.maximum(lv, low), [s] * groups]) for lv in range(levels) for s in range(strategies)]
     rng.shuffle(uniform)
     random = np.concatenate(
-        [rng.integers(levels, size=(size, groups)), rng.integers(strategies, size=(size, groups))], axis=1
+        [rng.integers(low, levels, size=(size, groups)), rng.integers(strategies, size=(size, groups))], axis=1
     )
-    return np.concatenate([np.stack(uniform)[: size // 2], random])[:size]
+    return np.concatenate([evaluator.seeds, np.stack(uniform)[: size // 2], random])[:size]
 
 
 def _offspring(archive: Archive, evaluator: Evaluator, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -143,7 +158,7 @@ def _offspring(archive: Archive, evaluator: Evaluator, size: int, rng: np.random
     first = nsga2.tournament(rank, crowding, size, rng)
     second = nsga2.tournament(rank, crowding, size, rng)
     levels, strategies = len(evaluator.grid), len(evaluator.space.strategies)
-    return nsga2.vary(archive.X[chosen], first, second, levels, strategies, rng)
+    return nsga2.vary(archive.X[chosen], first, second, levels, strategies, rng, min_level=evaluator.min_level)
 
 
 def _unique_new(evaluator: Evaluator, X: np.ndarray, known: set[str]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +10,12 @@ import optuna
 import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import Engine
+from torch import nn
 
-from prune_search.data import DataSpec, load_dataset
+from prune_search.data import DatasetBundle, DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import PROXIES, CostModel, Importance, ProxyEvaluator, compute_importance
+from prune_search.evaluators import CRITERIA, PROXIES, CostModel, Importance, ProxyEvaluator, compute_importance
 from prune_search.models import ModelSpec, resolve_factory
 from prune_search.search.config import (
     CONFIG_ATTR,
@@ -28,6 +29,8 @@ from prune_search.search.config import (
     sha256_of,
     versions,
 )
+from prune_search.sensitivity.allocate import scaled
+from prune_search.sensitivity.result import SENSITIVITY_USES, read_sensitivity
 from prune_search.space import PruningSpace
 from prune_search.storage.study_data import ensure_tables, get_data, put_data
 from prune_search.storage.url import create_engine, redact
@@ -84,18 +87,45 @@ def _validate(options: StartOptions) -> None:
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or len(set(objectives)) != len(objectives) or len(objectives) < 2:
         raise PruneSearchError(f"--objectives takes two or three distinct names of {', '.join(OBJECTIVES)}")
+    if (options.criterion or DEFAULTS["criterion"]) not in CRITERIA:
+        raise PruneSearchError(f"unknown criterion '{options.criterion}'; criteria are {', '.join(CRITERIA)}")
     if (options.proxy or DEFAULTS["proxy"]) not in PROXIES:
         raise PruneSearchError(f"unknown proxy '{options.proxy}'; proxies are {', '.join(PROXIES)}")
     if (options.population or DEFAULTS["population"]) < 4:
         raise PruneSearchError("--population must be at least 4")
+    if options.sensitivity_use is not None and options.sensitivity is None:
+        raise PruneSearchError("--sensitivity-use needs --sensitivity DIR_OR_JSON")
+    if options.sensitivity_use is not None and options.sensitivity_use not in SENSITIVITY_USES:
+        raise PruneSearchError(
+            f"--sensitivity-use must be {' or '.join(SENSITIVITY_USES)}, got '{options.sensitivity_use}'"
+        )
+    if options.sensitivity is not None:
+        read_sensitivity(options.sensitivity)
 
 
-def _prepare(options: StartOptions, device: torch.device, progress: bool) -> tuple[dict, PruningSpace, Importance]:
-    """Everything the first worker computes once: the base model's space, importance and costs."""
-    get = lambda key: getattr(options, key) if getattr(options, key) is not None else DEFAULTS[key]  # noqa: E731
-    model_name, dataset = get("model"), get("dataset")
+def _get(options: StartOptions, key: str) -> Any:
+    value = getattr(options, key)
+    return value if value is not None else DEFAULTS[key]
+
+
+@dataclass
+class BaseModel:
+    """A study's starting point: the trained model (eval mode, on the device), its data and pruning space."""
+
+    spec: ModelSpec
+    data: DataSpec
+    bundle: DatasetBundle
+    checkpoint: Path
+    model: nn.Module
+    space: PruningSpace
+
+
+def load_base(options: StartOptions, device: torch.device, progress: bool) -> BaseModel:
+    """The model, dataset and space that ``options`` name (defaults fill the gaps; no checkpoint:
+    the cached baseline, trained on first use)."""
+    model_name = _get(options, "model")
     resolve_factory(model_name)
-    data = DataSpec(name=dataset, root=options.data_root)
+    data = DataSpec(name=_get(options, "dataset"), root=options.data_root)
     bundle = load_dataset(data)
     checkpoint = options.checkpoint
     if checkpoint is None:
@@ -107,19 +137,59 @@ def _prepare(options: StartOptions, device: torch.device, progress: bool) -> tup
     space = PruningSpace.from_model(
         model,
         example.to(device),
-        min_ratio=get("min_ratio"),
-        ratio_step=get("ratio_step"),
-        round_to=get("round_to"),
-        min_keep=get("min_keep"),
+        min_ratio=_get(options, "min_ratio"),
+        ratio_step=_get(options, "ratio_step"),
+        round_to=_get(options, "round_to"),
+        min_keep=_get(options, "min_keep"),
     )
-    importance = compute_importance(
-        model,
-        space,
-        get("criterion"),
-        batches=bundle.loader("train", 128),
-        max_batches=get("calibration_batches"),
+    return BaseModel(spec, data, bundle, Path(checkpoint), model, space)
+
+
+def base_importance(base: BaseModel, options: StartOptions, device: torch.device) -> Importance:
+    """Importance of ``base.space`` by the options' criterion on the first calibration batches of train."""
+    return compute_importance(
+        base.model,
+        base.space,
+        _get(options, "criterion"),
+        batches=base.bundle.loader("train", 128),
+        max_batches=_get(options, "calibration_batches"),
         device=device,
     )
+
+
+def _apply_sensitivity(options: StartOptions, space: PruningSpace) -> tuple[PruningSpace, dict[str, Any]]:
+    """The space (with per-group floors for ``bound``) and the config entries of ``--sensitivity``."""
+    if options.sensitivity is None:
+        return space, {}
+    result = read_sensitivity(options.sensitivity)
+    result.check_matches(space)
+    use = options.sensitivity_use or SENSITIVITY_USES[0]
+    ratios = result.allocation["ratios"]
+    entry = {"file": str(options.sensitivity), "use": use, "max_drop": result.allocation["max_drop"], "ratios": ratios}
+    if use == "bound":
+        return PruningSpace(space.structure, replace(space.options, group_min_ratio=ratios)), {"sensitivity": entry}
+    return space, {"sensitivity": entry, "seeds": [ratios, *scaled(ratios)]}
+
+
+def _sensitivity_clash(stored: dict[str, Any], options: StartOptions) -> str | None:
+    if options.sensitivity is None:
+        return None
+    entry = stored.get("sensitivity")
+    ratios = read_sensitivity(options.sensitivity).allocation["ratios"]
+    use = options.sensitivity_use or SENSITIVITY_USES[0]
+    if entry is None or entry["ratios"] != ratios or entry["use"] != use:
+        held = f"{entry['file']} used as {entry['use']}" if entry else "none"
+        return f"--sensitivity {options.sensitivity} --sensitivity-use {use} (the study has {held})"
+    return None
+
+
+def _prepare(options: StartOptions, device: torch.device, progress: bool) -> tuple[dict, PruningSpace, Importance]:
+    """Everything the first worker computes once: the base model's space, importance and costs."""
+    get = lambda key: _get(options, key)  # noqa: E731
+    base = load_base(options, device, progress)
+    space, sensitivity = _apply_sensitivity(options, base.space)
+    importance = base_importance(base, options, device)
+    spec, data, checkpoint = base.spec, base.data, base.checkpoint
     base_macs, base_params = CostModel(space).base()
     proxy_ref = float(ProxyEvaluator(space, importance)(space.smallest(), get("proxy"))[0])
     flags = {key: get(key) for key in ("model", "dataset", "population", "objectives", "criterion", "proxy")}
@@ -146,6 +216,7 @@ def _prepare(options: StartOptions, device: torch.device, progress: bool) -> tup
         "base": {"macs": base_macs, "params": base_params, "proxy_ref": proxy_ref},
         "dead_groups": importance.dead,
         "versions": versions(),
+        **sensitivity,
     }
     return config, space, importance
 
@@ -217,7 +288,7 @@ def create_or_join(
             created = True
     handle = _load(url, engine, storage, name)
     if not created:
-        clash = contradictions(handle.config, options)
+        clash = contradictions(handle.config, options) or _sensitivity_clash(handle.config, options)
         if clash:
             raise PruneSearchError(
                 f"study '{name}' exists with another configuration: {clash}; drop the flag or choose another --study"

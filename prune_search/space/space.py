@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
@@ -24,6 +24,10 @@ class SpaceOptions:
     Ratios lie on the grid ``min_ratio, min_ratio + ratio_step, ..., 1``; a ratio ``r`` of a
     group of ``n`` channels keeps ``k = min(n, max(min_keep, round_to·round(r·n / round_to)))``
     channels, so ``k ≥ min(n, min_keep) ≥ 1`` whatever the rounding.
+
+    ``group_min_ratio`` raises the smallest ratio of the groups it names (e.g. to the
+    allocation of a sensitivity scan): such a group's genes start at the first grid level
+    whose keep count reaches the decode of its floor ratio.
     """
 
     min_ratio: float = 0.1
@@ -31,6 +35,7 @@ class SpaceOptions:
     round_to: int = 1
     min_keep: int = 1
     strategies: tuple[str, ...] = STRATEGIES
+    group_min_ratio: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not 0 < self.min_ratio <= 1:
@@ -47,6 +52,10 @@ class SpaceOptions:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown or not self.strategies:
             raise PruneSearchError(f"unknown strategy {unknown or '(none)'}; strategies are {', '.join(STRATEGIES)}")
+        outside = {name: r for name, r in self.group_min_ratio.items() if not 0 < r <= 1}
+        if outside:
+            name, ratio = next(iter(outside.items()))
+            raise PruneSearchError(f"the minimum keep ratio of group '{name}' must be in (0, 1], got {ratio}")
 
     @property
     def ratios(self) -> list[float]:
@@ -82,6 +91,11 @@ class PruningSpace:
         grid = torch.tensor(self.options.ratios, dtype=torch.float64)
         self._ratio_grid = grid
         self._keep_table = self.keep_counts(grid[:, None].expand(-1, len(self.groups))).T.contiguous()
+        unknown = [name for name in self.options.group_min_ratio if name not in self.names]
+        if unknown:
+            raise PruneSearchError(f"a minimum keep ratio names group '{unknown[0]}', which the model does not have")
+        floors = [self.options.group_min_ratio.get(name, self.options.min_ratio) for name in self.names]
+        self._min_level = self._reaching(torch.tensor([floors], dtype=torch.float64))[0]
 
     @classmethod
     def from_model(
@@ -124,9 +138,22 @@ class PruningSpace:
         """Keep count of every group at every ratio-grid level, int64 ``[G, R]``."""
         return self._keep_table.clone()
 
+    def _reaching(self, ratios: Tensor) -> Tensor:
+        reach = self._keep_table[None] >= self.keep_counts(ratios)[:, :, None]
+        return reach.to(torch.int8).argmax(-1)
+
+    def levels_at(self, ratios: Tensor) -> Tensor:
+        """Grid levels ``[P, G]`` (int64) for ratios ``[P, G]`` in [0, 1]: per group, the first level
+        at or above the group's smallest one whose keep count reaches the decode of the ratio."""
+        return torch.maximum(self._reaching(ratios), self._min_level)
+
+    def min_levels(self) -> Tensor:
+        """Smallest grid level per group ``[G]`` (0 unless ``group_min_ratio`` raises it)."""
+        return self._min_level.clone()
+
     def floor(self) -> Tensor:
-        """Smallest keep count per group ``[G]`` (the ``min_ratio`` decode)."""
-        return self._keep_table[:, 0].clone()
+        """Smallest keep count per group ``[G]`` (the decode of its smallest level)."""
+        return self._keep_table.gather(1, self._min_level[:, None])[:, 0]
 
     def full(self, count: int = 1) -> CandidateBatch:
         """``count`` copies of the unpruned candidate (strategy ``min`` or the first one)."""
@@ -137,9 +164,12 @@ class PruningSpace:
         return CandidateBatch(self.floor().repeat(count, 1), torch.zeros(count, len(self), dtype=torch.int64))
 
     def sample(self, n: int, seed: int = 0) -> CandidateBatch:
-        """``n`` random candidates: ratios uniform on the grid, strategies uniform."""
+        """``n`` random candidates: strategies uniform; grid levels uniform, then each group's levels
+        mapped proportionally onto its allowed ones (the identity for a group without a raised floor)."""
         generator = torch.Generator().manual_seed(seed)
-        levels = torch.randint(len(self._ratio_grid), (n, len(self)), generator=generator)
+        count = len(self._ratio_grid)
+        levels = torch.randint(count, (n, len(self)), generator=generator)
+        levels = self._min_level + levels * (count - self._min_level) // count
         strategy = torch.randint(len(self.strategies), (n, len(self)), generator=generator)
         return CandidateBatch(self._keep_table.T.gather(0, levels) if n else levels, strategy)
 
@@ -162,6 +192,13 @@ class PruningSpace:
                 f"'{self.groups[g].name}', which no ratio of the space gives ({len(counts)} counts from "
                 f"{counts[0]} to {counts[-1]} are allowed)"
             )
+        below = keep < self.floor()
+        if bool(below.any()):
+            p, g = below.nonzero()[0].tolist()
+            raise PruneSearchError(
+                f"candidate {p} keeps {int(keep[p, g])} of {self.groups[g].size} channels in group "
+                f"'{self.groups[g].name}', below its floor of {int(self.floor()[g])}"
+            )
         bad = (batch.strategy < 0) | (batch.strategy >= len(self.strategies))
         if bool(bad.any()):
             p, g = bad.nonzero()[0].tolist()
@@ -173,10 +210,8 @@ class PruningSpace:
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """Optuna distributions of every gene, ratio and strategy per group."""
         out: dict[str, optuna.distributions.BaseDistribution] = {}
-        for name in self.names:
-            out[ratio_param(name)] = optuna.distributions.FloatDistribution(
-                self.options.min_ratio, 1.0, step=self.options.ratio_step
-            )
+        for name, low in zip(self.names, self._ratio_grid[self._min_level].tolist(), strict=True):
+            out[ratio_param(name)] = optuna.distributions.FloatDistribution(low, 1.0, step=self.options.ratio_step)
             out[strategy_param(name)] = optuna.distributions.CategoricalDistribution(list(self.strategies))
         return out
 
@@ -186,8 +221,13 @@ class PruningSpace:
         if missing:
             raise PruneSearchError(f"params lack '{missing[0]}'; every group needs a ratio and a strategy")
         ratios = torch.tensor([[float(params[ratio_param(n)]) for n in self.names]], dtype=torch.float64)
-        if bool(((ratios < self.options.min_ratio - 1e-9) | (ratios > 1 + 1e-9)).any()):
-            raise PruneSearchError(f"ratios must lie in [{self.options.min_ratio}, 1]")
+        low = self._ratio_grid[self._min_level]
+        outside = ((ratios < low - 1e-9) | (ratios > 1 + 1e-9))[0]
+        if bool(outside.any()):
+            g = int(outside.nonzero()[0])
+            raise PruneSearchError(
+                f"ratios must lie in [{float(low[g]):g}, 1]: group '{self.names[g]}' has {float(ratios[0, g]):g}"
+            )
         unknown = [params[strategy_param(n)] for n in self.names if params[strategy_param(n)] not in self.strategies]
         if unknown:
             raise PruneSearchError(f"unknown strategy '{unknown[0]}'; strategies are {', '.join(self.strategies)}")
@@ -195,9 +235,10 @@ class PruningSpace:
         return CandidateBatch(self.keep_counts(ratios), strategy)
 
     def to_params(self, batch: CandidateBatch) -> list[dict[str, Any]]:
-        """Optuna params per candidate; a keep count maps to the smallest grid ratio giving it."""
+        """Optuna params per candidate; a keep count maps to the smallest allowed grid ratio giving it."""
         self.validate(batch)
         first = (batch.keep.cpu()[:, :, None] == self._keep_table[None]).to(torch.int8).argmax(-1)
+        first = torch.maximum(first, self._min_level)
         ratios = self._ratio_grid[first]
         rows = []
         for p in range(len(batch)):
