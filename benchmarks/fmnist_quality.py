@@ -34,7 +34,7 @@ MODELS = {
     "resnet20": ["--model", "resnet20"],
     "vgg16_bn-small": ["--model", "vgg16_bn", "--model-option", "width_mult=0.25", "--model-option", "head=linear"],
 }
-METHODS = ("front", "uniform", "global_min")
+METHODS = ("front", "front_bn", "uniform", "global_min")
 
 
 def run(command: list[str], log: list[str]) -> str:

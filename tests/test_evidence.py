@@ -150,7 +150,7 @@ def test_quality_benchmark_smoke_run_on_digits(tmp_path):
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     text = results.read_text()
-    for method in ("| front |", "| uniform |", "| global_min |"):
+    for method in ("| front |", "| front_bn |", "| uniform |", "| global_min |"):
         assert method in text
     assert "prune-search compare --study quality-digits-resnet20" in text
     assert results.with_suffix(".svg").read_text().startswith("<?xml")

@@ -1,7 +1,9 @@
 """The search's front against simple pruning at equal MACs, each fine-tuned with the same recipe.
 
 At every MACs budget the compared candidates are: ``front``, the best-proxy feasible front
-trial within the budget (what ``finalize --max-macs`` picks), and the baselines of
+trial within the budget (what ``finalize --max-macs`` picks); ``front_bn``, of the 16 front
+trials within the budget with the most MACs, the best by val accuracy after BN recalibration
+(8 train batches, 4 val batches of 128); and the baselines of
 :mod:`prune_search.search.baselines` with the most MACs within the same budget. Each is
 fine-tuned with one :class:`FinalizeConfig` per seed.
 """
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import PROXIES
+from prune_search.evaluators import PROXIES, AdaptiveBNEvaluator
 from prune_search.evidence.context import StudyBase
 from prune_search.finalize.select import within_budget
 from prune_search.finalize.tune import FinalizeConfig
@@ -24,7 +26,8 @@ from prune_search.search.runner import Evaluator
 from prune_search.search.summary import front_rows
 from prune_search.space import CandidateBatch, PruningSpace
 
-METHODS = ("front", *BASELINES)
+METHODS = ("front", "front_bn", *BASELINES)
+RERANKED = 16  # front trials nearest the budget that ``front_bn`` re-ranks by BN-recalibrated accuracy
 
 
 def parse_methods(text: str) -> list[str]:
@@ -49,6 +52,12 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
             row = within_budget(handle, rows, budget, None)
             candidate = candidate_of_row(handle.space, row)
             trial = row["trial"]
+        elif method == "front_bn":
+            row = _best_after_bn(
+                base, [r for r in rows if r["macs"] <= macs_budget] or [within_budget(handle, rows, budget, None)]
+            )
+            candidate = candidate_of_row(handle.space, row)
+            trial = row["trial"]
         else:
             candidate = baseline(handle.space, handle.importance, method, macs_budget)
             trial = None
@@ -59,6 +68,19 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
             {"method": method, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}
         )
     return out
+
+
+def _best_after_bn(base: StudyBase, fitting: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of the :data:`RERANKED` fitting front rows with the most MACs, the best by BN-recalibrated val accuracy."""
+    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
+    batch = CandidateBatch.cat([candidate_of_row(base.handle.space, r) for r in nearest])
+    calibration = [b for _, b in zip(range(8), base.bundle.loader("train", 128), strict=False)]
+    validation = [b for _, b in zip(range(4), base.bundle.loader("val", 128), strict=False)]
+    handle = base.handle
+    scores = AdaptiveBNEvaluator(base.model, handle.space, handle.importance, calibration, validation, base.device)(
+        batch
+    )
+    return nearest[int(scores.argmax())]
 
 
 def candidate_of_row(space: PruningSpace, row: dict[str, Any]) -> CandidateBatch:

@@ -9,7 +9,13 @@ from plotly.subplots import make_subplots
 from prune_search.evidence.compare import METHODS
 from prune_search.evidence.proxy_validation import PREDICTORS
 
-COLORS = {"front": "#d62728", "uniform": "#1f77b4", "global_min": "#2ca02c", "global_median": "#9467bd"}
+COLORS = {
+    "front": "#d62728",
+    "front_bn": "#ff7f0e",
+    "uniform": "#1f77b4",
+    "global_min": "#2ca02c",
+    "global_median": "#9467bd",
+}
 
 
 def comparison_figure(summary: list[dict[str, Any]], base_test_pct: float | None, title: str) -> go.Figure:
