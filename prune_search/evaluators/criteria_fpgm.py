@@ -12,7 +12,7 @@ a distinct one whatever their norms; this is what separates FPGM from ``l1``/``l
 import torch
 from torch import Tensor, nn
 
-from prune_search.evaluators.channels import to_root
+from prune_search.evaluators.channels import filter_scores
 from prune_search.space import PruningSpace
 
 
@@ -23,17 +23,6 @@ def distance_sums(weight: Tensor) -> Tensor:
 
 
 def fpgm(model: nn.Module, space: PruningSpace, **_: object) -> dict:
-    """FPGM scores per group (float64 ``[n]``).
-
-    Each Conv/Linear output member's distance sums, summed onto the group's root channels.
-    """
-    modules = dict(model.named_modules())
-    out = {}
-    for group in space.groups:
-        score = torch.zeros(group.size, dtype=torch.float64)
-        for member in group.members:
-            module = modules[member.module]
-            if member.out and isinstance(module, nn.modules.conv._ConvNd | nn.Linear):
-                score += to_root(group, member, distance_sums(module.weight))
-        out[group.name] = score
-    return out
+    """FPGM scores per group (float64 ``[n]``): each Conv/Linear output member's distance sums,
+    summed onto the group's root channels."""
+    return filter_scores(model, space, distance_sums)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators.channels import Batches, to_root
+from prune_search.evaluators.channels import Batches, filter_scores, to_root
 from prune_search.evaluators.criteria_fpgm import fpgm
 from prune_search.evaluators.criteria_hessian import hessian
 from prune_search.evaluators.criteria_interval import interval_adjoint
@@ -87,17 +87,7 @@ def _taylor(model: nn.Module, space: PruningSpace, *, batches: Batches, device: 
 
 def _weight_norm(p: int) -> Callable:
     def criterion(model: nn.Module, space: PruningSpace, **_: object) -> dict:
-        modules = dict(model.named_modules())
-        out = {}
-        for group in space.groups:
-            score = torch.zeros(group.size, dtype=torch.float64)
-            for member in group.members:
-                module = modules[member.module]
-                if member.out and isinstance(module, nn.modules.conv._ConvNd | nn.Linear):
-                    rows = module.weight.detach().flatten(1).to(torch.float64).norm(p=p, dim=1).cpu()
-                    score += to_root(group, member, rows)
-            out[group.name] = score
-        return out
+        return filter_scores(model, space, lambda w: w.flatten(1).to("cpu", torch.float64).norm(p=p, dim=1))
 
     return criterion
 
