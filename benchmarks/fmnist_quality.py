@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--model-seeds", action="append", default=[], help="MODEL=SEEDS overriding --seeds")
     parser.add_argument("--model-budgets", action="append", default=[], help="MODEL=BUDGETS overriding --budgets")
+    parser.add_argument("--budget-seeds", action="append", default=[], help="BUDGET=SEEDS overriding the seeds there")
     parser.add_argument("--epochs", type=int, default=2, help="KD fine-tuning epochs of every compared model")
     parser.add_argument("--trials", type=int, default=5000)
     parser.add_argument("--baseline-epochs", type=int, default=15)
@@ -122,8 +123,8 @@ def main() -> None:
     given = dict(item.split("=", 1) for item in args.checkpoint)
     seeds_of = dict(item.split("=", 1) for item in args.model_seeds)
     budgets_of = dict(item.split("=", 1) for item in args.model_budgets)
+    seeds_at = dict(item.split("=", 1) for item in args.budget_seeds)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{args.workdir / 'quality.db'}"
     log: list[str] = []
     results = {}
     for model in args.models.split(","):
@@ -136,21 +137,19 @@ def main() -> None:
             run([*train, "--out", str(checkpoint), "--no-progress", "--device", "cpu"], log)
         base = baseline_accuracy(checkpoint, log)
         study = f"quality-{args.dataset}-{model}"
+        storage = f"sqlite:///{args.workdir / model}.db"
         start = ["start", "--study", study, "--storage", storage, *flags, "--dataset", args.dataset]
         start += ["--checkpoint", str(checkpoint), "--trials", str(args.trials), "--ratio-step", "0.01"]
         run([*start, "--no-progress", "--device", "cpu"], log)
-        out = args.workdir / model
-        compare = ["compare", "--study", study, "--storage", storage, "--max-macs", budgets_of.get(model, args.budgets)]
-        compare += [
-            "--methods",
-            ",".join(METHODS),
-            "--seeds",
-            seeds_of.get(model, args.seeds),
-            "--epochs",
-            str(args.epochs),
-        ]
-        run([*compare, "--out", str(out), "--no-progress", "--device", "cpu"], log)
-        results[model] = (base, read_summary(out / "summary.csv"))
+        summary = []
+        for budget in budgets_of.get(model, args.budgets).split(","):
+            out = args.workdir / model / budget.replace("%", "pct")
+            compare = ["compare", "--study", study, "--storage", storage, "--max-macs", budget]
+            compare += ["--methods", ",".join(METHODS), "--epochs", str(args.epochs)]
+            compare += ["--seeds", seeds_at.get(budget, seeds_of.get(model, args.seeds))]
+            run([*compare, "--out", str(out), "--no-progress", "--device", "cpu"], log)
+            summary += read_summary(out / "summary.csv")
+        results[model] = (base, summary)
     svg = args.results.with_suffix(".svg")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     plot(results, svg)

@@ -15,6 +15,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from tqdm import tqdm
 
 from prune_search.cli_options import (
+    BatchSizeOpt,
     DataRootOpt,
     DatasetOpt,
     DeviceOpt,
@@ -22,11 +23,17 @@ from prune_search.cli_options import (
     FormatOpt,
     ImageSizeOpt,
     JsonOpt,
+    KdAlphaOpt,
+    KdOpt,
+    KdTemperatureOpt,
+    LrOpt,
     ModelOpt,
     ModelOptions,
+    ProgressOpt,
     SplitSeedOpt,
     StorageOpt,
     StudyOpt,
+    TuneSeedOpt,
     ValFractionOpt,
     data_spec,
     parse_model_options,
@@ -76,15 +83,15 @@ def train(
     image_size: ImageSizeOpt = None,
     download: DownloadOpt = False,
     epochs: Annotated[int, typer.Option(help="Epochs; the cosine schedule spans exactly these.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak SGD learning rate.")] = 0.1,
+    batch_size: BatchSizeOpt = 128,
+    lr: LrOpt = 0.1,
     momentum: Annotated[float, typer.Option(help="SGD (Nesterov) momentum.")] = 0.9,
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 5e-4,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and augmentation.")] = 0,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run writing --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out and its state.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Train a baseline model: SGD + cosine, best epoch on val, test reported once."""
     config = TrainConfig(
@@ -208,7 +215,7 @@ def start(
     ] = None,
     seed: Annotated[int, typer.Option(help="This worker's seed (mixed with its ordinal in the study).")] = 0,
     device: DeviceOpt = "auto",
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Create or join a study and run NSGA-II until it holds --trials COMPLETE trials."""
     quiet_optuna()
@@ -315,12 +322,12 @@ def finalize(
     max_params: Annotated[str | None, typer.Option(help="... and within this params budget.")] = None,
     front: Annotated[int | None, typer.Option(help="Finalize K front trials spread across MACs.")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
-    lr: Annotated[float, typer.Option(help="Peak SGD learning rate (cosine schedule).")] = 0.01,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 128,
-    kd_temperature: Annotated[float, typer.Option(help="KD temperature T.")] = 4.0,
-    kd_alpha: Annotated[float, typer.Option(help="KD weight α (1−α on cross-entropy).")] = 0.9,
-    no_kd: Annotated[bool, typer.Option("--no-kd", help="Plain cross-entropy, same schedule.")] = False,
-    seed: Annotated[int, typer.Option(help="Fine-tuning seed.")] = 0,
+    lr: LrOpt = 0.01,
+    batch_size: BatchSizeOpt = 128,
+    kd_temperature: KdTemperatureOpt = 4.0,
+    kd_alpha: KdAlphaOpt = 0.9,
+    kd: KdOpt = True,
+    seed: TuneSeedOpt = 0,
     sparsity: Annotated[
         float, typer.Option(help="Also zero this share of each Conv/Linear weight (magnitude masks, held).")
     ] = 0.0,
@@ -331,7 +338,7 @@ def finalize(
     data_root: DataRootOpt = None,
     artifact_dir: Annotated[Path, typer.Option(help="Optuna artifact store folder.")] = Path("prune-search-artifacts"),
     device: DeviceOpt = "auto",
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Prune a front trial for real, fine-tune it (KD), export it and record the result in the study."""
     quiet_optuna()
@@ -339,7 +346,7 @@ def finalize(
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
-        kd=not no_kd,
+        kd=kd,
         temperature=kd_temperature,
         alpha=kd_alpha,
         seed=seed,

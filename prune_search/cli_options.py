@@ -30,6 +30,17 @@ ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="ImageFol
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow torchvision to download mnist/cifar.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+# The fine-tuning recipe (``finalize.tune.FinalizeConfig``), the same flags in every command that trains.
+LrOpt = Annotated[float, typer.Option("--lr", help="Peak SGD learning rate (cosine schedule).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Samples per batch.")]
+KdOpt = Annotated[
+    bool, typer.Option("--kd/--no-kd", help="Distil from the unpruned model, or plain cross-entropy, same schedule.")
+]
+KdTemperatureOpt = Annotated[float, typer.Option("--kd-temperature", help="KD temperature T.")]
+KdAlphaOpt = Annotated[float, typer.Option("--kd-alpha", help="KD weight α (1−α on cross-entropy).")]
+TuneSeedOpt = Annotated[int, typer.Option("--seed", help="Fine-tuning seed.")]
 
 
 def parse_model_options(items: list[str] | None) -> dict[str, Any]:

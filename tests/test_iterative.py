@@ -9,10 +9,11 @@ from cli_helpers import assert_one_line_error, run_cli
 from typer.testing import CliRunner
 
 import prune_search
-import prune_search.iterative.loop as loop_module
+import prune_search.finalize.tune as tune_module
 from prune_search.cli import app
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.export import export
+from prune_search.finalize.tune import FinalizeConfig
 from prune_search.iterative import (
     IterativeConfig,
     fraction_schedule,
@@ -73,7 +74,7 @@ def test_fraction_schedule_removes_a_share_of_the_current_channels_down_to_the_f
         lambda: fraction_schedule({"a": 8}, [0.2, 1.0]),
         lambda: fraction_schedule({"a": 8}, []),
         lambda: parse_fractions("0.2,x"),
-        lambda: IterativeConfig(epochs_per_step=0).validate(),
+        lambda: IterativeConfig(FinalizeConfig(epochs=0)).validate(),
         lambda: IterativeConfig(criterion="nope").validate(),
     ],
 )
@@ -95,7 +96,7 @@ def test_the_dead_network_detector_fires_on_a_constant_output_model(base, digits
 def test_the_loop_stops_at_the_accuracy_threshold_and_keeps_the_last_step_within(base, digits, tmp_path):
     model, space = base
     schedule = geometric_schedule({g.name: g.size for g in space.groups}, 0.5)
-    config = IterativeConfig(epochs_per_step=1, max_drop=10.0, kd=False)
+    config = IterativeConfig(FinalizeConfig(epochs=1, kd=False), max_drop=10.0)
     result = run_iterative(model, space, schedule, digits, config, tmp_path / "state.pt", device=CPU, progress=False)
     assert result.stop_reason == "below-threshold"
     assert 2 <= len(result.steps) < len(schedule)
@@ -110,7 +111,7 @@ def test_the_loop_stops_at_the_accuracy_threshold_and_keeps_the_last_step_within
 def test_a_multi_step_export_loads_back_with_identical_logits(base, digits, tmp_path):
     model, space = base
     schedule = fraction_schedule({g.name: g.size for g in space.groups}, [0.3, 0.3, 0.3])
-    config = IterativeConfig(epochs_per_step=1, max_drop=100.0)
+    config = IterativeConfig(FinalizeConfig(epochs=1), max_drop=100.0)
     result = run_iterative(model, space, schedule, digits, config, tmp_path / "state.pt", device=CPU, progress=False)
     assert [s.status for s in result.steps] == ["ok", "ok", "ok"]
     assert result.best == result.steps[-1]
@@ -128,7 +129,7 @@ def test_a_multi_step_export_loads_back_with_identical_logits(base, digits, tmp_
 
 def _kill_at_step(step):
     """``fit`` that turns step ``step``'s result into a constant-class network (recipe seed = step at seed 0)."""
-    real_fit = loop_module.fit
+    real_fit = tune_module.fit
 
     def fit(model, bundle, recipe, *args, **kwargs):
         fitted = real_fit(model, bundle, recipe, *args, **kwargs)
@@ -141,7 +142,7 @@ def _kill_at_step(step):
 
 
 def test_a_dead_step_is_reported_and_never_the_result(mlp_checkpoint, monkeypatch, tmp_path):
-    monkeypatch.setattr(loop_module, "fit", _kill_at_step(2))
+    monkeypatch.setattr(tune_module, "fit", _kill_at_step(2))
     out = tmp_path / "run"
     args = ["iterative", "--checkpoint", str(mlp_checkpoint), "--out", str(out), "--fractions", "0.3,0.3,0.3"]
     args += ["--epochs-per-step", "1", "--max-drop", "100", "--device", "cpu", "--no-progress"]

@@ -5,7 +5,20 @@ from typing import Annotated, Any
 
 import typer
 
-from prune_search.cli_options import DataRootOpt, DeviceOpt, StorageOpt, print_epoch, quiet_optuna
+from prune_search.cli_options import (
+    BatchSizeOpt,
+    DataRootOpt,
+    DeviceOpt,
+    KdAlphaOpt,
+    KdOpt,
+    KdTemperatureOpt,
+    LrOpt,
+    ProgressOpt,
+    StorageOpt,
+    TuneSeedOpt,
+    print_epoch,
+    quiet_optuna,
+)
 from prune_search.device import resolve_device
 from prune_search.elastic.nesting import NEST_RULES, parse_trials, pick_trials
 from prune_search.elastic.run import make_elastic
@@ -46,16 +59,16 @@ def elastic_command(
     bn_batches: Annotated[
         int, typer.Option(help="Re-estimate each level's own BatchNorm statistics on this many train batches.")
     ] = 0,
-    lr: Annotated[float, typer.Option(help="Peak SGD learning rate (cosine schedule).")] = 0.01,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 128,
-    kd_temperature: Annotated[float, typer.Option(help="KD temperature T.")] = 4.0,
-    kd_alpha: Annotated[float, typer.Option(help="KD weight α (1−α on cross-entropy).")] = 0.9,
-    no_kd: Annotated[bool, typer.Option("--no-kd", help="Plain cross-entropy, same schedule.")] = False,
-    seed: Annotated[int, typer.Option(help="Fine-tuning seed.")] = 0,
+    lr: LrOpt = 0.01,
+    batch_size: BatchSizeOpt = 128,
+    kd_temperature: KdTemperatureOpt = 4.0,
+    kd_alpha: KdAlphaOpt = 0.9,
+    kd: KdOpt = True,
+    seed: TuneSeedOpt = 0,
     checkpoint: Annotated[Path | None, typer.Option(help="Path of the study's base checkpoint here.")] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Store several front trials as nested widths of ONE checkpoint (prune-and-grow), optionally fine-tuned."""
     quiet_optuna()
@@ -69,7 +82,7 @@ def elastic_command(
             epochs=epochs,
             lr=lr,
             batch_size=batch_size,
-            kd=not no_kd,
+            kd=kd,
             temperature=kd_temperature,
             alpha=kd_alpha,
             seed=seed,

@@ -22,9 +22,8 @@ from prune_search.data import DatasetBundle
 from prune_search.elastic.model import ElasticModel
 from prune_search.evaluators import recalibrate_bn
 from prune_search.finalize import FinalizeConfig
-from prune_search.finalize.distill import kd_loss
-from prune_search.training.fit import EpochRecord, FitResult, fit
-from prune_search.training.loop import cross_entropy
+from prune_search.finalize.tune import train_network
+from prune_search.training.fit import EpochRecord, FitResult
 
 
 class KeepCore(nn.Module):
@@ -83,21 +82,19 @@ def fine_tune_level(
     config.validate()
     net = elastic.sub_network(level).to(device)
     frozen = freeze_core(net, elastic, level)
-    loss = kd_loss(teacher.to(device).eval(), config.temperature, config.alpha) if config.kd else cross_entropy
     identity = {"elastic_level": level, "trial": elastic.levels[level].trial, **asdict(config)}
-    fitted = fit(
+    fitted = train_network(
         net,
         bundle,
-        config.recipe(),
+        config,
         state_file,
+        teacher=teacher,
         identity=identity,
         resume=False,
-        loss_fn=loss,
         device=device,
         progress=progress,
         on_epoch_end=on_epoch_end,
     )
-    net.load_state_dict(fitted.best_state)
     release_core(frozen)
     elastic.store_level(level, net.state_dict())
     state_file.unlink(missing_ok=True)

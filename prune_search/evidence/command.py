@@ -7,7 +7,19 @@ from typing import Annotated, Any
 
 import typer
 
-from prune_search.cli_options import DataRootOpt, DeviceOpt, StorageOpt, StudyOpt, quiet_optuna
+from prune_search.cli_options import (
+    BatchSizeOpt,
+    DataRootOpt,
+    DeviceOpt,
+    KdAlphaOpt,
+    KdOpt,
+    KdTemperatureOpt,
+    LrOpt,
+    ProgressOpt,
+    StorageOpt,
+    StudyOpt,
+    quiet_optuna,
+)
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.compare import parse_methods, run_comparison, summarize
@@ -22,10 +34,7 @@ from prune_search.storage.study_data import put_data
 VALIDATION_KEY = "proxy_validation"
 
 EpochsOpt = Annotated[int, typer.Option(help="Fine-tuning epochs of every candidate (the same budget for all).")]
-LrOpt = Annotated[float, typer.Option(help="Peak SGD learning rate (cosine schedule).")]
-NoKdOpt = Annotated[bool, typer.Option("--no-kd", help="Plain cross-entropy instead of KD.")]
 CheckpointOpt = Annotated[Path | None, typer.Option(help="Path of the study's base checkpoint here.")]
-ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -61,7 +70,10 @@ def compare_command(
     seeds: Annotated[str, typer.Option(help="Comma-separated fine-tuning seeds.")] = "0",
     epochs: EpochsOpt = 5,
     lr: LrOpt = 0.01,
-    no_kd: NoKdOpt = False,
+    batch_size: BatchSizeOpt = 128,
+    kd: KdOpt = True,
+    kd_temperature: KdTemperatureOpt = 4.0,
+    kd_alpha: KdAlphaOpt = 0.9,
     checkpoint: CheckpointOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
@@ -69,7 +81,7 @@ def compare_command(
 ) -> None:
     """Fine-tune the front's trial and simple baselines at the same MACs budgets, and compare them."""
     quiet_optuna()
-    config = FinalizeConfig(epochs=epochs, lr=lr, kd=not no_kd)
+    config = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha)
     config.validate()
     budgets = [b.strip() for b in max_macs.split(",") if b.strip()]
     chosen, seed_list = parse_methods(methods), _ints(seeds, "--seeds")
@@ -106,7 +118,10 @@ def validate_proxy_command(
     per_band: Annotated[int, typer.Option(help="Candidates fine-tuned per band.")] = 10,
     epochs: EpochsOpt = 1,
     lr: LrOpt = 0.01,
-    no_kd: NoKdOpt = False,
+    batch_size: BatchSizeOpt = 128,
+    kd: KdOpt = True,
+    kd_temperature: KdTemperatureOpt = 4.0,
+    kd_alpha: KdAlphaOpt = 0.9,
     calibration_batches: Annotated[int, typer.Option(help="Train batches for BN recalibration.")] = 8,
     val_batches: Annotated[int, typer.Option(help="Val batches scoring the BN-recalibrated candidates.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and of fine-tuning.")] = 0,
@@ -119,7 +134,7 @@ def validate_proxy_command(
     """Rank correlation of every proxy with briefly fine-tuned accuracy, within narrow MACs bands."""
     quiet_optuna()
     config = ValidationConfig(_floats(bands, "--bands"), band_width, per_band, calibration_batches, val_batches, seed)
-    tuning = FinalizeConfig(epochs=epochs, lr=lr, kd=not no_kd, seed=seed)
+    tuning = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed)
     config.validate()
     tuning.validate()
     handle = open_study(resolve_url(storage), study)

@@ -19,7 +19,7 @@ from prune_search.finalize.distill import kd_loss
 from prune_search.space import CandidateBatch, PruningSpace
 from prune_search.sparse.masks import check_sparsity, magnitude_masks
 from prune_search.sparse.size import storage_report
-from prune_search.training.fit import EpochRecord, Recipe, fit
+from prune_search.training.fit import EpochRecord, FitResult, Recipe, fit
 from prune_search.training.loop import cross_entropy, evaluate
 
 
@@ -85,6 +85,43 @@ class Tuned:
         }
 
 
+def train_network(
+    net: nn.Module,
+    bundle: DatasetBundle,
+    config: FinalizeConfig,
+    state_file: Path,
+    *,
+    teacher: nn.Module,
+    identity: dict[str, Any],
+    resume: bool,
+    device: torch.device,
+    progress: bool = True,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> FitResult:
+    """Train ``net`` (in place, on ``device``) by ``config``'s recipe and load its best val epoch into it.
+
+    The loss is KD from ``teacher`` (the unpruned model, left unchanged) or plain cross-entropy
+    with ``config.kd`` off; ``state_file``, ``identity`` and ``resume`` work as in ``fit``.
+    """
+    loss = kd_loss(teacher.to(device).eval(), config.temperature, config.alpha) if config.kd else cross_entropy
+    fitted = fit(
+        net.to(device),
+        bundle,
+        config.recipe(),
+        state_file,
+        identity=identity,
+        resume=resume,
+        loss_fn=loss,
+        device=device,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+        after_step=after_step,
+    )
+    net.load_state_dict(fitted.best_state)
+    return fitted
+
+
 def fine_tune(
     base: nn.Module,
     space: PruningSpace,
@@ -112,21 +149,19 @@ def fine_tune(
         example = torch.zeros(2, *plan.input_shape[1:], device=device)
         masks = magnitude_masks(student, example, config.sparsity)
         masks.apply(student)
-    loss = kd_loss(base, config.temperature, config.alpha) if config.kd else cross_entropy
-    fitted = fit(
-        student.to(device),
+    fitted = train_network(
+        student,
         bundle,
-        config.recipe(),
+        config,
         state_file,
+        teacher=base,
         identity=identity,
         resume=True,
-        loss_fn=loss,
         device=device,
         progress=progress,
         on_epoch_end=on_epoch_end,
         after_step=masks.hook(student) if masks else None,
     )
-    student.load_state_dict(fitted.best_state)
     test = evaluate(student, bundle.loader("test", 512), device)
     macs, params = (int(t[0]) for t in CostModel(space)(candidate))
     return Tuned(

@@ -9,12 +9,24 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
-from prune_search.cli_options import DataRootOpt, DeviceOpt, ModelOptions, parse_model_options
+from prune_search.cli_options import (
+    BatchSizeOpt,
+    DataRootOpt,
+    DeviceOpt,
+    KdAlphaOpt,
+    KdOpt,
+    KdTemperatureOpt,
+    LrOpt,
+    ModelOptions,
+    ProgressOpt,
+    parse_model_options,
+)
 from prune_search.data import DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel
 from prune_search.finalize.export import export
+from prune_search.finalize.tune import FinalizeConfig
 from prune_search.iterative.loop import DEAD, IterativeConfig, IterativeResult, StepRecord, run_iterative, step_space
 from prune_search.iterative.schedule import ScheduleStep, fraction_schedule, geometric_schedule, parse_fractions
 from prune_search.models import ModelSpec
@@ -96,28 +108,20 @@ def iterative_command(
     ] = 1.0,
     criterion: Annotated[str, typer.Option(help="Importance criterion, recomputed every step.")] = "taylor",
     calibration_batches: Annotated[int, typer.Option(help="Train batches for importance.")] = 8,
-    lr: Annotated[float, typer.Option(help="Peak SGD learning rate of each step's cosine schedule.")] = 0.01,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 128,
-    kd: Annotated[bool, typer.Option("--kd/--no-kd", help="Distil from the unpruned model, or plain CE.")] = True,
-    kd_temperature: Annotated[float, typer.Option(help="KD temperature T.")] = 4.0,
-    kd_alpha: Annotated[float, typer.Option(help="KD weight α (1−α on cross-entropy).")] = 0.9,
+    lr: LrOpt = 0.01,
+    batch_size: BatchSizeOpt = 128,
+    kd: KdOpt = True,
+    kd_temperature: KdTemperatureOpt = 4.0,
+    kd_alpha: KdAlphaOpt = 0.9,
     seed: Annotated[int, typer.Option(help="Seed of importance and retraining.")] = 0,
     device: DeviceOpt = "auto",
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Iterative prune-retrain (geometric or fixed-fraction schedule) with an accuracy stop and dead-network check."""
-    config = IterativeConfig(
-        epochs_per_step=epochs_per_step,
-        max_drop=max_drop,
-        criterion=criterion,
-        calibration_batches=calibration_batches,
-        lr=lr,
-        batch_size=batch_size,
-        kd=kd,
-        temperature=kd_temperature,
-        alpha=kd_alpha,
-        seed=seed,
+    tuning = FinalizeConfig(
+        epochs_per_step, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed
     )
+    config = IterativeConfig(tuning, max_drop=max_drop, criterion=criterion, calibration_batches=calibration_batches)
     config.validate()
     if max_steps is not None and max_steps < 1:
         raise PruneSearchError(f"--max-steps must be at least 1, got {max_steps}")

@@ -11,7 +11,7 @@ for nearly every val sample); the last step within the threshold is the result.
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,12 +20,11 @@ from torch import nn
 from prune_search.data import DatasetBundle
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CRITERIA, CostModel, PruningPlan, compute_importance, materialize
-from prune_search.finalize.distill import kd_loss
+from prune_search.finalize.tune import FinalizeConfig, train_network
 from prune_search.iterative.schedule import ScheduleStep
 from prune_search.space import CandidateBatch, PruningSpace, SpaceOptions
 from prune_search.space.trace import trace_structure
-from prune_search.training.fit import Recipe, fit
-from prune_search.training.loop import cross_entropy, evaluate
+from prune_search.training.loop import evaluate
 
 DEAD_SHARE = 0.95  # a model predicting one class for at least this share of val samples is dead
 OK, BELOW, DEAD, END = "ok", "below-threshold", "dead", "schedule-end"
@@ -35,38 +34,28 @@ OK, BELOW, DEAD, END = "ok", "below-threshold", "dead", "schedule-end"
 class IterativeConfig:
     """Retraining recipe per step and the stopping rule.
 
+    ``tuning``: the finalizer's fine-tuning recipe, its ``epochs`` run after every step;
     ``max_drop``: largest allowed val-accuracy drop below the base model, in percentage
-    points; ``calibration_batches``: train batches (of ``batch_size``) for importance.
+    points; ``calibration_batches``: train batches (of ``tuning.batch_size``) for importance.
     """
 
-    epochs_per_step: int = 2
+    tuning: FinalizeConfig = field(default_factory=lambda: FinalizeConfig(epochs=2))
     max_drop: float = 1.0
     criterion: str = "taylor"
     calibration_batches: int = 8
-    lr: float = 0.01
-    batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    kd: bool = True
-    temperature: float = 4.0
-    alpha: float = 0.9
-    seed: int = 0
 
     def validate(self) -> None:
-        if self.epochs_per_step < 1 or self.batch_size < 1 or self.calibration_batches < 1:
-            raise PruneSearchError("--epochs-per-step, --batch-size and --calibration-batches must be at least 1")
-        if self.lr <= 0 or self.max_drop < 0:
-            raise PruneSearchError("--lr must be positive and --max-drop at least 0")
-        if not 0 <= self.alpha <= 1 or self.temperature <= 0:
-            raise PruneSearchError("--kd-alpha must be in [0, 1] and --kd-temperature positive")
+        if self.tuning.epochs < 1 or self.calibration_batches < 1:
+            raise PruneSearchError("--epochs-per-step and --calibration-batches must be at least 1")
+        if self.max_drop < 0:
+            raise PruneSearchError("--max-drop must be at least 0")
         if self.criterion not in CRITERIA:
             raise PruneSearchError(f"unknown criterion '{self.criterion}'; criteria are {', '.join(CRITERIA)}")
+        self.tuning.validate()
 
-    def recipe(self, step: int) -> Recipe:
+    def step_tuning(self, step: int) -> FinalizeConfig:
         """The retraining recipe of step ``step`` (its own seed, so steps see different shuffles)."""
-        return Recipe(
-            self.epochs_per_step, self.batch_size, self.lr, self.momentum, self.weight_decay, self.seed * 1000 + step
-        )
+        return replace(self.tuning, seed=self.tuning.seed * 1000 + step)
 
 
 @dataclass(frozen=True)
@@ -159,9 +148,9 @@ def _prune(
         model,
         current,
         config.criterion,
-        batches=bundle.loader("train", config.batch_size),
+        batches=bundle.loader("train", config.tuning.batch_size),
         max_batches=config.calibration_batches,
-        seed=config.seed,
+        seed=config.tuning.seed,
         device=device,
     )
     keep = torch.tensor([[target[name] for name in current.names]], dtype=torch.int64)
@@ -199,7 +188,6 @@ def run_iterative(
             f"the base model predicts class {base_top} for {100 * base_share:.1f} % of val samples "
             "(a dead, constant-class network); train it properly first"
         )
-    loss_fn = kd_loss(teacher, config.temperature, config.alpha) if config.kd else cross_entropy
     cost = CostModel(space)
     base_macs, base_params = cost.base()
     kept = {group.name: list(range(group.size)) for group in space.groups}
@@ -214,19 +202,18 @@ def run_iterative(
         history += plan.history
         prune_s = time.perf_counter() - started
         pruned_val = evaluate(current, val_loader, device).accuracy
-        fitted = fit(
+        fitted = train_network(
             current,
             bundle,
-            config.recipe(index),
+            config.step_tuning(index),
             state_file,
+            teacher=teacher,
             identity={"step": index, "t": step.t, "keep": step.keep, **asdict(config)},
             resume=False,
-            loss_fn=loss_fn,
             device=device,
             progress=progress,
         )
         state_file.unlink(missing_ok=True)
-        current.load_state_dict(fitted.best_state)
         top, share = top_class_share(current, val_loader, device)
         if share >= DEAD_SHARE:
             status = DEAD

@@ -8,7 +8,15 @@ import torch
 import typer
 from tqdm import tqdm
 
-from prune_search.cli_options import DataRootOpt, DatasetOpt, DeviceOpt, ModelOpt, ModelOptions, parse_model_options
+from prune_search.cli_options import (
+    DataRootOpt,
+    DatasetOpt,
+    DeviceOpt,
+    ModelOpt,
+    ModelOptions,
+    ProgressOpt,
+    parse_model_options,
+)
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CRITERIA, AdaptiveBNEvaluator, CostModel
@@ -124,7 +132,7 @@ def sensitivity_command(
     min_keep: Annotated[int, typer.Option(help="Fewest channels a group keeps (as in start).")] = _SPACE.min_keep,
     out: Annotated[Path, typer.Option("--out", help="Folder for sensitivity.csv/.json/.html.")] = Path("sensitivity"),
     device: DeviceOpt = "auto",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Per-group sensitivity on the val split: prune one group at a time, allocate keep ratios by --max-drop."""
     if criterion not in CRITERIA:

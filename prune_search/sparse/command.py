@@ -9,18 +9,29 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from prune_search.cli_options import DataRootOpt, DeviceOpt, print_epoch
+from prune_search.cli_options import (
+    BatchSizeOpt,
+    DataRootOpt,
+    DeviceOpt,
+    KdAlphaOpt,
+    KdOpt,
+    KdTemperatureOpt,
+    LrOpt,
+    ProgressOpt,
+    TuneSeedOpt,
+    print_epoch,
+)
 from prune_search.data import DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
-from prune_search.finalize.distill import kd_loss
+from prune_search.finalize.tune import FinalizeConfig, train_network
 from prune_search.models import ModelSpec
 from prune_search.sparse.checkpoint import save_sparse
 from prune_search.sparse.masks import check_sparsity, magnitude_masks, parse_sparsity_map
 from prune_search.sparse.size import storage_report
-from prune_search.training import Recipe, fit, load_model, read_checkpoint
+from prune_search.training import load_model, read_checkpoint
 from prune_search.training.checkpoint import model_payload, save_checkpoint
-from prune_search.training.loop import cross_entropy, evaluate
+from prune_search.training.loop import evaluate
 
 MODEL_FILE = "model.pt"
 MASKS_FILE = "masks.pt"
@@ -48,24 +59,22 @@ def sparsify_command(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")] = None,
     data_root: DataRootOpt = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs with the masks held (best epoch on val).")] = 3,
-    lr: Annotated[float, typer.Option(help="Peak SGD learning rate (cosine schedule).")] = 0.01,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 128,
-    kd: Annotated[bool, typer.Option("--kd/--no-kd", help="Distil from the dense model, or plain CE.")] = True,
-    kd_temperature: Annotated[float, typer.Option(help="KD temperature T.")] = 4.0,
-    kd_alpha: Annotated[float, typer.Option(help="KD weight α (1−α on cross-entropy).")] = 0.9,
-    seed: Annotated[int, typer.Option(help="Fine-tuning seed.")] = 0,
+    lr: LrOpt = 0.01,
+    batch_size: BatchSizeOpt = 128,
+    kd: KdOpt = True,
+    kd_temperature: KdTemperatureOpt = 4.0,
+    kd_alpha: KdAlphaOpt = 0.9,
+    seed: TuneSeedOpt = 0,
     device: DeviceOpt = "auto",
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Unstructured magnitude pruning: exact per-layer sparsity, masks held while fine-tuning, CSR/bitmask sizes."""
     if sparsity is None and not sparsity_map:
         raise PruneSearchError("give --sparsity S (e.g. 0.8) and/or --sparsity-map LAYER=S,...")
     uniform = check_sparsity(sparsity or 0.0)
     overrides = parse_sparsity_map(sparsity_map)
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise PruneSearchError("--epochs and --batch-size must be at least 1 and --lr positive")
-    if not 0 <= kd_alpha <= 1 or kd_temperature <= 0:
-        raise PruneSearchError("--kd-alpha must be in [0, 1] and --kd-temperature positive")
+    config = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed)
+    config.validate()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PruneSearchError(f"{out} exists and is not an empty folder; choose another --out")
     stored = read_checkpoint(checkpoint)
@@ -88,21 +97,20 @@ def sparsify_command(
     out.mkdir(parents=True, exist_ok=True)
     identity: dict[str, Any] = {"checkpoint": str(checkpoint), "sparsity": uniform, "overrides": overrides}
     identity |= {"include_classifier": include_classifier, "epochs": epochs, "lr": lr, "kd": kd, "seed": seed}
-    fitted = fit(
+    fitted = train_network(
         student,
         bundle,
-        Recipe(epochs, batch_size, lr, 0.9, 5e-4, seed),
+        config,
         out / STATE_FILE,
+        teacher=base,
         identity=identity,
         resume=False,
-        loss_fn=kd_loss(copy.deepcopy(base), kd_temperature, kd_alpha) if kd else cross_entropy,
         device=torch_device,
         progress=progress,
         on_epoch_end=print_epoch if progress else None,
         after_step=masks.hook(student),
     )
     (out / STATE_FILE).unlink(missing_ok=True)
-    student.load_state_dict(fitted.best_state)
     test = evaluate(student, bundle.loader("test", 512), torch_device).accuracy
     base_val = evaluate(base, val_loader, torch_device).accuracy
     base_test = evaluate(base, bundle.loader("test", 512), torch_device).accuracy
