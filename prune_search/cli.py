@@ -343,14 +343,7 @@ def finalize(
     """Prune a front trial for real, fine-tune it (KD), export it and record the result in the study."""
     quiet_optuna()
     config = FinalizeConfig(
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        kd=kd,
-        temperature=kd_temperature,
-        alpha=kd_alpha,
-        seed=seed,
-        sparsity=sparsity,
+        epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed, sparsity=sparsity
     )
     config.validate()
     url = resolve_url(storage)

@@ -78,15 +78,7 @@ def elastic_command(
         raise PruneSearchError(f"--epochs must be 0 or more, got {epochs}")
     tuning = None
     if epochs > 0:
-        tuning = FinalizeConfig(
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            kd=kd,
-            temperature=kd_temperature,
-            alpha=kd_alpha,
-            seed=seed,
-        )
+        tuning = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed)
         tuning.validate()
     numbers = parse_trials(trials) if trials is not None else None
     if (widths is None) == (numbers is None):
