@@ -122,6 +122,18 @@ def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(stud
     assert {r["predictor"] for r in table} == set(predictors)
     assert (out / "proxy_validation.html").is_file()
     assert "taylor_loss" in result.stdout and "top-5" in result.stdout
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "proxy_validation.py"
+    report = tmp_path / "pv.md"  # the benchmark script on the same --out reads the finished runs back
+    done = subprocess.run(
+        [sys.executable, str(script), *args[1:], "--out", str(out), "--results", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    assert "prune-search validate-proxy --study ev" in text and "--calibration-batches 2" in text
+    assert text.count("| 50% |") == 4 and "| taylor_loss | " in text
 
 
 def test_validate_proxy_needs_enough_trials_in_a_band(study, tmp_path):
