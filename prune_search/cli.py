@@ -46,6 +46,9 @@ from prune_search.elastic.command import elastic_command
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.command import compare_command, validate_proxy_command
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
+from prune_search.finalize.rerank import RERANKED
+from prune_search.finalize.rerank import bn_rerank as bn_rerank_rows
+from prune_search.finalize.run import base_checkpoint, load_base
 from prune_search.iterative.command import iterative_command
 from prune_search.models import ModelSpec, available_models
 from prune_search.report import write_report
@@ -318,8 +321,16 @@ def finalize(
     storage: StorageOpt = None,
     trial: Annotated[int | None, typer.Option(help="Trial number to finalize.")] = None,
     knee: Annotated[bool, typer.Option("--knee", help="The front trial closest to the utopia point.")] = False,
-    max_macs: Annotated[str | None, typer.Option(help="Best proxy among front trials within this MACs budget.")] = None,
+    max_macs: Annotated[str | None, typer.Option(help="Pick among the front trials within this MACs budget.")] = None,
     max_params: Annotated[str | None, typer.Option(help="... and within this params budget.")] = None,
+    bn_rerank: Annotated[
+        bool,
+        typer.Option(
+            "--bn-rerank/--no-bn-rerank",
+            help="With a budget: the best of its 16 largest front trials by val accuracy after BN recalibration, "
+            "or the best proxy.",
+        ),
+    ] = True,
     front: Annotated[int | None, typer.Option(help="Finalize K front trials spread across MACs.")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
     lr: LrOpt = 0.01,
@@ -348,8 +359,27 @@ def finalize(
     config.validate()
     url = resolve_url(storage)
     handle = open_study(url, study)
+    torch_device = resolve_device(device)
+
+    def rerank(fitting: list[dict[str, Any]]) -> dict[str, Any]:
+        model, bundle = load_base(handle, base_checkpoint(handle, checkpoint), str(data_root) if data_root else None)
+        row, accuracy = bn_rerank_rows(handle, fitting, model.to(torch_device), bundle, torch_device)
+        typer.echo(
+            f"trial {row['trial']}: the best by val accuracy after BN recalibration ({100 * accuracy:.2f}%) of the "
+            f"{min(len(fitting), RERANKED)} front trials with the most MACs within the budget (--no-bn-rerank: "
+            "the best proxy)"
+        )
+        return row
+
     numbers, notes = choose(
-        handle, trial=trial, use_knee=knee, max_macs=max_macs, max_params=max_params, front=front, force=force
+        handle,
+        trial=trial,
+        use_knee=knee,
+        max_macs=max_macs,
+        max_params=max_params,
+        front=front,
+        force=force,
+        rerank=rerank if bn_rerank else None,
     )
     for note in notes:
         typer.echo(f"warning: {note}", err=True)
@@ -369,7 +399,7 @@ def finalize(
             data_root=str(data_root) if data_root else None,
             onnx=onnx,
             artifact_dir=artifact_dir,
-            device=resolve_device(device),
+            device=torch_device,
             progress=progress,
             on_epoch_end=print_epoch,
         )

@@ -16,7 +16,11 @@ from optuna_dashboard import get_note
 
 import prune_search
 from prune_search.errors import PruneSearchError
+from prune_search.evaluators import AdaptiveBNEvaluator
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
+from prune_search.finalize.rerank import RERANKED, bn_rerank, candidate_of_row
+from prune_search.finalize.run import load_base
+from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.summary import front_rows
 from prune_search.training import TrainConfig, train_baseline
@@ -162,6 +166,35 @@ def test_bad_choices_are_refused_with_one_line(study, tmp_path):
     assert_one_line_error(tiny, "no front trial meets the budget; the closest is trial")
     assert_one_line_error(run_cli(*base, "--out", str(tmp_path / "x")), "choose the trial one way")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_budget_picks_the_best_after_bn_recalibration_unless_told_not_to(study, tmp_path):
+    handle, url, checkpoint = study
+    fitting = fitting_rows(handle, front_rows(handle), "50%", None)
+    model, bundle = load_base(handle, checkpoint)
+    chosen, accuracy = bn_rerank(handle, fitting, model, bundle, torch.device("cpu"))
+    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
+    assert chosen in nearest and all(r["macs"] <= handle.config["base"]["macs"] / 2 for r in nearest)
+    calibration = [b for _, b in zip(range(8), bundle.loader("train", 128), strict=False)]
+    validation = [b for _, b in zip(range(4), bundle.loader("val", 128), strict=False)]
+    one_by_one = [
+        float(
+            AdaptiveBNEvaluator(model, handle.space, handle.importance, calibration, validation)(
+                candidate_of_row(handle.space, row)
+            )[0]
+        )
+        for row in nearest
+    ]
+    assert accuracy == pytest.approx(max(one_by_one)) and one_by_one.index(max(one_by_one)) == nearest.index(chosen)
+    base = ["finalize", "--study", "fin", "--storage", url, "--max-macs", "50%", "--epochs", "1", "--no-progress"]
+    done = run_cli(*base, "--out", str(tmp_path / "bn"))
+    assert done.returncode == 0, done.stderr
+    assert f"trial {chosen['trial']}: the best by val accuracy after BN recalibration" in done.stdout
+    assert json.loads((tmp_path / "bn" / "result.json").read_text())["trial"] == chosen["trial"]
+    done = run_cli(*base, "--no-bn-rerank", "--out", str(tmp_path / "proxy"))
+    assert done.returncode == 0, done.stderr
+    best_proxy = within_budget(handle, front_rows(handle), "50%", None)["trial"]
+    assert json.loads((tmp_path / "proxy" / "result.json").read_text())["trial"] == best_proxy
 
 
 def test_an_output_folder_holding_another_run_is_refused(study, tmp_path):

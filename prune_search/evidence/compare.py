@@ -1,9 +1,9 @@
 """The search's front against simple pruning at equal MACs, each fine-tuned with the same recipe.
 
 At every MACs budget the compared candidates are: ``front``, the best-proxy feasible front
-trial within the budget (what ``finalize --max-macs`` picks); ``front_bn``, of the 16 front
-trials within the budget with the most MACs, the best by val accuracy after BN recalibration
-(8 train batches, 4 val batches of 128); and the baselines of
+trial within the budget (``finalize --max-macs --no-bn-rerank``); ``front_bn``, of the 16
+front trials within the budget with the most MACs, the best by val accuracy after BN
+recalibration (8 train batches, 4 val batches of 128; what ``finalize --max-macs`` picks); and the baselines of
 :mod:`prune_search.search.baselines` with the most MACs within the same budget. Each is
 fine-tuned with one :class:`FinalizeConfig` per seed.
 """
@@ -13,21 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import PROXIES, AdaptiveBNEvaluator
+from prune_search.evaluators import PROXIES
 from prune_search.evidence.context import StudyBase
-from prune_search.finalize.select import within_budget
+from prune_search.finalize.rerank import bn_rerank, candidate_of_row
+from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.baselines import BASELINES, baseline
 from prune_search.search.config import parse_budget
 from prune_search.search.runner import Evaluator
 from prune_search.search.summary import front_rows
-from prune_search.space import CandidateBatch, PruningSpace
 
 METHODS = ("front", "front_bn", *BASELINES)
-RERANKED = 16  # front trials nearest the budget that ``front_bn`` re-ranks by BN-recalibrated accuracy
 
 
 def parse_methods(text: str) -> list[str]:
@@ -53,9 +51,8 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
             candidate = candidate_of_row(handle.space, row)
             trial = row["trial"]
         elif method == "front_bn":
-            row = _best_after_bn(
-                base, [r for r in rows if r["macs"] <= macs_budget] or [within_budget(handle, rows, budget, None)]
-            )
+            fitting = fitting_rows(handle, rows, budget, None)
+            row, _ = bn_rerank(handle, fitting, base.model, base.bundle, base.device)
             candidate = candidate_of_row(handle.space, row)
             trial = row["trial"]
         else:
@@ -68,26 +65,6 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
             {"method": method, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}
         )
     return out
-
-
-def _best_after_bn(base: StudyBase, fitting: list[dict[str, Any]]) -> dict[str, Any]:
-    """Of the :data:`RERANKED` fitting front rows with the most MACs, the best by BN-recalibrated val accuracy."""
-    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
-    batch = CandidateBatch.cat([candidate_of_row(base.handle.space, r) for r in nearest])
-    calibration = [b for _, b in zip(range(8), base.bundle.loader("train", 128), strict=False)]
-    validation = [b for _, b in zip(range(4), base.bundle.loader("val", 128), strict=False)]
-    handle = base.handle
-    scores = AdaptiveBNEvaluator(base.model, handle.space, handle.importance, calibration, validation, base.device)(
-        batch
-    )
-    return nearest[int(scores.argmax())]
-
-
-def candidate_of_row(space: PruningSpace, row: dict[str, Any]) -> CandidateBatch:
-    """The one-candidate batch of a front row (``keep``/``strategy`` dicts keyed by group name)."""
-    keep = torch.tensor([[row["keep"][name] for name in space.names]], dtype=torch.int64)
-    strategy = torch.tensor([[space.strategies.index(row["strategy"][name]) for name in space.names]])
-    return CandidateBatch(keep, strategy)
 
 
 def run_comparison(
@@ -103,16 +80,21 @@ def run_comparison(
 ) -> list[dict[str, Any]]:
     """Fine-tune every method's candidate at every budget for every seed; one row per run.
 
-    Runs live in ``out/<budget>/<method>/seed<S>`` and are resumed or skipped when rerun.
+    Runs live in ``out/<budget>/<method>/seed<S>`` and are resumed or skipped when rerun; a
+    method whose candidate another method at the same budget already picked reuses that run.
     """
     base_costs = base.handle.config["base"]
     rows = []
     for budget in budgets:
+        trained: dict[tuple, dict[str, Any]] = {}
         for entry in candidates_at(base, budget, methods):
+            genes = (tuple(entry["candidate"].keep[0].tolist()), tuple(entry["candidate"].strategy[0].tolist()))
             for seed in seeds:
                 folder = out / budget.replace("%", "pct") / entry["method"] / f"seed{seed}"
                 tag = {"method": entry["method"], "budget": budget}
-                metrics = base.tune(entry["candidate"], _seeded(config, seed), folder, tag, progress)
+                if (genes, seed) not in trained:
+                    trained[genes, seed] = base.tune(entry["candidate"], _seeded(config, seed), folder, tag, progress)
+                metrics = trained[genes, seed]
                 row = {
                     "budget": budget,
                     "method": entry["method"],

@@ -8,14 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_search.data import DatasetBundle, DataSpec, load_dataset
+from prune_search.data import DatasetBundle
 from prune_search.errors import PruneSearchError
-from prune_search.finalize.run import base_checkpoint
+from prune_search.finalize.run import base_checkpoint, load_base
 from prune_search.finalize.tune import FinalizeConfig, Tuned, fine_tune
-from prune_search.models import ModelSpec
 from prune_search.search.study import StudyHandle
 from prune_search.space import CandidateBatch
-from prune_search.training.checkpoint import load_model
 
 RESULT_FILE = "result.json"
 STATE_FILE = "state.pt"
@@ -34,13 +32,8 @@ class StudyBase:
     def open(
         cls, handle: StudyHandle, device: torch.device, checkpoint: Path | None = None, data_root: str | None = None
     ) -> "StudyBase":
-        path = base_checkpoint(handle, checkpoint)
-        model, _ = load_model(path, ModelSpec.from_dict(handle.config["model"]))
-        data = DataSpec.from_dict(handle.config["data"])
-        bundle = load_dataset(
-            DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
-        )
-        return cls(handle, model.to(device).eval(), bundle, device)
+        model, bundle = load_base(handle, base_checkpoint(handle, checkpoint), data_root)
+        return cls(handle, model.to(device), bundle, device)
 
     def tune(
         self, candidate: CandidateBatch, config: FinalizeConfig, folder: Path, tag: dict[str, Any], progress: bool

@@ -15,7 +15,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from torch import nn
 
-from prune_search.data import DataSpec, load_dataset
+from prune_search.data import DatasetBundle, DataSpec, load_dataset
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.finalize.tune import FinalizeConfig, fine_tune
@@ -101,6 +101,17 @@ def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path,
         optuna_dashboard.save_note(optuna.trial.Trial(handle.study, trial._trial_id), note)
 
 
+def load_base(handle: StudyHandle, path: Path, data_root: str | None = None) -> tuple[nn.Module, DatasetBundle]:
+    """The study's base model from ``path`` (see :func:`base_checkpoint`; CPU, eval mode) and its dataset
+    with the study's splits (files under ``data_root`` when given)."""
+    model, _ = load_model(path, ModelSpec.from_dict(handle.config["model"]))
+    data = DataSpec.from_dict(handle.config["data"])
+    bundle = load_dataset(
+        DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
+    )
+    return model.eval(), bundle
+
+
 def finalize_trial(
     handle: StudyHandle,
     number: int,
@@ -131,11 +142,8 @@ def finalize_trial(
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(identity))
     spec = ModelSpec.from_dict(handle.config["model"])
-    base, _ = load_model(base_path, spec)
     data = DataSpec.from_dict(handle.config["data"])
-    bundle = load_dataset(
-        DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
-    )
+    base, bundle = load_base(handle, base_path, data_root)
     tuned = fine_tune(
         base,
         handle.space,

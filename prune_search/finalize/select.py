@@ -1,5 +1,6 @@
 """Which front trial to finalize: by number, the knee, a budget, or K spread across MACs."""
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,13 +24,20 @@ def within_budget(
     handle: StudyHandle, rows: list[dict[str, Any]], max_macs: str | None, max_params: str | None
 ) -> dict[str, Any]:
     """The best-proxy front row within the budgets; a one-line error naming the closest if none fits."""
+    proxy = f"proxy_{handle.config['proxy']}"
+    return min(fitting_rows(handle, rows, max_macs, max_params), key=lambda r: (r[proxy], r["macs"]))
+
+
+def fitting_rows(
+    handle: StudyHandle, rows: list[dict[str, Any]], max_macs: str | None, max_params: str | None
+) -> list[dict[str, Any]]:
+    """The front rows within the budgets; a one-line error naming the closest if none fits."""
     base = handle.config["base"]
     macs = parse_budget(max_macs, base["macs"], "--max-macs") or float("inf")
     params = parse_budget(max_params, base["params"], "--max-params") or float("inf")
-    proxy = f"proxy_{handle.config['proxy']}"
     fitting = [r for r in rows if r["macs"] <= macs and r["params"] <= params]
     if fitting:
-        return min(fitting, key=lambda r: (r[proxy], r["macs"]))
+        return fitting
 
     def excess(row: dict[str, Any]) -> float:
         return max(0.0, (row["macs"] - macs) / base["macs"]) + max(0.0, (row["params"] - params) / base["params"])
@@ -50,8 +58,13 @@ def choose(
     max_params: str | None = None,
     front: int | None = None,
     force: bool = False,
+    rerank: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
 ) -> tuple[list[int], list[str]]:
-    """Trial numbers to finalize, and warnings to show. Exactly one way of choosing must be given."""
+    """Trial numbers to finalize, and warnings to show. Exactly one way of choosing must be given.
+
+    With a budget, ``rerank`` (e.g. BN recalibration, :mod:`prune_search.finalize.rerank`)
+    picks among the front rows within it instead of the best proxy.
+    """
     ways = sum([trial is not None, use_knee, max_macs is not None or max_params is not None, front is not None])
     if ways != 1:
         raise PruneSearchError("choose the trial one way: --trial N, --knee, --max-macs/--max-params or --front K")
@@ -78,4 +91,6 @@ def choose(
         if front < 1:
             raise PruneSearchError(f"--front must be at least 1, got {front}")
         return [r["trial"] for r in spread(rows, front)], []
+    if rerank is not None:
+        return [rerank(fitting_rows(handle, rows, max_macs, max_params))["trial"]], []
     return [within_budget(handle, rows, max_macs, max_params)["trial"]], []
