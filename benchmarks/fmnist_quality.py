@@ -130,11 +130,14 @@ def main() -> None:
     for model in args.models.split(","):
         flags = MODELS[model]
         checkpoint = Path(given.get(model, args.workdir / f"{args.dataset}-{model}.pt"))
+        train = ["train", *flags, "--dataset", args.dataset, "--epochs", str(args.baseline_epochs)]
+        train += ["--out", str(checkpoint), "--no-progress", "--device", "cpu"]
         if model in given:
             log.append(f"# {model}: baseline {checkpoint} given (the README's 'prune-search train' command)")
-        elif not checkpoint.is_file():
-            train = ["train", *flags, "--dataset", args.dataset, "--epochs", str(args.baseline_epochs)]
-            run([*train, "--out", str(checkpoint), "--no-progress", "--device", "cpu"], log)
+        elif checkpoint.is_file():
+            log.append(f"prune-search {shlex.join(train)}  # run by an earlier invocation; its checkpoint is reused")
+        else:
+            run(train, log)
         base = baseline_accuracy(checkpoint, log)
         study = f"quality-{args.dataset}-{model}"
         storage = f"sqlite:///{args.workdir / model}.db"
@@ -158,15 +161,20 @@ def main() -> None:
         "",
         f"Every compared model is fine-tuned with KD for {args.epochs} epochs (SGD lr 0.01, cosine, T=4, "
         f"α=0.9); mean ± sample std over the seeds in the `seeds` column. A budget of 50 % keeps at most half the "
-        "base MACs; `front` is the best-proxy front trial within it, `uniform` and `global_min` the "
-        "baselines with the most MACs within it. Test accuracy is measured once, on the best val epoch.",
+        "base MACs; `front` is the best-proxy front trial within it, `front_bn` the best by BN-recalibrated "
+        "val accuracy of the 16 front trials with the most MACs within it (what `finalize --max-macs` picks; "
+        "when it is `front`'s trial the run is shared), `uniform` and `global_min` the baselines with the most "
+        "MACs within it. Test accuracy is measured once, on the best val epoch. Finished runs are read back, "
+        "so the fine-tuning runs may come from earlier invocations of the same commands (here: one process "
+        "per model and budget group, on 1 thread each).",
         "",
         f"![plot]({svg.name})",
         "",
     ]
     for model, (base, summary) in results.items():
         lines += markdown(model, base, summary)
-    lines += ["## Commands", "", "```bash", *log, "```", ""]
+    invocation = f"python benchmarks/fmnist_quality.py {shlex.join(sys.argv[1:])}"
+    lines += ["## Commands", "", f"`{invocation}` ran these:", "", "```bash", *log, "```", ""]
     args.results.write_text("\n".join(lines))
     print("\n".join(lines))
 
