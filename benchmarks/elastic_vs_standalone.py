@@ -26,7 +26,6 @@ from prune_search.elastic.nesting import parse_trials
 from prune_search.finalize import FinalizeConfig, fine_tune
 from prune_search.finalize.export import export
 from prune_search.finalize.run import base_checkpoint
-from prune_search.models import ModelSpec
 from prune_search.search import open_study
 from prune_search.storage import resolve_url
 from prune_search.training import load_model
@@ -70,7 +69,7 @@ def main() -> None:
         handle, numbers, args.out / "elastic", rule=args.nest, tuning=config, device=device, progress=False
     )
     nested = nest(handle.space, numbers, trial_candidates(handle, numbers), args.nest)
-    spec = ModelSpec.from_dict(handle.config["model"])
+    spec = handle.model_spec()
     base, _ = load_model(base_checkpoint(handle, None), spec)
     data = DataSpec.from_dict(handle.config["data"])
     bundle = load_dataset(data)

@@ -20,6 +20,7 @@ from prune_search.cli_options import (
     DatasetOpt,
     DeviceOpt,
     DownloadOpt,
+    ExpectedModelOpt,
     FormatOpt,
     ImageSizeOpt,
     JsonOpt,
@@ -127,7 +128,7 @@ def train(
 @app.command("evaluate")
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A model checkpoint from 'train'.")],
-    model: Annotated[str | None, typer.Option("--model", help="Expected architecture (checked).")] = None,
+    model: ExpectedModelOpt = None,
     model_option: ModelOptions = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")] = None,
     data_root: DataRootOpt = None,
@@ -146,7 +147,7 @@ def evaluate_command(
     stored_spec = ModelSpec.from_dict(stored["model"])
     name, options = (model, parse_model_options(model_option)) if model else (stored_spec.name, stored_spec.options)
     wanted = ModelSpec(name, bundle.in_channels, bundle.num_classes, bundle.image_size, options)
-    net, _ = load_model(checkpoint, wanted)
+    net, _ = load_model(checkpoint, wanted, trusted_factory=model)
     torch_device = resolve_device(device)
     metrics = evaluate(net.to(torch_device), bundle.loader(split, 512), torch_device)
     result = {
@@ -191,7 +192,10 @@ def _print_front(rows: list[dict[str, Any]], proxy: str) -> None:
 def start(
     study: StudyOpt,
     storage: StorageOpt = None,
-    model: Annotated[str | None, typer.Option(help="Base model (new study; default resnet20).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Base model (new study; default resnet20); joining a package.module:factory study, name it."),
+    ] = None,
     model_option: ModelOptions = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Trained base checkpoint (default: cached baseline).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset (new study; default digits).")] = None,
@@ -344,6 +348,7 @@ def finalize(
     ] = 0.0,
     onnx: Annotated[bool, typer.Option("--onnx", help="Also export model.onnx.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Finalize a trial that is not on the front.")] = False,
+    model: ExpectedModelOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out (also automatic).")] = False,
     checkpoint: Annotated[Path | None, typer.Option(help="Path of the study's base checkpoint here.")] = None,
     data_root: DataRootOpt = None,
@@ -358,7 +363,7 @@ def finalize(
     )
     config.validate()
     url = resolve_url(storage)
-    handle = open_study(url, study)
+    handle = open_study(url, study, model=model)
     torch_device = resolve_device(device)
 
     def rerank(fitting: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,6 +16,14 @@ from prune_search.storage import DEFAULT_URL, ENV_VAR
 from prune_search.training import EpochRecord
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Zoo name, tv:NAME or package.module:factory.")]
+ExpectedModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="The model the checkpoint or study holds (checked); a package.module:factory stored in a file or "
+        "study is built only when named here.",
+    ),
+]
 ModelOptions = Annotated[
     list[str] | None,
     typer.Option("--model-option", help="Factory option KEY=VALUE (JSON value), repeatable, e.g. head=512."),

@@ -86,7 +86,11 @@ def test_user_factory_by_module_path(tmp_path, monkeypatch):
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    model = build_model(ModelSpec("my_nets:tiny", 1, 10, 8, {"hidden": 5}))
+    spec = ModelSpec("my_nets:tiny", 1, 10, 8, {"hidden": 5})
+    with pytest.raises(PruneSearchError, match="trusted_factory='my_nets:tiny'"):
+        build_model(spec)
+    assert "my_nets" not in sys.modules
+    model = build_model(spec, trusted_factory="my_nets:tiny")
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     assert model[1].out_features == 5
     sys.modules.pop("my_nets", None)
@@ -104,6 +108,6 @@ def test_user_factory_by_module_path(tmp_path, monkeypatch):
 )
 def test_bad_model_names_and_options_say_what_is_valid(name, options, needle):
     with pytest.raises(PruneSearchError) as info:
-        build_model(ModelSpec(name, 1, 10, 8, options))
+        build_model(ModelSpec(name, 1, 10, 8, options), trusted_factory=name)
     assert needle in str(info.value)
     assert "\n" not in str(info.value)

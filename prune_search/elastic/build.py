@@ -21,6 +21,8 @@ def build_elastic(
     importance: Importance,
     nested: NestedLevels,
     info: dict[str, Any],
+    *,
+    trusted_factory: str | None = None,
 ) -> ElasticModel:
     """The elastic model of ``base`` (unchanged) with the widths of ``nested``, before any fine-tuning.
 
@@ -28,7 +30,7 @@ def build_elastic(
     every level gets its own copy of the BatchNorm layers and the classifier. Each level's
     sub-network is checked to equal, bit for bit, the model :func:`materialize` prunes from
     ``base`` for the level's candidate; a one-line error says so if the model's channel
-    coupling cannot be nested that way.
+    coupling cannot be nested that way. ``trusted_factory`` as in :func:`prune_search.models.build_model`.
     """
     orders = channel_orders(space, importance, nested.candidates.strategy[0])
     layout = ChannelLayout(base, space, orders)
@@ -52,7 +54,7 @@ def build_elastic(
                 plan,
             )
         )
-    model = ElasticModel(spec, space, orders, levels, shared, per_level, info)
+    model = ElasticModel(spec, space, orders, levels, shared, per_level, info, trusted_factory=trusted_factory)
     for index, expected in enumerate(standalone):
         state = model.level_state(index)
         wrong = [key for key in expected if key not in state or not torch.equal(state[key], expected[key])]

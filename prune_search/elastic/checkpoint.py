@@ -17,9 +17,12 @@ def save_elastic(model: ElasticModel, path: Path) -> None:
     save_checkpoint({"format": FORMAT, **model.payload()}, path)
 
 
-def load_elastic(path: str | Path) -> ElasticModel:
+def load_elastic(path: str | Path, *, trusted_factory: str | None = None) -> ElasticModel:
     """The elastic model stored at ``path`` (the file, or the folder ``prune-search elastic`` wrote),
-    on the CPU in eval mode with its largest level active; ``set_width(level)`` switches."""
+    on the CPU in eval mode with its largest level active; ``set_width(level)`` switches.
+
+    A stored ``package.module:factory`` model is built only if it is ``trusted_factory``.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
@@ -37,7 +40,7 @@ def load_elastic(path: str | Path) -> ElasticModel:
             f"{path} has checkpoint version {payload.get('version')}; this prune-search reads {VERSION}"
         )
     try:
-        model = ElasticModel.from_payload(payload)
+        model = ElasticModel.from_payload(payload, trusted_factory=trusted_factory)
     except (KeyError, TypeError, ValueError) as exc:
         raise PruneSearchError(f"{path} is an incomplete elastic checkpoint ({type(exc).__name__}: {exc})") from None
     return model.eval()

@@ -9,6 +9,7 @@ from prune_search.cli_options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
+    ExpectedModelOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
@@ -66,6 +67,7 @@ def elastic_command(
     kd: KdOpt = True,
     seed: TuneSeedOpt = 0,
     checkpoint: Annotated[Path | None, typer.Option(help="Path of the study's base checkpoint here.")] = None,
+    model: ExpectedModelOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
@@ -83,7 +85,7 @@ def elastic_command(
     numbers = parse_trials(trials) if trials is not None else None
     if (widths is None) == (numbers is None):
         raise PruneSearchError("choose the levels one way: --widths K or --trials a,b,c")
-    handle = open_study(resolve_url(storage), study)
+    handle = open_study(resolve_url(storage), study, model=model)
     chosen = pick_trials(handle, widths, numbers)
 
     def notes(lines: list[str]) -> None:

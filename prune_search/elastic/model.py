@@ -98,9 +98,12 @@ class ElasticModel(nn.Module):
         shared: State,
         per_level: list[State],
         info: dict[str, Any],
+        *,
+        trusted_factory: str | None = None,
     ) -> None:
         super().__init__()
-        template = build_model(spec)
+        self._trusted_factory = trusted_factory
+        template = self._template(spec)
         self.spec, self.space, self.info = spec, space, info
         self.layout = ChannelLayout(template, space, orders)
         own = per_level_keys(template, space)
@@ -153,7 +156,7 @@ class ElasticModel(nn.Module):
     def architecture(self, level: int) -> nn.Module:
         """A fresh sub-network of level ``level`` with untrained weights (CPU)."""
         self._check(level)
-        return apply_plan(build_model(self.spec), self._levels[level].plan)
+        return apply_plan(self._template(self.spec), self._levels[level].plan)
 
     def sub_network(self, level: int) -> nn.Module:
         """An independent copy of level ``level``'s sub-network with its stored weights (CPU, eval mode)."""
@@ -230,8 +233,13 @@ class ElasticModel(nn.Module):
             "info": self.info,
         }
 
+    def _template(self, spec: ModelSpec) -> nn.Module:
+        """A fresh base architecture for ``spec`` (a stored factory only if it is the trusted one)."""
+        return build_model(spec, trusted_factory=self._trusted_factory, source="the elastic checkpoint")
+
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "ElasticModel":
+    def from_payload(cls, payload: dict[str, Any], *, trusted_factory: str | None = None) -> "ElasticModel":
+        """The model stored as ``payload``; ``trusted_factory`` as in :func:`prune_search.models.build_model`."""
         return cls(
             ModelSpec.from_dict(payload["model"]),
             PruningSpace.from_json(payload["space"]),
@@ -240,4 +248,5 @@ class ElasticModel(nn.Module):
             payload["shared"],
             payload["per_level"],
             payload["info"],
+            trusted_factory=trusted_factory,
         )

@@ -17,7 +17,6 @@ from prune_search.elastic.train import fine_tune_levels, recalibrate_levels
 from prune_search.errors import PruneSearchError
 from prune_search.finalize import FinalizeConfig
 from prune_search.finalize.run import base_checkpoint
-from prune_search.models import ModelSpec
 from prune_search.search.study import StudyHandle
 from prune_search.training.checkpoint import load_model
 from prune_search.training.fit import EpochRecord
@@ -75,8 +74,8 @@ def make_elastic(
     nested = nest(handle.space, trials, trial_candidates(handle, trials), rule)
     if on_notes is not None:
         on_notes(nested.notes)
-    spec = ModelSpec.from_dict(handle.config["model"])
-    base, _ = load_model(base_path, spec)
+    spec = handle.model_spec()
+    base, _ = load_model(base_path, spec, trusted_factory=handle.trusted_factory)
     base = base.eval()
     data = DataSpec.from_dict(handle.config["data"])
     bundle = load_dataset(
@@ -96,7 +95,9 @@ def make_elastic(
         "base_macs": handle.config["base"]["macs"],
         "base_params": handle.config["base"]["params"],
     }
-    elastic = build_elastic(base, spec, handle.space, handle.importance, nested, info)
+    elastic = build_elastic(
+        base, spec, handle.space, handle.importance, nested, info, trusted_factory=handle.trusted_factory
+    )
     if bn_batches:
         recalibrate_levels(elastic, bundle, bn_batches, device)
     best_epochs = [0] * len(nested)

@@ -7,7 +7,7 @@ candidate is scored by its val accuracy.
 """
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
 
 Batch = tuple[Tensor, Tensor]
+METRICS = ("accuracy", "loss", "kl")
 
 
 @torch.no_grad()
@@ -48,12 +49,16 @@ def accuracy(model: nn.Module, batches: Iterable[Batch], device: torch.device) -
 
 
 class AdaptiveBNEvaluator:
-    """Val accuracy of candidates after BN recalibration on ``calibration`` train batches.
+    """Accuracy, loss and KL of candidates on ``validation`` batches after BN recalibration on
+    ``calibration`` train batches (``validation`` is the val split for the sensitivity scan and
+    the re-ranking, a fixed train-split sample for the study's fitness table).
 
     One deep copy of ``model`` per call, whatever the number of candidates; ``model`` is
     never changed. Cost per candidate: ``len(calibration) + len(validation)`` forward passes.
     With ``recalibrate=False`` the masked model keeps the base model's BN statistics
-    (``calibration`` is unused): the accuracy of pruning without any adaptation.
+    (``calibration`` is unused): the accuracy of pruning without any adaptation. With
+    ``batch_statistics=True`` every scored batch is normalised by its own BN statistics
+    (one forward pass per batch and candidate; ``calibration`` is unused).
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class AdaptiveBNEvaluator:
         validation: Sequence[Batch],
         device: torch.device | str = "cpu",
         recalibrate: bool = True,
+        batch_statistics: bool = False,
     ) -> None:
         self.model = model
         self.space = space
@@ -73,6 +79,8 @@ class AdaptiveBNEvaluator:
         self.validation = validation
         self.device = torch.device(device)
         self.recalibrate = recalibrate
+        self.batch_statistics = batch_statistics
+        self._reference_logp: list[Tensor] | None = None
 
     def _masks(self, candidate: CandidateBatch, row: int, modules: dict[str, nn.Module]) -> dict[str, Tensor]:
         masks: dict[str, Tensor] = {}
@@ -90,10 +98,24 @@ class AdaptiveBNEvaluator:
                 mask[torch.tensor(member.idxs)[removed]] = 0.0
         return {name: mask.to(self.device) for name, mask in masks.items()}
 
-    def __call__(self, candidates: CandidateBatch) -> Tensor:
-        """Val accuracy per candidate ``[P]`` (float64, in [0, 1])."""
+    @torch.no_grad()
+    def _reference(self, unpruned: nn.Module) -> list[Tensor]:
+        """Log-probabilities ``[B, K]`` of the unpruned model on every validation batch (computed once)."""
+        if self._reference_logp is None:
+            unpruned.eval()
+            self._reference_logp = [
+                torch.log_softmax(unpruned(inputs.to(self.device)).double(), 1) for inputs, _ in self.validation
+            ]
+        return self._reference_logp
+
+    def measure(self, candidates: CandidateBatch, on_step: Callable[[], object] | None = None) -> dict[str, Tensor]:
+        """Per candidate ``[P]`` (float64) on the validation batches, after BN recalibration:
+        ``accuracy`` in [0, 1], ``loss`` (mean cross-entropy, nats per sample) and ``kl``
+        (mean KL(unpruned ‖ candidate) of the output distributions, nats per sample).
+        ``on_step`` is called after each candidate."""
         self.space.validate(candidates)
         work = copy.deepcopy(self.model).to(self.device)
+        reference = self._reference(work)
         modules = dict(work.named_modules())
         active: dict[str, Tensor] = {}
 
@@ -110,15 +132,52 @@ class AdaptiveBNEvaluator:
 
         names = {m.module for g in self.space.groups for m in g.members if m.out}
         handles = [modules[name].register_forward_hook(mask_output(name)) for name in names]
-        scores = []
+        rows = []
         try:
             for row in range(len(candidates)):
                 active.clear()
                 active.update(self._masks(candidates, row, modules))
-                if self.recalibrate:
+                if self.recalibrate and not self.batch_statistics:
                     recalibrate_bn(work, self.calibration, self.device)
-                scores.append(accuracy(work, self.validation, self.device))
+                rows.append(_scores(work, self.validation, reference, self.device, self.batch_statistics))
+                if on_step is not None:
+                    on_step()
         finally:
             for handle in handles:
                 handle.remove()
-        return torch.tensor(scores, dtype=torch.float64)
+        columns = zip(*rows, strict=True) if rows else ([], [], [])
+        return {
+            key: torch.tensor(list(values), dtype=torch.float64) for key, values in zip(METRICS, columns, strict=True)
+        }
+
+    def __call__(self, candidates: CandidateBatch) -> Tensor:
+        """Val accuracy per candidate ``[P]`` (float64, in [0, 1])."""
+        return self.measure(candidates)["accuracy"]
+
+
+@torch.no_grad()
+def _scores(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    reference: Sequence[Tensor],
+    device: torch.device,
+    batch_statistics: bool,
+) -> tuple[float, float, float]:
+    """(accuracy, mean cross-entropy, mean KL(reference ‖ model)) of ``model`` over ``batches``: in eval
+    mode, or with every BatchNorm normalising by the batch's own statistics (``batch_statistics``)."""
+    model.eval()
+    if batch_statistics:
+        for norm in model.modules():
+            if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                norm.train()
+    correct = seen = 0
+    loss = kl = 0.0
+    for (inputs, targets), ref in zip(batches, reference, strict=True):
+        logp = torch.log_softmax(model(inputs.to(device)).double(), 1)
+        targets = targets.to(device)
+        correct += int((logp.argmax(1) == targets).sum())
+        seen += targets.numel()
+        loss += float(torch.nn.functional.nll_loss(logp, targets, reduction="sum"))
+        kl += float((ref.exp() * (ref - logp)).sum())
+    seen = max(seen, 1)
+    return correct / seen, loss / seen, kl / seen

@@ -8,25 +8,46 @@ retained importance along the strategy's keep order (:func:`keep_order`), so a p
   importance, the first-order estimate of the loss increase (nats per sample).
 - ``retained_fraction``: 1 − mean over groups of (retained importance / group total), the
   seed project's capacity score turned into a loss (a dead group counts k/n).
+
+With the study's measured :class:`FitnessTable` two more (fitness_table.py), each the sum
+over groups of a measured one-group-pruned increase, nats per sample:
+
+- ``bn_kl``: KL(unpruned ‖ pruned) of the output distributions after BN recalibration.
+- ``bn_loss``: cross-entropy after BN recalibration.
 """
 
 import torch
 from torch import Tensor
 
 from prune_search.errors import PruneSearchError
+from prune_search.evaluators.fitness_table import FitnessTable
 from prune_search.evaluators.importance import Importance
 from prune_search.evaluators.selection import keep_order
 from prune_search.space import CandidateBatch, PruningSpace
 
-PROXIES = ("taylor_loss", "retained_fraction")
+IMPORTANCE_PROXIES = ("taylor_loss", "retained_fraction")
+TABLE_PROXIES = ("bn_kl", "bn_loss")
+PROXIES = IMPORTANCE_PROXIES + TABLE_PROXIES
+_TABLE_METRIC = {"bn_kl": "kl", "bn_loss": "loss"}
 
 
 class ProxyEvaluator:
-    """Scores candidates of ``space`` with ``importance`` on ``device``."""
+    """Scores candidates of ``space`` with ``importance`` (and the measured ``fitness`` table) on ``device``."""
 
-    def __init__(self, space: PruningSpace, importance: Importance, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        space: PruningSpace,
+        importance: Importance,
+        device: torch.device | str = "cpu",
+        fitness: FitnessTable | None = None,
+    ) -> None:
         self.space = space
         self.device = torch.device(device)
+        self.available = PROXIES if fitness is not None else IMPORTANCE_PROXIES
+        self._measured = {
+            proxy: fitness.dense(space, _TABLE_METRIC[proxy]).flatten().to(self.device)
+            for proxy in (TABLE_PROXIES if fitness is not None else ())
+        }
         vectors = importance.vectors(space)
         width = max(g.size for g in space.groups) + 1
         strategies = len(space.strategies)
@@ -50,6 +71,11 @@ class ProxyEvaluator:
 
     def __call__(self, batch: CandidateBatch, proxy: str = "taylor_loss") -> Tensor:
         """Proxy loss per candidate ``[P]`` (float64, lower is better)."""
+        if proxy in self._measured:
+            start = self._offsets + batch.strategy.to(self.device) * self._width
+            return self._measured[proxy][start + batch.keep.to(self.device)].sum(1)
+        if proxy in TABLE_PROXIES:
+            raise PruneSearchError(f"proxy '{proxy}' needs the study's measured fitness table, which it lacks")
         retained, totals = self.retained(batch)
         if proxy == "taylor_loss":
             return (totals - retained).sum(1)

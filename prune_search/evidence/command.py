@@ -11,6 +11,7 @@ from prune_search.cli_options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
+    ExpectedModelOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
@@ -25,7 +26,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evidence.compare import parse_methods, run_comparison, summarize
 from prune_search.evidence.context import StudyBase
 from prune_search.evidence.figures import comparison_figure, proxy_figure, write_html
-from prune_search.evidence.proxy_validation import PREDICTORS, ValidationConfig, validate_proxies
+from prune_search.evidence.proxy_validation import ValidationConfig, validate_proxies
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.study import open_study
 from prune_search.storage import resolve_url
@@ -75,6 +76,7 @@ def compare_command(
     kd_temperature: KdTemperatureOpt = 4.0,
     kd_alpha: KdAlphaOpt = 0.9,
     checkpoint: CheckpointOpt = None,
+    model: ExpectedModelOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
@@ -87,7 +89,7 @@ def compare_command(
     chosen, seed_list = parse_methods(methods), _ints(seeds, "--seeds")
     if not budgets or not seed_list:
         raise PruneSearchError("give at least one --max-macs budget and one --seeds value")
-    handle = open_study(resolve_url(storage), study)
+    handle = open_study(resolve_url(storage), study, model=model)
     base = StudyBase.open(handle, resolve_device(device), checkpoint, str(data_root) if data_root else None)
 
     def report(row: dict[str, Any]) -> None:
@@ -127,6 +129,7 @@ def validate_proxy_command(
     seed: Annotated[int, typer.Option(help="Seed of the sampling and of fine-tuning.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for runs, CSVs and the figure.")] = None,
     checkpoint: CheckpointOpt = None,
+    model: ExpectedModelOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
@@ -137,7 +140,7 @@ def validate_proxy_command(
     tuning = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed)
     config.validate()
     tuning.validate()
-    handle = open_study(resolve_url(storage), study)
+    handle = open_study(resolve_url(storage), study, model=model)
     folder = out or Path("runs") / f"validate-proxy-{study}"
     base = StudyBase.open(handle, resolve_device(device), checkpoint, str(data_root) if data_root else None)
 
@@ -159,7 +162,7 @@ def validate_proxy_command(
     write_html(proxy_figure(result), folder / "proxy_validation.html")
     default = handle.config["proxy"]
     typer.echo("predictor          " + "  ".join(f"ρ@{b['band']:.0%}  τ@{b['band']:.0%}" for b in result["bands"]))
-    for name in PREDICTORS:
+    for name in result["summary"]:
         cells = "  ".join(
             f"{b['predictors'][name]['spearman']:+.2f}  {b['predictors'][name]['kendall']:+.2f} "
             for b in result["bands"]

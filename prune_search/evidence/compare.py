@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import PROXIES
 from prune_search.evidence.context import StudyBase
 from prune_search.finalize.rerank import bn_rerank, candidate_of_row
 from prune_search.finalize.select import fitting_rows, within_budget
@@ -59,7 +58,7 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
             candidate = baseline(handle.space, handle.importance, method, macs_budget)
             trial = None
         on_device = candidate.to(base.device)
-        proxies = {f"proxy_{name}": float(evaluator.proxy(on_device, name)[0]) for name in PROXIES}
+        proxies = {f"proxy_{name}": float(evaluator.proxy(on_device, name)[0]) for name in evaluator.proxy.available}
         macs, params = (int(t[0]) for t in evaluator.cost(on_device))
         out.append(
             {"method": method, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}

@@ -7,7 +7,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from prune_search.evidence.compare import METHODS
-from prune_search.evidence.proxy_validation import PREDICTORS
 
 COLORS = {
     "front": "#d62728",
@@ -44,13 +43,14 @@ def comparison_figure(summary: list[dict[str, Any]], base_test_pct: float | None
 def proxy_figure(result: dict[str, Any]) -> go.Figure:
     """One column per band, one row per predictor: predictor against fine-tuned val accuracy."""
     bands = [b["band"] for b in result["bands"]]
+    names = list(result["bands"][0]["predictors"])
     titles = [
         f"{name}, {band:.0%} band: ρ={b['predictors'][name]['spearman']:.2f}"
-        for name in PREDICTORS
+        for name in names
         for band, b in zip(bands, result["bands"], strict=True)
     ]
-    figure = make_subplots(rows=len(PREDICTORS), cols=len(bands), subplot_titles=titles, vertical_spacing=0.04)
-    for r, name in enumerate(PREDICTORS, start=1):
+    figure = make_subplots(rows=len(names), cols=len(bands), subplot_titles=titles, vertical_spacing=0.04)
+    for r, name in enumerate(names, start=1):
         for c, band in enumerate(bands, start=1):
             rows = [row for row in result["rows"] if row["band"] == band]
             figure.add_trace(
@@ -64,9 +64,7 @@ def proxy_figure(result: dict[str, Any]) -> go.Figure:
                 row=r,
                 col=c,
             )
-    figure.update_layout(
-        height=260 * len(PREDICTORS), title="predictor (higher = predicted better) vs val accuracy (%)"
-    )
+    figure.update_layout(height=260 * len(names), title="predictor (higher = predicted better) vs val accuracy (%)")
     return figure
 
 

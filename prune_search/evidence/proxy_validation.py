@@ -23,14 +23,13 @@ import torch
 from scipy import stats
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import PROXIES, AdaptiveBNEvaluator
+from prune_search.evaluators import AdaptiveBNEvaluator
 from prune_search.evidence.context import StudyBase
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.runner import Evaluator
 from prune_search.search.summary import load_archive
 from prune_search.space import CandidateBatch
 
-PREDICTORS = (*PROXIES, "bn_accuracy", "params", "uniformity")
 TOP = 5
 
 

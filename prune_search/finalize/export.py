@@ -45,17 +45,22 @@ def export_onnx(model: nn.Module, input_shape: list[int], out: Path) -> Path:
     return path
 
 
-def load_pruned(directory: str | Path) -> nn.Module:
+def load_pruned(directory: str | Path, *, trusted_factory: str | None = None) -> nn.Module:
     """The fine-tuned pruned model exported by ``prune-search finalize`` to ``directory``, in eval mode.
 
     Builds the base architecture from ``model.json``, replays ``plan.json`` on it and loads
-    ``weights.pt`` with ``torch.load(weights_only=True)`` (no pickled code is run).
+    ``weights.pt`` with ``torch.load(weights_only=True)`` (no pickled code is run). A
+    ``package.module:factory`` architecture is built only if it is ``trusted_factory``.
     """
     folder = Path(directory)
     missing = [name for name in (PLAN_FILE, WEIGHTS_FILE, MODEL_FILE) if not (folder / name).is_file()]
     if missing:
         raise PruneSearchError(f"{folder} is not an exported prune-search model (missing {', '.join(missing)})")
-    spec = ModelSpec.from_dict(json.loads((folder / MODEL_FILE).read_text())["model"])
-    model = apply_plan(build_model(spec), PruningPlan.from_json((folder / PLAN_FILE).read_text()))
+    try:
+        spec = ModelSpec.from_dict(json.loads((folder / MODEL_FILE).read_text()).get("model"))
+    except (json.JSONDecodeError, AttributeError):
+        raise PruneSearchError(f"{folder / MODEL_FILE} is not a prune-search model description") from None
+    base = build_model(spec, trusted_factory=trusted_factory, source=str(folder / MODEL_FILE))
+    model = apply_plan(base, PruningPlan.from_json((folder / PLAN_FILE).read_text()))
     model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval()

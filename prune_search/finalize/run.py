@@ -19,7 +19,6 @@ from prune_search.data import DatasetBundle, DataSpec, load_dataset
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.finalize.tune import FinalizeConfig, fine_tune
-from prune_search.models import ModelSpec
 from prune_search.search.config import sha256_of
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import load_archive
@@ -104,7 +103,7 @@ def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path,
 def load_base(handle: StudyHandle, path: Path, data_root: str | None = None) -> tuple[nn.Module, DatasetBundle]:
     """The study's base model from ``path`` (see :func:`base_checkpoint`; CPU, eval mode) and its dataset
     with the study's splits (files under ``data_root`` when given)."""
-    model, _ = load_model(path, ModelSpec.from_dict(handle.config["model"]))
+    model, _ = load_model(path, handle.model_spec(), trusted_factory=handle.trusted_factory)
     data = DataSpec.from_dict(handle.config["data"])
     bundle = load_dataset(
         DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
@@ -141,7 +140,7 @@ def finalize_trial(
     candidate = _candidate(handle, number)
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(identity))
-    spec = ModelSpec.from_dict(handle.config["model"])
+    spec = handle.model_spec()
     data = DataSpec.from_dict(handle.config["data"])
     base, bundle = load_base(handle, base_path, data_root)
     tuned = fine_tune(

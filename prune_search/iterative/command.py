@@ -13,6 +13,7 @@ from prune_search.cli_options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
+    ExpectedModelOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
@@ -89,7 +90,7 @@ def _write_steps(path: Path, result: IterativeResult) -> None:
 def iterative_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained base checkpoint from 'train'.")],
     out: Annotated[Path, typer.Option("--out", help="Empty or new folder for steps.csv, result.json, the model.")],
-    model: Annotated[str | None, typer.Option("--model", help="Expected architecture (checked).")] = None,
+    model: ExpectedModelOpt = None,
     model_option: ModelOptions = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")] = None,
     data_root: DataRootOpt = None,
@@ -134,7 +135,7 @@ def iterative_command(
     stored_spec = ModelSpec.from_dict(stored["model"])
     name, options = (model, parse_model_options(model_option)) if model else (stored_spec.name, stored_spec.options)
     spec = ModelSpec(name, bundle.in_channels, bundle.num_classes, bundle.image_size, options)
-    base, _ = load_model(checkpoint, spec)
+    base, _ = load_model(checkpoint, spec, trusted_factory=model)
     torch_device = resolve_device(device)
     base = base.to(torch_device).eval()
     space = step_space(base, [1, bundle.in_channels, bundle.image_size, bundle.image_size], min_keep)

@@ -2,6 +2,11 @@
 
 A factory is called as ``factory(in_channels=C, num_classes=K, image_size=S, **options)``
 and returns an ``nn.Module`` mapping ``[B, C, S, S]`` images to ``[B, K]`` logits.
+
+Trust: zoo and ``tv:`` names run only code that ships with prune-search and torchvision, so a
+spec read from a file or a database row may name them. A ``package.module:factory`` name imports
+and runs that module, so :func:`build_model` builds it only when the caller passes the same name
+as ``trusted_factory`` (what the user typed as ``--model``); every loader goes through here.
 """
 
 import importlib
@@ -31,11 +36,17 @@ ZOO: dict[str, ModelFactory] = {
 }
 
 _DATA_ARGS = ("in_channels", "num_classes", "image_size")
+_NOT_PLAIN = "the stored model spec is not plain data (a name, integer sizes and JSON options); re-create the file"
 
 
 def available_models() -> list[str]:
     """Names accepted by :func:`build_model`, besides ``tv:NAME`` and ``module:factory``."""
     return list(ZOO)
+
+
+def is_named_model(name: str) -> bool:
+    """Whether ``name`` is a zoo or ``tv:`` model: safe to build from a spec stored in a file or a database."""
+    return name in ZOO or name.startswith("tv:")
 
 
 def _describe_valid() -> str:
@@ -61,19 +72,46 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
-        return cls(
-            name=str(data["name"]),
-            in_channels=int(data["in_channels"]),
-            num_classes=int(data["num_classes"]),
-            image_size=int(data["image_size"]),
-            options=dict(data.get("options", {})),
-        )
+        """The spec stored as ``data``; its options must be plain JSON values (no objects, no tensors)."""
+        if not isinstance(data, dict):
+            raise PruneSearchError(_NOT_PLAIN)
+        sizes = [data.get(key) for key in _DATA_ARGS]
+        options = data.get("options", {})
+        plain_options = type(options) is dict and _is_json(options)
+        if not isinstance(data.get("name"), str) or any(type(size) is not int for size in sizes) or not plain_options:
+            raise PruneSearchError(_NOT_PLAIN)
+        return cls(data["name"], *sizes, options=dict(options))
 
     def describe(self) -> str:
         opts = "".join(f" {k}={v}" for k, v in sorted(self.options.items()))
         return (
             f"{self.name}{opts} ({self.in_channels}×{self.image_size}×{self.image_size} in, {self.num_classes} classes)"
         )
+
+
+def _is_json(value: Any) -> bool:
+    """Whether ``value`` is built of None, bool, int, float, str, lists and str-keyed dicts only."""
+    if value is None or type(value) in (bool, int, float, str):
+        return True
+    if type(value) is list:
+        return all(_is_json(item) for item in value)
+    if type(value) is dict:
+        return all(type(key) is str and _is_json(item) for key, item in value.items())
+    return False
+
+
+def check_trusted(spec: ModelSpec, trusted_factory: str | None, source: str) -> None:
+    """Refuse, in one line, to build a ``package.module:factory`` the user did not name.
+
+    ``source`` says where the spec was read (e.g. ``"checkpoint base.pt"``); ``trusted_factory``
+    is the factory the user named where they run this (``--model``), or None.
+    """
+    if is_named_model(spec.name) or ":" not in spec.name or spec.name == trusted_factory:
+        return
+    raise PruneSearchError(
+        f"{source} names the model factory '{spec.name}', which would import and run that code; refused: "
+        f"if you trust it, pass --model {spec.name} (Python: trusted_factory='{spec.name}')"
+    )
 
 
 def _import_factory(name: str) -> ModelFactory:
@@ -129,8 +167,13 @@ def _check_options(name: str, factory: ModelFactory, options: dict[str, Any]) ->
         )
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """A freshly initialised model for ``spec`` (seed the global RNG first for repeatability)."""
+def build_model(spec: ModelSpec, *, trusted_factory: str | None = None, source: str = "the model spec") -> nn.Module:
+    """A freshly initialised model for ``spec`` (seed the global RNG first for repeatability).
+
+    A ``package.module:factory`` spec is built only when ``trusted_factory`` names the same
+    factory (see :func:`check_trusted`); ``source`` names where the spec came from in the refusal.
+    """
+    check_trusted(spec, trusted_factory, source)
     factory = resolve_factory(spec.name)
     _check_options(spec.name, factory, spec.options)
     data_args = {

@@ -13,6 +13,7 @@ OBJECTIVES = ("proxy", "macs", "params")
 CONFIG_ATTR = "prune_search"
 SPACE_KEY = "space"
 IMPORTANCE_KEY = "importance"
+FITNESS_KEY = "fitness_table"
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import PROXIES, CostModel, ProxyEvaluator
+from prune_search.evaluators import CostModel, ProxyEvaluator
 from prune_search.search import nsga2
 from prune_search.search.archive import Archive, digest, encode_genes
 from prune_search.search.front import hypervolume
@@ -43,7 +43,7 @@ class Evaluator:
         self.handle = handle
         self.space = handle.space
         self.config = handle.config
-        self.proxy = ProxyEvaluator(handle.space, handle.importance, device)
+        self.proxy = ProxyEvaluator(handle.space, handle.importance, device, handle.fitness)
         self.cost = CostModel(handle.space, device)
         self.table = handle.space.level_keep_counts().numpy()
         self.grid = np.array(handle.space.options.ratios)
@@ -88,7 +88,7 @@ class Evaluator:
         """Every proxy ``{name: [N]}``, MACs ``[N]`` and params ``[N]`` of the individuals ``X``."""
         groups = len(self.space)
         batch = CandidateBatch(torch.from_numpy(self.keep(X)), torch.from_numpy(X[:, groups:].copy()))
-        proxies = {name: self.proxy(batch, name).cpu().numpy() for name in PROXIES}
+        proxies = {name: self.proxy(batch, name).cpu().numpy() for name in self.proxy.available}
         macs, params = (t.cpu().numpy() for t in self.cost(batch))
         return proxies, macs, params
 

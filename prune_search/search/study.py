@@ -11,15 +11,29 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import Engine
 from torch import nn
+from tqdm import tqdm
 
 from prune_search.data import DatasetBundle, DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import CRITERIA, PROXIES, CostModel, Importance, ProxyEvaluator, compute_importance
-from prune_search.models import ModelSpec, resolve_factory
+from prune_search.evaluators import (
+    CRITERIA,
+    PROXIES,
+    TABLE_PROXIES,
+    AdaptiveBNEvaluator,
+    CostModel,
+    FitnessTable,
+    Importance,
+    ProxyEvaluator,
+    compute_importance,
+    measure_fitness_table,
+)
+from prune_search.evaluators.fitness_table import measured_counts
+from prune_search.models import ModelSpec, check_trusted, resolve_factory
 from prune_search.search.config import (
     CONFIG_ATTR,
     DEFAULTS,
+    FITNESS_KEY,
     IMPORTANCE_KEY,
     OBJECTIVES,
     SPACE_KEY,
@@ -39,11 +53,23 @@ from prune_search.training.checkpoint import load_model
 
 CONFIG_WAIT_S = 600.0
 SCHEMA_ATTEMPTS = 5
+# The measured fitness table: BN statistics and scores of each one-group-pruned network come from
+# FITNESS_BATCHES × FITNESS_BATCH_SIZE train samples (shuffled with FITNESS_SEED), at up to
+# FITNESS_LEVELS keep counts per group and strategy.
+FITNESS_BATCHES = 2
+FITNESS_BATCH_SIZE = 128
+FITNESS_SEED = 20261130
+FITNESS_LEVELS = 9
 
 
 @dataclass
 class StudyHandle:
-    """An open study: Optuna's view, the raw engine, the stored configuration and search space."""
+    """An open study: Optuna's view, the raw engine, the stored configuration and search space.
+
+    ``fitness`` is the measured fitness table of a study whose proxy needs one (else None);
+    ``trusted_factory`` is the ``package.module:factory`` the user named (``--model``) when
+    opening it: only then is a base model built from a stored factory spec.
+    """
 
     url: str
     engine: Engine
@@ -53,9 +79,18 @@ class StudyHandle:
     config: dict[str, Any]
     space: PruningSpace
     importance: Importance
+    fitness: FitnessTable | None = None
+    trusted_factory: str | None = None
 
     def objective_names(self) -> list[str]:
         return [self.config["proxy"] if o == "proxy" else o for o in self.config["objectives"]]
+
+    def model_spec(self) -> ModelSpec:
+        """The base model's stored spec (checked to be plain data, and buildable: a stored
+        ``package.module:factory`` must be the one the user named as ``--model``)."""
+        spec = ModelSpec.from_dict(self.config["model"])
+        check_trusted(spec, self.trusted_factory, f"study '{self.study.study_name}'")
+        return spec
 
 
 def open_storage(url: str) -> tuple[Engine, RDBStorage]:
@@ -131,7 +166,7 @@ def load_base(options: StartOptions, device: torch.device, progress: bool) -> Ba
     if checkpoint is None:
         checkpoint = cached_baseline(model_name, data, device=str(device), progress=progress)
     spec = ModelSpec(model_name, bundle.in_channels, bundle.num_classes, bundle.image_size, options.model_options or {})
-    model, _ = load_model(Path(checkpoint), spec)
+    model, _ = load_model(Path(checkpoint), spec, trusted_factory=options.model)
     model = model.to(device).eval()
     example, _ = next(iter(bundle.loader("train", 2)))
     space = PruningSpace.from_model(
@@ -155,6 +190,24 @@ def base_importance(base: BaseModel, options: StartOptions, device: torch.device
         max_batches=_get(options, "calibration_batches"),
         device=device,
     )
+
+
+def base_fitness(
+    base: BaseModel, space: PruningSpace, importance: Importance, device: torch.device, progress: bool
+) -> FitnessTable:
+    """The measured fitness table of ``space`` on a fixed, shuffled sample of the train split."""
+    loader = iter(base.bundle.loader("train", FITNESS_BATCH_SIZE, shuffle=True, seed=FITNESS_SEED))
+    batches = [batch for _, batch in zip(range(FITNESS_BATCHES), loader, strict=False)]
+    evaluator = AdaptiveBNEvaluator(base.model, space, importance, [], batches, device, batch_statistics=True)
+    setup = {
+        "batches": len(batches),
+        "samples": sum(len(targets) for _, targets in batches),
+        "seed": FITNESS_SEED,
+        "levels": FITNESS_LEVELS,
+    }
+    entries = sum(len(c) for c in measured_counts(space, FITNESS_LEVELS)) * len(space.strategies) + 1
+    with tqdm(total=entries, desc="fitness table", disable=not progress, dynamic_ncols=True) as bar:
+        return measure_fitness_table(evaluator, FITNESS_LEVELS, setup, on_step=lambda: bar.update())
 
 
 def _apply_sensitivity(options: StartOptions, space: PruningSpace) -> tuple[PruningSpace, dict[str, Any]]:
@@ -183,15 +236,19 @@ def _sensitivity_clash(stored: dict[str, Any], options: StartOptions) -> str | N
     return None
 
 
-def _prepare(options: StartOptions, device: torch.device, progress: bool) -> tuple[dict, PruningSpace, Importance]:
-    """Everything the first worker computes once: the base model's space, importance and costs."""
+def _prepare(
+    options: StartOptions, device: torch.device, progress: bool
+) -> tuple[dict, PruningSpace, Importance, FitnessTable | None]:
+    """Everything the first worker computes once: the base model's space, importance, fitness table
+    (when the proxy needs one) and costs."""
     get = lambda key: _get(options, key)  # noqa: E731
     base = load_base(options, device, progress)
     space, sensitivity = _apply_sensitivity(options, base.space)
     importance = base_importance(base, options, device)
+    fitness = base_fitness(base, space, importance, device, progress) if get("proxy") in TABLE_PROXIES else None
     spec, data, checkpoint = base.spec, base.data, base.checkpoint
     base_macs, base_params = CostModel(space).base()
-    proxy_ref = float(ProxyEvaluator(space, importance)(space.smallest(), get("proxy"))[0])
+    proxy_ref = float(ProxyEvaluator(space, importance, fitness=fitness)(space.smallest(), get("proxy"))[0])
     flags = {key: get(key) for key in ("model", "dataset", "population", "objectives", "criterion", "proxy")}
     flags.update(
         max_macs=options.max_macs, max_params=options.max_params, calibration_batches=get("calibration_batches")
@@ -218,10 +275,12 @@ def _prepare(options: StartOptions, device: torch.device, progress: bool) -> tup
         "versions": versions(),
         **sensitivity,
     }
-    return config, space, importance
+    if fitness is not None:
+        config["fitness"] = fitness.setup
+    return config, space, importance, fitness
 
 
-def _load(url: str, engine: Engine, storage: RDBStorage, name: str) -> StudyHandle:
+def _load(url: str, engine: Engine, storage: RDBStorage, name: str, model: str | None) -> StudyHandle:
     study = optuna.load_study(study_name=name, storage=storage)
     study_id = storage.get_study_id_from_name(name)
     deadline = time.monotonic() + CONFIG_WAIT_S
@@ -233,6 +292,15 @@ def _load(url: str, engine: Engine, storage: RDBStorage, name: str) -> StudyHand
     space_json, importance_json = get_data(engine, study_id, SPACE_KEY), get_data(engine, study_id, IMPORTANCE_KEY)
     if space_json is None or importance_json is None:
         raise PruneSearchError(f"study '{name}' lacks its stored space or importance; create it again under a new name")
+    fitness_json = get_data(engine, study_id, FITNESS_KEY)
+    if study.user_attrs[CONFIG_ATTR]["proxy"] in TABLE_PROXIES and fitness_json is None:
+        raise PruneSearchError(f"study '{name}' lacks its stored fitness table; create it again under a new name")
+    stored = ModelSpec.from_dict(study.user_attrs[CONFIG_ATTR].get("model"))
+    if model is not None and model != stored.name:
+        raise PruneSearchError(
+            f"study '{name}' exists with another configuration: --model {model} (the study has {stored.name}); "
+            "drop the flag or choose another --study"
+        )
     return StudyHandle(
         url,
         engine,
@@ -242,6 +310,8 @@ def _load(url: str, engine: Engine, storage: RDBStorage, name: str) -> StudyHand
         study.user_attrs[CONFIG_ATTR],
         PruningSpace.from_json(space_json),
         Importance.from_json(importance_json),
+        FitnessTable.from_json(fitness_json) if fitness_json is not None else None,
+        model,
     )
 
 
@@ -253,13 +323,17 @@ def study_exists(storage: RDBStorage, name: str) -> bool:
     return True
 
 
-def open_study(url: str, name: str) -> StudyHandle:
-    """An existing prune-search study (for ``front``, ``status``)."""
+def open_study(url: str, name: str, *, model: str | None = None) -> StudyHandle:
+    """An existing prune-search study (for ``front``, ``status``, ``finalize``, ...).
+
+    ``model`` is the user's ``--model``: it must be the study's model, and it is the one
+    ``package.module:factory`` that may be built from the stored spec (``handle.trusted_factory``).
+    """
     engine, storage = open_storage(url)
     if not study_exists(storage, name):
         known = optuna.get_all_study_names(storage)
         raise PruneSearchError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(known) or 'none'}")
-    return _load(url, engine, storage, name)
+    return _load(url, engine, storage, name, model)
 
 
 def create_or_join(
@@ -270,7 +344,7 @@ def create_or_join(
     engine, storage = open_storage(url)
     created = False
     if not study_exists(storage, name):
-        config, space, importance = _prepare(options, resolve_device(device), progress)
+        config, space, importance, fitness = _prepare(options, resolve_device(device), progress)
         directions = ["minimize"] * len(config["objectives"])
         try:
             study = optuna.create_study(study_name=name, storage=storage, directions=directions)
@@ -280,14 +354,17 @@ def create_or_join(
             study_id = storage.get_study_id_from_name(name)
             put_data(engine, study_id, SPACE_KEY, space.to_json())
             put_data(engine, study_id, IMPORTANCE_KEY, importance.to_json())
+            if fitness is not None:
+                put_data(engine, study_id, FITNESS_KEY, fitness.to_json())
             metric = {"proxy": config["proxy"]}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([metric.get(o, o) for o in config["objectives"]])
             study.set_user_attr(CONFIG_ATTR, config)
             created = True
-    handle = _load(url, engine, storage, name)
+    handle = _load(url, engine, storage, name, options.model)
     if not created:
+        handle.model_spec()  # a stored package.module:factory must be the worker's own --model
         clash = contradictions(handle.config, options) or _sensitivity_clash(handle.config, options)
         if clash:
             raise PruneSearchError(

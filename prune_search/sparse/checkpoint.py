@@ -36,8 +36,11 @@ def save_sparse(model: nn.Module, spec: ModelSpec, sparse_names: Iterable[str], 
     return path.stat().st_size
 
 
-def load_sparse(path: Path) -> nn.Module:
-    """The model stored by :func:`save_sparse` (built from its spec, dense weights restored), in eval mode."""
+def load_sparse(path: Path, *, trusted_factory: str | None = None) -> nn.Module:
+    """The model stored by :func:`save_sparse` (built from its spec, dense weights restored), in eval mode.
+
+    A stored ``package.module:factory`` model is built only if it is ``trusted_factory``.
+    """
     try:
         with quiet_sparse():
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -50,6 +53,8 @@ def load_sparse(path: Path) -> nn.Module:
         name: tensor.to_dense().reshape(payload["shapes"][name]) if name in payload["shapes"] else tensor
         for name, tensor in payload["tensors"].items()
     }
-    model = build_model(ModelSpec.from_dict(payload["model"]))
+    model = build_model(
+        ModelSpec.from_dict(payload.get("model")), trusted_factory=trusted_factory, source=f"sparse checkpoint {path}"
+    )
     model.load_state_dict(state)
     return model.eval()

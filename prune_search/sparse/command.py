@@ -13,6 +13,7 @@ from prune_search.cli_options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
+    ExpectedModelOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
@@ -56,6 +57,7 @@ def sparsify_command(
     include_classifier: Annotated[
         bool, typer.Option("--include-classifier", help="Sparsify the classifier at --sparsity too.")
     ] = False,
+    model: ExpectedModelOpt = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")] = None,
     data_root: DataRootOpt = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs with the masks held (best epoch on val).")] = 3,
@@ -82,8 +84,9 @@ def sparsify_command(
     data = replace(data, name=dataset or data.name, root=str(data_root) if data_root else data.root)
     bundle = load_dataset(data)
     stored_spec = ModelSpec.from_dict(stored["model"])
-    spec = ModelSpec(stored_spec.name, bundle.in_channels, bundle.num_classes, bundle.image_size, stored_spec.options)
-    base, _ = load_model(checkpoint, spec)
+    name = model or stored_spec.name
+    spec = ModelSpec(name, bundle.in_channels, bundle.num_classes, bundle.image_size, stored_spec.options)
+    base, _ = load_model(checkpoint, spec, trusted_factory=model)
     torch_device = resolve_device(device)
     base = base.to(torch_device).eval()
     student = copy.deepcopy(base)

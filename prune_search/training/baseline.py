@@ -115,7 +115,7 @@ def train_baseline(
     )
     torch_device = resolve_device(device)
     torch.manual_seed(config.seed)
-    model = build_model(spec).to(torch_device)
+    model = build_model(spec, trusted_factory=config.model).to(torch_device)
     recipe = Recipe(config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay, config.seed)
     result = fit(
         model,

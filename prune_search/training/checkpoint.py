@@ -88,16 +88,20 @@ def check_compatible(path: Path, stored: ModelSpec, wanted: ModelSpec) -> None:
     )
 
 
-def load_model(path: Path, wanted: ModelSpec | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: Path, wanted: ModelSpec | None = None, *, trusted_factory: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """The model stored at ``path`` (built from its spec, weights loaded) and the payload.
 
     With ``wanted``, the stored spec must match it (architecture, options, classes, input).
+    A stored ``package.module:factory`` is built only if it is ``trusted_factory`` (the user's
+    ``--model``); see :func:`prune_search.models.check_trusted`.
     """
     payload = read_checkpoint(path, MODEL)
     stored = ModelSpec.from_dict(payload["model"])
     if wanted is not None:
         check_compatible(path, stored, wanted)
-    model = build_model(stored)
+    model = build_model(stored, trusted_factory=trusted_factory, source=f"checkpoint {path}")
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
