@@ -1,4 +1,4 @@
-"""Front vs uniform vs global-min pruning at equal MACs, each fine-tuned with the same KD budget.
+"""The search's pick vs uniform, global and the peers' widths at equal MACs, each fine-tuned with the same KD budget.
 
 For every model: the baseline checkpoint (trained with ``prune-search train`` when missing),
 a study on a fine ratio grid (``--ratio-step 0.01``, so the baselines hit their budgets
@@ -34,7 +34,8 @@ MODELS = {
     "resnet20": ["--model", "resnet20"],
     "vgg16_bn-small": ["--model", "vgg16_bn", "--model-option", "width_mult=0.25", "--model-option", "head=linear"],
 }
-METHODS = ("front", "front_bn", "uniform", "global_min")
+METHODS = ("front", "front_bn", "uniform", "global_min", "global_mean", "tp_global", "tp_global_taylor")
+DEFAULT_METHODS = "front,front_bn,uniform,global_mean,tp_global,tp_global_taylor"
 
 
 def run(command: list[str], log: list[str]) -> str:
@@ -67,13 +68,17 @@ def markdown(model: str, base: tuple[float, float], summary: list[dict]) -> list
     lines = [
         f"### {model} (unpruned: val {base[0]:.2f} %, test {base[1]:.2f} %)",
         "",
-        "| budget | method | trial | MACs ↓ | params ↓ | seeds | val % | test % | test − uniform | test − global_min |",
+        "| budget | method | trial | MACs ↓ | params ↓ | seeds | val % | test % | test − uniform | test − best other |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary:
         same = {r["method"]: float(r["test_mean"]) for r in summary if r["budget"] == row["budget"]}
         test = float(row["test_mean"])
-        gaps = [f"{test - same[m]:+.2f}" if m in same and m != row["method"] else "" for m in ("uniform", "global_min")]
+        others = [v for m, v in same.items() if m != row["method"]]
+        gaps = [
+            f"{test - same['uniform']:+.2f}" if "uniform" in same and row["method"] != "uniform" else "",
+            f"{test - max(others):+.2f}" if others else "",
+        ]
         lines.append(
             f"| {row['budget']} | {row['method']} | {row['trial']} | {float(row['macs_reduction_pct']):.1f} % | "
             f"{float(row['params_reduction_pct']):.1f} % | {row['seeds']} | "
@@ -114,6 +119,9 @@ def main() -> None:
     parser.add_argument("--model-budgets", action="append", default=[], help="MODEL=BUDGETS overriding --budgets")
     parser.add_argument("--budget-seeds", action="append", default=[], help="BUDGET=SEEDS overriding the seeds there")
     parser.add_argument("--epochs", type=int, default=2, help="KD fine-tuning epochs of every compared model")
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help="compare's --methods")
+    parser.add_argument("--proxy", default="bn_kl", help="the studies' --proxy")
+    parser.add_argument("--ratio-step", default="0.01", help="the studies' --ratio-step")
     parser.add_argument("--trials", type=int, default=5000)
     parser.add_argument("--baseline-epochs", type=int, default=15)
     parser.add_argument("--checkpoint", action="append", default=[], help="MODEL=PATH of an existing baseline")
@@ -139,16 +147,17 @@ def main() -> None:
         else:
             run(train, log)
         base = baseline_accuracy(checkpoint, log)
-        study = f"quality-{args.dataset}-{model}"
+        study = f"quality-{args.dataset}-{model}-{args.proxy}"
         storage = f"sqlite:///{args.workdir / model}.db"
         start = ["start", "--study", study, "--storage", storage, *flags, "--dataset", args.dataset]
-        start += ["--checkpoint", str(checkpoint), "--trials", str(args.trials), "--ratio-step", "0.01"]
+        start += ["--checkpoint", str(checkpoint), "--trials", str(args.trials), "--ratio-step", args.ratio_step]
+        start += ["--proxy", args.proxy]
         run([*start, "--no-progress", "--device", "cpu"], log)
         summary = []
         for budget in budgets_of.get(model, args.budgets).split(","):
             out = args.workdir / model / budget.replace("%", "pct")
             compare = ["compare", "--study", study, "--storage", storage, "--max-macs", budget]
-            compare += ["--methods", ",".join(METHODS), "--epochs", str(args.epochs)]
+            compare += ["--methods", args.methods, "--epochs", str(args.epochs)]
             compare += ["--seeds", seeds_at.get(budget, seeds_of.get(model, args.seeds))]
             run([*compare, "--out", str(out), "--no-progress", "--device", "cpu"], log)
             summary += read_summary(out / "summary.csv")
@@ -157,14 +166,16 @@ def main() -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     plot(results, svg)
     lines = [
-        f"# Front vs uniform vs global-min pruning on {args.dataset}",
+        f"# The search's pick vs uniform, global and peer pruning on {args.dataset}",
         "",
         f"Every compared model is fine-tuned with KD for {args.epochs} epochs (SGD lr 0.01, cosine, T=4, "
         f"α=0.9); mean ± sample std over the seeds in the `seeds` column. A budget of 50 % keeps at most half the "
-        "base MACs; `front` is the best-proxy front trial within it, `front_bn` the best by BN-recalibrated "
-        "val accuracy of the 16 front trials with the most MACs within it (what `finalize --max-macs` picks; "
-        "when it is `front`'s trial the run is shared), `uniform` and `global_min` the baselines with the most "
-        "MACs within it. Test accuracy is measured once, on the best val epoch. Finished runs are read back, "
+        f"base MACs; `front` is the best-proxy (`{args.proxy}`) front trial within it, `front_bn` the best by "
+        "BN-recalibrated val accuracy of the 16 front trials with the most MACs within it (what "
+        "`finalize --max-macs` picks; when it is `front`'s trial the run is shared), `uniform`, `global_*` "
+        "and the peers `tp_global*` (Torch-Pruning's global pruning, its widths with our channel choice) the "
+        "candidates with the most MACs within it (README, `compare`). Test accuracy is measured once, on the "
+        "best val epoch. Finished runs are read back, "
         "so the fine-tuning runs may come from earlier invocations of the same commands (here: one process "
         "per model and budget group, on 1 thread each).",
         "",

@@ -19,13 +19,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-PREDICTORS = ("taylor_loss", "retained_fraction", "bn_accuracy", "params", "uniformity")
-LOSSES = ("taylor_loss", "retained_fraction")  # stored negated in the CSV so that higher predicts better
+# Stored negated in the CSV so that higher predicts better; the candidate table shows them as measured.
+LOSSES = ("taylor_loss", "retained_fraction", "bn_kl", "bn_loss", "whole_kl", "uniformity")
+LABELS = {"bn_accuracy": "BN-recal val acc", "whole_kl": "whole-candidate KL"}
 
 
 def read(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def predictor_names(rows: list[dict[str, str]]) -> list[str]:
+    """The predictors of the correlations CSV, in the order the command wrote them."""
+    return list(dict.fromkeys(r["predictor"] for r in rows))
 
 
 def correlation_table(rows: list[dict[str, str]]) -> list[str]:
@@ -35,7 +41,7 @@ def correlation_table(rows: list[dict[str, str]]) -> list[str]:
         f"| predictor | {head} | mean ρ | best in top 5 (bands) |",
         "|---|" + "---|" * (len(bands) + 2),
     ]
-    for name in PREDICTORS:
+    for name in predictor_names(rows):
         cells = {float(r["band"]): r for r in rows if r["predictor"] == name}
         rhos = [float(cells[b]["spearman"]) for b in bands]
         pairs = " | ".join(f"{float(cells[b]['spearman']):+.2f} / {float(cells[b]['kendall']):+.2f}" for b in bands)
@@ -44,19 +50,20 @@ def correlation_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-def candidate_table(rows: list[dict[str, str]]) -> list[str]:
+def candidate_table(rows: list[dict[str, str]], names: list[str]) -> list[str]:
+    shown = [LABELS.get(name, name) for name in names]
     lines = [
-        "| band | trial | MACs ↓ | taylor_loss | retained_fraction | BN-recal val acc | params | uniformity | "
-        "fine-tuned val % | test % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| band | trial | MACs ↓ | {' | '.join(shown)} | fine-tuned val % | test % |",
+        "|---|---|---|" + "---|" * (len(names) + 2),
     ]
     ordered = sorted(rows, key=lambda r: (float(r["band"]), -float(r["val_acc"])))
     for r in ordered:
-        losses = [-float(r[f"pred_{name}"]) for name in LOSSES]
+        values = [(-1 if name in LOSSES else 1) * float(r[f"pred_{name}"]) for name in names]
+        paired = zip(names, values, strict=True)
+        cells = " | ".join(f"{v:,.0f}" if name == "params" else f"{v:.3f}" for name, v in paired)
         lines.append(
-            f"| {float(r['band']):.0%} | {r['trial']} | {float(r['macs_reduction_pct']):.1f} % | {losses[0]:.3f} | "
-            f"{losses[1]:.3f} | {float(r['pred_bn_accuracy']):.3f} | {float(r['pred_params']):,.0f} | "
-            f"{-float(r['pred_uniformity']):.3f} | {100 * float(r['val_acc']):.2f} | {100 * float(r['test_acc']):.2f} |"
+            f"| {float(r['band']):.0%} | {r['trial']} | {float(r['macs_reduction_pct']):.1f} % | {cells} | "
+            f"{100 * float(r['val_acc']):.2f} | {100 * float(r['test_acc']):.2f} |"
         )
     return lines
 
@@ -81,24 +88,25 @@ def main() -> None:
     if done.returncode != 0:
         sys.exit(f"command failed ({done.returncode}): {shown}\n{done.stderr[-3000:]}")
     print(done.stdout, flush=True)
-    candidates = read(args.out / "candidates.csv")
+    candidates, correlations = read(args.out / "candidates.csv"), read(args.out / "correlations.csv")
     lines = [
         f"# Proxy validation: study `{args.study}`",
         "",
         f"In each band of MACs reduction (± {float(args.band_width) / 2:.0%} of the base MACs), {args.per_band} "
         f"feasible trials drawn at random (seed 0), each fine-tuned for {args.epochs} epoch(s) with KD (lr 0.01, "
-        "cosine, T=4, α=0.9), then ranked by every predictor against the fine-tuned val accuracy. `taylor_loss` "
-        "and `retained_fraction` are losses (lower predicts better; the correlations use their negatives); "
-        "`uniformity` is the std of the keep ratios (lower predicts better). A top-5 hit happens by chance "
+        "cosine, T=4, α=0.9), then ranked by every predictor against the fine-tuned val accuracy. "
+        f"{', '.join(f'`{n}`' for n in LOSSES[:-1])} are losses (lower predicts better; the correlations use "
+        "their negatives); `uniformity` is the std of the keep ratios (lower predicts better). A top-5 hit "
+        "happens by chance "
         f"with probability 5/{args.per_band}.",
         "",
         "```bash",
         shown,
         "```",
         "",
-        *correlation_table(read(args.out / "correlations.csv")),
+        *correlation_table(correlations),
         "",
-        *candidate_table(candidates),
+        *candidate_table(candidates, predictor_names(correlations)),
         "",
     ]
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,7 @@ def ours(url: str, checkpoint: Path, trials: int, population: int) -> tuple[floa
 
 def plain_optuna(url: str, handle, trials: int, population: int) -> tuple[float, float]:
     space, config = handle.space, handle.config
-    proxy, cost = ProxyEvaluator(space, handle.importance), CostModel(space)
+    proxy, cost = ProxyEvaluator(space, handle.importance, fitness=handle.fitness), CostModel(space)
     distributions = space.distributions()
 
     def objective(trial: optuna.Trial) -> tuple[float, float, float]:

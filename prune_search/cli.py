@@ -208,7 +208,13 @@ def start(
     max_macs: Annotated[str | None, typer.Option(help="MACs budget: absolute (2.5M) or % of the base (50%).")] = None,
     max_params: Annotated[str | None, typer.Option(help="Params budget: absolute (100k) or % of the base.")] = None,
     criterion: Annotated[str | None, typer.Option(help="Importance criterion (default taylor).")] = None,
-    proxy: Annotated[str | None, typer.Option(help="Proxy objective (default taylor_loss).")] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxy objective: bn_kl (default) or bn_loss, measured one group at a time; taylor_loss or "
+            "retained_fraction, from importance alone."
+        ),
+    ] = None,
     calibration_batches: Annotated[int | None, typer.Option(help="Train batches for importance (default 8).")] = None,
     min_ratio: Annotated[float | None, typer.Option(help="Smallest keep ratio (default 0.1).")] = None,
     ratio_step: Annotated[float | None, typer.Option(help="Keep-ratio grid step (default 0.05).")] = None,

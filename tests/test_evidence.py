@@ -12,6 +12,8 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, compute_importance
+from prune_search.evidence.context import StudyBase
+from prune_search.evidence.peers import _peer_widths, peer_candidate
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.baselines import BASELINES, _global_removed, baseline
 from prune_search.storage.study_data import get_data
@@ -61,6 +63,35 @@ def test_global_ranking_removes_the_globally_least_important_channels(study):
     removed = torch.cat([v.sort().values[: int(v.numel() - k)] for v, k in zip(vectors, keep, strict=True)])
     kept = torch.cat([v.sort().values[int(v.numel() - k) :] for v, k in zip(vectors, keep, strict=True)])
     assert float(removed.max()) <= float(kept.min())
+
+
+def test_group_normalised_global_ranking_compares_importance_relative_to_its_group(study):
+    handle, _ = study
+    space = handle.space
+    for normaliser in ("mean", "max"):
+        vectors = [v / (v.mean() if normaliser == "mean" else v.max()) for v in handle.importance.vectors(space)]
+        keep = _global_removed(space, handle.importance, "min", normaliser)(0.6)
+        removed = torch.cat([v.sort().values[: int(v.numel() - k)] for v, k in zip(vectors, keep, strict=True)])
+        kept = torch.cat([v.sort().values[int(v.numel() - k) :] for v, k in zip(vectors, keep, strict=True)])
+        assert float(removed.max()) <= float(kept.min())
+    normalised, raw = (_global_removed(space, handle.importance, "min", n)(0.6) for n in ("mean", None))
+    assert not torch.equal(normalised, raw)
+
+
+def test_torch_pruning_global_widths_become_a_candidate_within_the_budget(study):
+    handle, _ = study
+    space, base_macs = handle.space, handle.config["base"]["macs"]
+    base = StudyBase.open(handle, torch.device("cpu"))
+    assert torch.equal(_peer_widths(base, "tp_global", 0.0), space.sizes)
+    halved = _peer_widths(base, "tp_global", 0.5)
+    assert int(halved.sum()) < int(space.sizes.sum()) and bool((halved >= 1).all())
+    assert not torch.equal(halved, _peer_widths(base, "tp_global_taylor", 0.5))
+    candidate = peer_candidate(base, "tp_global", base_macs // 2)
+    space.validate(candidate)
+    macs = int(CostModel(space)(candidate)[0][0])
+    assert 0.4 * base_macs < macs <= base_macs // 2
+    with pytest.raises(PruneSearchError, match="reaches no fewer than"):
+        peer_candidate(base, "tp_global", 1000)
 
 
 def test_an_unmeetable_budget_names_the_smallest_possible(study):
@@ -116,7 +147,8 @@ def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(stud
     assert len(stored["rows"]) == 4
     assert all(40 <= r["macs_reduction_pct"] <= 60 for r in stored["rows"])
     predictors = stored["bands"][0]["predictors"]
-    assert set(predictors) == {"taylor_loss", "retained_fraction", "bn_accuracy", "params", "uniformity"}
+    fast = {"taylor_loss", "retained_fraction", "bn_kl", "bn_loss"}
+    assert set(predictors) == fast | {"whole_kl", "bn_accuracy", "params", "uniformity"}
     assert all(-1 <= p["spearman"] <= 1 for p in predictors.values() if p["spearman"] == p["spearman"])
     table = _csv(out / "correlations.csv")
     assert {r["predictor"] for r in table} == set(predictors)

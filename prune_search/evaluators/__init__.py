@@ -1,6 +1,7 @@
 """Evaluators: importance, channel selection, proxy fitness, analytic cost, higher fidelity, pruning."""
 
 from prune_search.evaluators.adaptive_bn import AdaptiveBNEvaluator, recalibrate_bn
+from prune_search.evaluators.batched import BatchedEvaluator
 from prune_search.evaluators.cost import CostModel
 from prune_search.evaluators.fitness_table import FitnessTable, measure_fitness_table
 from prune_search.evaluators.importance import CRITERIA, Importance, compute_importance
@@ -14,6 +15,7 @@ __all__ = [
     "PROXIES",
     "TABLE_PROXIES",
     "AdaptiveBNEvaluator",
+    "BatchedEvaluator",
     "CostModel",
     "FitnessTable",
     "Importance",

@@ -23,7 +23,7 @@ from prune_search.cli_options import (
 )
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
-from prune_search.evidence.compare import parse_methods, run_comparison, summarize
+from prune_search.evidence.compare import METHODS, parse_methods, run_comparison, summarize
 from prune_search.evidence.context import StudyBase
 from prune_search.evidence.figures import comparison_figure, proxy_figure, write_html
 from prune_search.evidence.proxy_validation import ValidationConfig, validate_proxies
@@ -66,7 +66,7 @@ def compare_command(
     storage: StorageOpt = None,
     max_macs: Annotated[str, typer.Option(help="Comma-separated MACs budgets, e.g. 50%,35%,20%.")] = "50%,35%,20%",
     methods: Annotated[
-        str, typer.Option(help="front, uniform, global_min, global_median.")
+        str, typer.Option(help=f"Comma-separated, of {', '.join(METHODS)}.")
     ] = "front,uniform,global_min",
     seeds: Annotated[str, typer.Option(help="Comma-separated fine-tuning seeds.")] = "0",
     epochs: EpochsOpt = 5,

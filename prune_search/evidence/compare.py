@@ -3,9 +3,9 @@
 At every MACs budget the compared candidates are: ``front``, the best-proxy feasible front
 trial within the budget (``finalize --max-macs --no-bn-rerank``); ``front_bn``, of the 16
 front trials within the budget with the most MACs, the best by val accuracy after BN
-recalibration (8 train batches, 4 val batches of 128; what ``finalize --max-macs`` picks); and the baselines of
-:mod:`prune_search.search.baselines` with the most MACs within the same budget. Each is
-fine-tuned with one :class:`FinalizeConfig` per seed.
+recalibration (8 train batches, 4 val batches of 128; what ``finalize --max-macs`` picks); the baselines of
+:mod:`prune_search.search.baselines` and the peers' widths of :mod:`prune_search.evidence.peers`, each
+with the most MACs within the same budget. Each is fine-tuned with one :class:`FinalizeConfig` per seed.
 """
 
 from collections.abc import Callable
@@ -16,6 +16,7 @@ import numpy as np
 
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.context import StudyBase
+from prune_search.evidence.peers import PEERS, peer_candidate
 from prune_search.finalize.rerank import bn_rerank, candidate_of_row
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.finalize.tune import FinalizeConfig
@@ -24,7 +25,7 @@ from prune_search.search.config import parse_budget
 from prune_search.search.runner import Evaluator
 from prune_search.search.summary import front_rows
 
-METHODS = ("front", "front_bn", *BASELINES)
+METHODS = ("front", "front_bn", *BASELINES, *PEERS)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -54,6 +55,8 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
             row, _ = bn_rerank(handle, fitting, base.model, base.bundle, base.device)
             candidate = candidate_of_row(handle.space, row)
             trial = row["trial"]
+        elif method in PEERS:
+            candidate, trial = peer_candidate(base, method, macs_budget), None
         else:
             candidate = baseline(handle.space, handle.importance, method, macs_budget)
             trial = None

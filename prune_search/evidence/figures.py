@@ -14,6 +14,10 @@ COLORS = {
     "uniform": "#1f77b4",
     "global_min": "#2ca02c",
     "global_median": "#9467bd",
+    "global_mean": "#8c564b",
+    "global_max": "#e377c2",
+    "tp_global": "#7f7f7f",
+    "tp_global_taylor": "#17becf",
 }
 
 

@@ -5,6 +5,9 @@ In each narrow band of MACs (a reduction ``c`` of the base model's MACs, ± ``wi
 same brief recipe, and every predictor is compared with the fine-tuned val accuracy:
 
 - ``taylor_loss``, ``retained_fraction``: the study's training-free proxies (lower = better);
+- ``bn_kl``, ``bn_loss``: the measured fitness table's sums, in a study that has one;
+- ``whole_kl``: KL(unpruned ‖ candidate) of the whole candidate with BN statistics re-estimated,
+  on the study's train-split fitness sample (the batched second fidelity, :class:`BatchedEvaluator`);
 - ``bn_accuracy``: val accuracy after BN recalibration (EagleEye), no training;
 - ``params``: more parameters predict more accuracy (a control);
 - ``uniformity``: spread of the keep ratios; a uniform candidate predicts more (a control).
@@ -23,10 +26,11 @@ import torch
 from scipy import stats
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import AdaptiveBNEvaluator
+from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator
 from prune_search.evidence.context import StudyBase
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.runner import Evaluator
+from prune_search.search.study import fitness_batches
 from prune_search.search.summary import load_archive
 from prune_search.space import CandidateBatch
 
@@ -85,8 +89,10 @@ def predictors(base: StudyBase, genes: np.ndarray, config: ValidationConfig) -> 
     validation = _batches(base, "val", config.val_batches)
     bn = AdaptiveBNEvaluator(base.model, handle.space, handle.importance, calibration, validation, base.device)
     ratios = batch.keep.to(torch.float64) / handle.space.sizes.to(torch.float64)
+    whole = BatchedEvaluator(base.model, handle.space, handle.importance, fitness_batches(base.bundle), base.device)
     return {
         **{name: -values for name, values in proxies.items()},
+        "whole_kl": -whole(batch)["kl"].numpy(),
         "bn_accuracy": bn(batch).numpy(),
         "params": params.astype(np.float64),
         "uniformity": -ratios.std(1).numpy(),

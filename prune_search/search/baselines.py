@@ -5,6 +5,8 @@
   important removed first until the budget is met (Molchanov et al.'s global ranking).
 - ``global_median``: the same list, a window of ranks centred on the global median removed
   (the seed project's "global avg"), i.e. both tails kept.
+- ``global_mean`` / ``global_max``: ``global_min`` with each group's importance divided by its
+  mean / max first (Torch-Pruning's group normalisers), so groups are ranked on one scale.
 
 Every group keeps at least the space's floor (no layer collapse), and each group's keep
 count is the largest count of the space's grid at or below the one the rule asks for, so
@@ -22,7 +24,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, Importance
 from prune_search.space import CandidateBatch, PruningSpace
 
-BASELINES = ("uniform", "global_min", "global_median")
+BASELINES = ("uniform", "global_min", "global_median", "global_mean", "global_max")
 _STEPS = 48
 
 
@@ -57,9 +59,20 @@ def _largest_within(
     return candidate(lo)
 
 
-def _global_removed(space: PruningSpace, importance: Importance, window: str) -> Callable[[float], Tensor]:
-    """``keep_of(t)``: keep counts when a fraction ``1 − t`` of all channels is removed globally."""
-    vectors = importance.vectors(space)
+def _normalised(vector: Tensor, normaliser: str | None) -> Tensor:
+    """``vector`` divided by its mean or max (unchanged when that is 0 or ``normaliser`` is None)."""
+    if normaliser is None:
+        return vector
+    scale = float(vector.mean() if normaliser == "mean" else vector.max())
+    return vector / scale if scale > 0 else vector
+
+
+def _global_removed(
+    space: PruningSpace, importance: Importance, window: str, normaliser: str | None = None
+) -> Callable[[float], Tensor]:
+    """``keep_of(t)``: keep counts when a fraction ``1 − t`` of all channels is removed globally
+    (each group's importance first divided by its ``normaliser``, ``mean`` or ``max``, if given)."""
+    vectors = [_normalised(vector, normaliser) for vector in importance.vectors(space)]
     scores = torch.cat(vectors)
     owner = torch.cat([torch.full((v.numel(),), g, dtype=torch.int64) for g, v in enumerate(vectors)])
     order = torch.sort(scores, stable=True).indices
@@ -92,6 +105,9 @@ def baseline(space: PruningSpace, importance: Importance, name: str, max_macs: i
     elif name in ("global_min", "global_median"):
         strategy = name.removeprefix("global_")
         keep_of, lo = _global_removed(space, importance, strategy), 0.0
+    elif name in ("global_mean", "global_max"):
+        strategy = "min"
+        keep_of, lo = _global_removed(space, importance, strategy, name.removeprefix("global_")), 0.0
     else:
         raise PruneSearchError(f"unknown baseline '{name}'; baselines are {', '.join(BASELINES)}")
     if strategy not in strategies:

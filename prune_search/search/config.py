@@ -47,7 +47,7 @@ DEFAULTS = {
     "population": 100,
     "objectives": list(OBJECTIVES),
     "criterion": "taylor",
-    "proxy": "taylor_loss",
+    "proxy": "bn_kl",
     "calibration_batches": 8,
     "min_ratio": 0.1,
     "ratio_step": 0.05,

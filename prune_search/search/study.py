@@ -192,12 +192,18 @@ def base_importance(base: BaseModel, options: StartOptions, device: torch.device
     )
 
 
+def fitness_batches(bundle: DatasetBundle) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed train-split sample that scores candidates for the search (the fitness table and the
+    whole-candidate evaluator): ``FITNESS_BATCHES`` shuffled batches of ``FITNESS_BATCH_SIZE``."""
+    loader = bundle.loader("train", FITNESS_BATCH_SIZE, shuffle=True, seed=FITNESS_SEED)
+    return [batch for _, batch in zip(range(FITNESS_BATCHES), loader, strict=False)]
+
+
 def base_fitness(
     base: BaseModel, space: PruningSpace, importance: Importance, device: torch.device, progress: bool
 ) -> FitnessTable:
-    """The measured fitness table of ``space`` on a fixed, shuffled sample of the train split."""
-    loader = iter(base.bundle.loader("train", FITNESS_BATCH_SIZE, shuffle=True, seed=FITNESS_SEED))
-    batches = [batch for _, batch in zip(range(FITNESS_BATCHES), loader, strict=False)]
+    """The measured fitness table of ``space`` on :func:`fitness_batches`."""
+    batches = fitness_batches(base.bundle)
     evaluator = AdaptiveBNEvaluator(base.model, space, importance, [], batches, device, batch_statistics=True)
     setup = {
         "batches": len(batches),

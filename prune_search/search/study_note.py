@@ -24,6 +24,7 @@ def note_markdown(handle: StudyHandle) -> str:
         f"base {config['base']['macs']:,} MACs, {config['base']['params']:,} params",
         f"- checkpoint: `{config['checkpoint']}` (SHA-256 `{config['checkpoint_sha256'][:16]}…`)",
         f"- importance: `{config['criterion']}`; objectives: {', '.join(handle.objective_names())} (all minimised)",
+        *_fitness_line(config),
         f"- budgets: MACs ≤ {limits['max_macs'] or '—'}, params ≤ {limits['max_params'] or '—'}",
         f"- trials: {len(archive)}; feasible front: {len(rows)}; hypervolume "
         f"{hypervolume(archive.F, archive.violation, config):.4f} "
@@ -37,6 +38,17 @@ def note_markdown(handle: StudyHandle) -> str:
         f"| {r['trial']} | {r['macs_pct']:.1f} | {r['params_pct']:.1f} | {r[proxy]:.4g} |" for r in spread(rows, 12)
     ]
     return "\n".join(lines)
+
+
+def _fitness_line(config: dict) -> list[str]:
+    """How the measured fitness table was made, for a study that has one."""
+    setup = config.get("fitness")
+    if setup is None:
+        return []
+    return [
+        f"- fitness table: one group pruned at a time at up to {setup['levels']} keep counts per strategy, "
+        f"BN statistics and KL / cross-entropy on {setup['samples']} train samples (seed {setup['seed']})"
+    ]
 
 
 def update_study_note(handle: StudyHandle) -> None:
