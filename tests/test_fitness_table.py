@@ -1,5 +1,7 @@
 """The measured fitness table: one group pruned at a time, BN statistics of the scored batch, table lookups."""
 
+from dataclasses import replace
+
 import numpy as np
 import optuna
 import pytest
@@ -45,6 +47,14 @@ def test_each_entry_is_the_measured_increase_with_only_that_group_pruned(measure
     assert table.values["loss"][g][s][0] == pytest.approx(float(scores["loss"][0] - base["loss"][0]), abs=1e-12)
     smallest = [values[0] for values in table.values["kl"][0]]
     assert all(v > 0.01 for v in smallest), "pruning a group to its floor must cost something measurable"
+
+
+def test_measured_counts_respect_each_groups_floor(measured):
+    space = measured[0]
+    bounded = PruningSpace(space.structure, replace(space.options, group_min_ratio={space.names[0]: 0.5}))
+    counts = measured_counts(bounded, 9)
+    assert min(counts[0]) >= int(bounded.floor()[0]) > int(space.floor()[0])
+    assert counts[1:] == measured_counts(space, 9)[1:]
 
 
 def test_bn_kl_of_a_candidate_is_the_sum_of_its_groups_entries(measured):
@@ -111,5 +121,6 @@ def test_a_bn_kl_study_stores_its_table_once_and_every_worker_scores_with_it(dig
             torch.tensor([[handle.space.strategies.index(v) for v in row["strategy"].values()]]),
         )
         assert row["proxy_bn_kl"] == pytest.approx(float(proxy(candidate, "bn_kl")[0]))
-    taylor = create_or_join(url, "taylor", StartOptions(checkpoint=digits_checkpoint), device="cpu", progress=False)[0]
+    options = StartOptions(checkpoint=digits_checkpoint, proxy="taylor_loss")
+    taylor = create_or_join(url, "taylor", options, device="cpu", progress=False)[0]
     assert taylor.fitness is None and get_data(taylor.engine, taylor.study_id, FITNESS_KEY) is None

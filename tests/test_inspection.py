@@ -60,9 +60,9 @@ def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):
     status, body = _get(app, f"/api/studies/{handle.study_id}")
     assert status.startswith("200")
     study = json.loads(body)
-    assert study["objective_names"] == ["taylor_loss", "macs", "params"]
+    assert study["objective_names"] == ["bn_kl", "macs", "params"]
     assert sorted(t["number"] for t in study["best_trials"]) == sorted(r["trial"] for r in front_rows(handle))
-    assert "prune-search study" in study["note"]["body"]
+    assert "prune-search study" in study["note"]["body"] and "fitness table" in study["note"]["body"]
     finalized = next(t for t in study["trials"] if t["number"] == number)
     assert [a["filename"] for a in finalized["artifacts"]] == [f"trial-{number}-plan.json"]
     attrs = {a["key"]: a["value"] for a in finalized["user_attrs"]}

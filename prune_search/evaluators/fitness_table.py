@@ -35,12 +35,12 @@ def single_group_candidates(space: PruningSpace, entries: list[tuple[int, int, i
 
 
 def measured_counts(space: PruningSpace, per_group: int) -> list[list[int]]:
-    """Per group, at most ``per_group`` keep counts below its size that the ratio grid reaches, spread
-    evenly over them (the smallest always included), ascending."""
-    levels = space.level_keep_counts()
+    """Per group, at most ``per_group`` keep counts below its size that the ratio grid reaches at or above
+    the group's floor, spread evenly over them (the smallest always included), ascending."""
+    levels, lowest = space.level_keep_counts(), space.min_levels()
     out = []
     for g, group in enumerate(space.groups):
-        reachable = sorted({int(k) for k in levels[g].tolist()} - {group.size})
+        reachable = sorted({int(k) for k in levels[g, int(lowest[g]) :].tolist()} - {group.size})
         if len(reachable) > per_group:
             picks = np.linspace(0, len(reachable) - 1, per_group).round().astype(int)
             reachable = [reachable[i] for i in sorted(set(picks.tolist()))]
