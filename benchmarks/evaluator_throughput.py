@@ -9,8 +9,9 @@ Fast path (first table), the same random candidates of the same space:
 
 Second fidelity (second table): whole candidates scored after BN re-estimation on
 ``--fidelity-samples`` inputs of ``--fidelity-model`` at 1×28×28 (Fashion-MNIST size):
-``BatchedEvaluator`` (``--chunk`` candidates per forward pass), ``AdaptiveBNEvaluator`` with
-batch statistics (one candidate per pass) and materialise-then-forward (physically pruned).
+``BatchedEvaluator`` in both modes (``masked``: ``--chunk`` candidates per forward pass;
+``physical``: each candidate materialised, on the evaluator's device), ``AdaptiveBNEvaluator``
+with batch statistics (one masked candidate per pass) and materialise-then-forward on the CPU.
 
 Run:  python benchmarks/evaluator_throughput.py [--population 100000] [--device auto] [--proxy bn_kl]
 """
@@ -81,10 +82,11 @@ def fidelity_rates(name: str, samples: int, count: int, chunk: int, device: torc
     batches = [(torch.randn(samples, 1, 28, 28), torch.randint(0, 10, (samples,)))]
     candidates = space.sample(count, seed=2)
     rates = {}
-    start = time.perf_counter()
-    BatchedEvaluator(model, space, importance, batches, device, chunk)(candidates)
-    _sync(device)
-    rates["batched"] = count / (time.perf_counter() - start)
+    for mode in ("masked", "physical"):
+        start = time.perf_counter()
+        BatchedEvaluator(model, space, importance, batches, device, chunk, mode)(candidates)
+        _sync(device)
+        rates[f"BatchedEvaluator {mode}"] = count / (time.perf_counter() - start)
     start = time.perf_counter()
     AdaptiveBNEvaluator(model, space, importance, [], batches, device, batch_statistics=True).measure(candidates)
     _sync(device)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator, compute_importance, materialize
 from prune_search.space import PruningSpace
 from prune_search.training import load_model
@@ -39,10 +40,11 @@ def _physical(model: nn.Module, batches, reference) -> dict[str, float]:
     return {"accuracy": correct / seen, "loss": loss / seen, "kl": kl / seen}
 
 
-def test_each_candidate_scores_as_its_pruned_network_with_batch_statistics(setup):
+@pytest.mark.parametrize("mode", ["masked", "physical"])
+def test_each_candidate_scores_as_its_pruned_network_with_batch_statistics(setup, mode):
     model, space, importance, batches = setup
     candidates = space.sample(7, seed=4)
-    evaluator = BatchedEvaluator(model, space, importance, batches, chunk=3)
+    evaluator = BatchedEvaluator(model, space, importance, batches, chunk=3, mode=mode)
     scores = evaluator(candidates)
     with torch.no_grad():
         reference = [torch.log_softmax(model(x).double(), 1) for x, _ in batches]
@@ -61,9 +63,12 @@ def test_chunking_does_not_change_scores_and_the_model_is_untouched(setup):
     model, space, importance, batches = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
     candidates = space.sample(5, seed=1)
-    whole = BatchedEvaluator(model, space, importance, batches, chunk=5)(candidates)
-    single = BatchedEvaluator(model, space, importance, batches, chunk=1)(candidates)
+    whole = BatchedEvaluator(model, space, importance, batches, chunk=5, mode="masked")(candidates)
+    single = BatchedEvaluator(model, space, importance, batches, chunk=1, mode="masked")(candidates)
     for name in ("accuracy", "loss", "kl"):
         assert torch.allclose(whole[name], single[name], rtol=1e-5, atol=1e-7)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(m._forward_hooks for m in model.modules())
+    assert BatchedEvaluator(model, space, importance, batches).mode == "physical"  # the faster one on a CPU
+    with pytest.raises(PruneSearchError, match="modes are auto, masked, physical"):
+        BatchedEvaluator(model, space, importance, batches, mode="fast")

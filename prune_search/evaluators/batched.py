@@ -1,12 +1,17 @@
-"""The second fidelity: whole candidates scored after BatchNorm re-estimation, many per forward pass.
+"""The second fidelity: whole candidates scored after BatchNorm re-estimation on the scored batch.
 
-``chunk`` candidates share one forward pass: the scored batch ``[B, ...]`` is repeated along
-the batch axis (``[chunk·B, ...]``), each candidate's channel masks zero its removed channels
-at the outputs of its groups' members, and every BatchNorm normalises each candidate's slice
-of the batch by that slice's own mean and variance: what the physically pruned network
-computes with BN statistics re-estimated on the scored batch. Interactions between groups are
-seen (unlike the one-group-at-a-time fitness table). Written device-agnostic: on a GPU the
-chunk fills the device; on a CPU the cost is the unpruned network's per candidate.
+Two ways give the same scores (a test checks it), chosen by ``mode``:
+
+- ``masked`` (the default off the CPU): ``chunk`` candidates share one forward pass. The scored
+  batch ``[B, ...]`` is repeated along the batch axis (``[chunk·B, ...]``), each candidate's
+  channel masks zero its removed channels at the outputs of its groups' members, and every
+  BatchNorm normalises each candidate's slice of the batch by that slice's own mean and
+  variance. On a GPU the chunk fills the device.
+- ``physical`` (the default on the CPU, where it is faster: a pruned network costs a fraction
+  of the unpruned one): each candidate is pruned with :func:`materialize` and run with its
+  BatchNorms normalising by the batch's own statistics.
+
+Either way interactions between groups are seen, unlike the one-group-at-a-time fitness table.
 """
 
 from collections.abc import Sequence
@@ -14,12 +19,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from prune_search.errors import PruneSearchError
 from prune_search.evaluators.importance import Importance
+from prune_search.evaluators.materialize import materialize
 from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
 
 Batch = tuple[Tensor, Tensor]
 SCORES = ("accuracy", "loss", "kl")
+MODES = ("auto", "masked", "physical")
 
 
 class BatchedEvaluator:
@@ -28,7 +36,8 @@ class BatchedEvaluator:
     ``model`` (eval mode, on ``device``) is never changed: hooks are added for a call and
     removed after it. ``batches`` should be a fixed TRAIN-split sample when the scores feed the
     search. Returns per candidate ``[P]`` float64: ``accuracy`` in [0, 1]; ``loss`` and ``kl``
-    in nats per sample.
+    in nats per sample. ``mode``: ``auto`` (``physical`` on the CPU, ``masked`` elsewhere),
+    ``masked`` or ``physical``.
     """
 
     def __init__(
@@ -39,13 +48,18 @@ class BatchedEvaluator:
         batches: Sequence[Batch],
         device: torch.device | str = "cpu",
         chunk: int = 8,
+        mode: str = "auto",
     ) -> None:
+        if mode not in MODES:
+            raise PruneSearchError(f"unknown evaluator mode '{mode}'; modes are {', '.join(MODES)}")
         self.model = model
+        self.importance = importance
         self.space = space
         self.vectors = importance.vectors(space)
         self.device = torch.device(device)
         self.batches = [(inputs.to(self.device), targets.to(self.device)) for inputs, targets in batches]
         self.chunk = chunk
+        self.mode = mode if mode != "auto" else ("physical" if self.device.type == "cpu" else "masked")
         modules = dict(model.named_modules())
         self._masked = sorted({m.module for g in space.groups for m in g.members if m.out})
         self._norms = [name for name, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -71,13 +85,14 @@ class BatchedEvaluator:
                         masks[member.module][row, torch.tensor(member.idxs)[removed]] = 0.0
         return {name: mask.to(self.device) for name, mask in masks.items()}
 
-    @torch.no_grad()
     def __call__(self, candidates: CandidateBatch) -> dict[str, Tensor]:
         """Scores of every candidate ``{name: [P]}`` (see :data:`SCORES`)."""
         self.space.validate(candidates)
-        parts = [self._chunk(candidates[start : start + self.chunk]) for start in range(0, len(candidates), self.chunk)]
+        score = self._chunk if self.mode == "masked" else self._physical
+        parts = [score(candidates[start : start + self.chunk]) for start in range(0, len(candidates), self.chunk)]
         return {name: torch.cat([part[name] for part in parts]) if parts else torch.zeros(0) for name in SCORES}
 
+    @torch.no_grad()
     def _chunk(self, candidates: CandidateBatch) -> dict[str, Tensor]:
         count = len(candidates)
         masks = self.masks(candidates)
@@ -104,6 +119,26 @@ class BatchedEvaluator:
             for handle in handles:
                 handle.remove()
         return {"accuracy": (correct / seen).cpu(), "loss": (loss / seen).cpu(), "kl": (kl / seen).cpu()}
+
+    def _physical(self, candidates: CandidateBatch) -> dict[str, Tensor]:
+        rows = []
+        for row in range(len(candidates)):
+            pruned, _ = materialize(self.model, self.space, self.importance, candidates[row : row + 1])
+            pruned.eval()
+            for norm in pruned.modules():
+                if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                    norm.train()
+            correct = seen = 0
+            loss = kl = 0.0
+            for (inputs, targets), reference in zip(self.batches, self._reference, strict=True):
+                with torch.no_grad():
+                    logp = torch.log_softmax(pruned(inputs).double(), 1)
+                correct += int((logp.argmax(1) == targets).sum())
+                loss -= float(logp.gather(1, targets[:, None]).sum())
+                kl += float((reference.exp() * (reference - logp)).sum())
+                seen += len(targets)
+            rows.append((correct / seen, loss / seen, kl / seen))
+        return {name: torch.tensor([r[i] for r in rows], dtype=torch.float64) for i, name in enumerate(SCORES)}
 
 
 def _out_width(module: nn.Module) -> int:
