@@ -34,7 +34,7 @@ MODELS = {
     "resnet20": ["--model", "resnet20"],
     "vgg16_bn-small": ["--model", "vgg16_bn", "--model-option", "width_mult=0.25", "--model-option", "head=linear"],
 }
-METHODS = ("front", "front_bn", "uniform", "global_min", "global_mean", "tp_global", "tp_global_taylor")
+METHODS = ("front", "front_bn", "front_kl", "uniform", "global_min", "global_mean", "tp_global", "tp_global_taylor")
 DEFAULT_METHODS = "front,front_bn,uniform,global_mean,tp_global,tp_global_taylor"
 
 

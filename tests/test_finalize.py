@@ -18,10 +18,11 @@ import prune_search
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
-from prune_search.finalize.rerank import RERANKED, bn_rerank, candidate_of_row
+from prune_search.finalize.rerank import RERANKED, bn_rerank, candidate_of_row, kl_rerank
 from prune_search.finalize.run import load_base
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.search import StartOptions, create_or_join, run_worker
+from prune_search.search.study import fitness_batches
 from prune_search.search.summary import front_rows
 from prune_search.training import TrainConfig, train_baseline
 from prune_search.training.loop import evaluate
@@ -195,6 +196,25 @@ def test_a_budget_picks_the_best_after_bn_recalibration_unless_told_not_to(study
     assert done.returncode == 0, done.stderr
     best_proxy = within_budget(handle, front_rows(handle), "50%", None)["trial"]
     assert json.loads((tmp_path / "proxy" / "result.json").read_text())["trial"] == best_proxy
+
+
+def test_kl_rerank_picks_the_least_whole_candidate_kl_on_the_train_sample(study):
+    handle, _, checkpoint = study
+    fitting = fitting_rows(handle, front_rows(handle), "35%", None)
+    model, bundle = load_base(handle, checkpoint)
+    chosen, kl = kl_rerank(handle, fitting, model, bundle, torch.device("cpu"))
+    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
+    sample = fitness_batches(bundle)
+    scores = [
+        float(
+            AdaptiveBNEvaluator(model, handle.space, handle.importance, [], sample, batch_statistics=True).measure(
+                candidate_of_row(handle.space, row)
+            )["kl"][0]
+        )
+        for row in nearest
+    ]
+    assert kl == pytest.approx(min(scores), rel=1e-4) and scores.index(min(scores)) == nearest.index(chosen)
+    assert len(set(scores)) > 1
 
 
 def test_an_output_folder_holding_another_run_is_refused(study, tmp_path):

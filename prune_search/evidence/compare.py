@@ -3,7 +3,8 @@
 At every MACs budget the compared candidates are: ``front``, the best-proxy feasible front
 trial within the budget (``finalize --max-macs --no-bn-rerank``); ``front_bn``, of the 16
 front trials within the budget with the most MACs, the best by val accuracy after BN
-recalibration (8 train batches, 4 val batches of 128; what ``finalize --max-macs`` picks); the baselines of
+recalibration (8 train batches, 4 val batches of 128; what ``finalize --max-macs`` picks); ``front_kl``, of
+the same 16, the least whole-candidate KL to the unpruned model on the train-split fitness sample; the baselines of
 :mod:`prune_search.search.baselines` and the peers' widths of :mod:`prune_search.evidence.peers`, each
 with the most MACs within the same budget. Each is fine-tuned with one :class:`FinalizeConfig` per seed.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.context import StudyBase
 from prune_search.evidence.peers import PEERS, peer_candidate
-from prune_search.finalize.rerank import bn_rerank, candidate_of_row
+from prune_search.finalize.rerank import bn_rerank, candidate_of_row, kl_rerank
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.baselines import BASELINES, baseline
@@ -25,7 +26,7 @@ from prune_search.search.config import parse_budget
 from prune_search.search.runner import Evaluator
 from prune_search.search.summary import front_rows
 
-METHODS = ("front", "front_bn", *BASELINES, *PEERS)
+METHODS = ("front", "front_bn", "front_kl", *BASELINES, *PEERS)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -50,9 +51,10 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
             row = within_budget(handle, rows, budget, None)
             candidate = candidate_of_row(handle.space, row)
             trial = row["trial"]
-        elif method == "front_bn":
+        elif method in ("front_bn", "front_kl"):
             fitting = fitting_rows(handle, rows, budget, None)
-            row, _ = bn_rerank(handle, fitting, base.model, base.bundle, base.device)
+            rerank = bn_rerank if method == "front_bn" else kl_rerank
+            row, _ = rerank(handle, fitting, base.model, base.bundle, base.device)
             candidate = candidate_of_row(handle.space, row)
             trial = row["trial"]
         elif method in PEERS:

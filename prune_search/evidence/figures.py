@@ -11,6 +11,7 @@ from prune_search.evidence.compare import METHODS
 COLORS = {
     "front": "#d62728",
     "front_bn": "#ff7f0e",
+    "front_kl": "#bcbd22",
     "uniform": "#1f77b4",
     "global_min": "#2ca02c",
     "global_median": "#9467bd",

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from prune_search.data import DatasetBundle
-from prune_search.evaluators import AdaptiveBNEvaluator
-from prune_search.search.study import StudyHandle
+from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator
+from prune_search.search.study import StudyHandle, fitness_batches
 from prune_search.space import CandidateBatch, PruningSpace
 
 RERANKED = 16  # front trials with the most MACs within the budget that are re-ranked
@@ -43,4 +43,18 @@ def bn_rerank(
     evaluator = AdaptiveBNEvaluator(model, handle.space, handle.importance, calibration, validation, device)
     scores = evaluator(batch)
     best = int(scores.argmax())
+    return nearest[best], float(scores[best])
+
+
+def kl_rerank(
+    handle: StudyHandle, fitting: list[dict[str, Any]], model: nn.Module, bundle: DatasetBundle, device: torch.device
+) -> tuple[dict[str, Any], float]:
+    """Of the :data:`RERANKED` rows of ``fitting`` with the most MACs, the one whose whole network is closest
+    to the unpruned model: least KL (nats per sample) with BN re-estimated, on the study's train-split fitness
+    sample (:class:`BatchedEvaluator`; val is not used). Returns the row and its KL."""
+    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
+    batch = CandidateBatch.cat([candidate_of_row(handle.space, r) for r in nearest])
+    evaluator = BatchedEvaluator(model, handle.space, handle.importance, fitness_batches(bundle), device)
+    scores = evaluator(batch)["kl"]
+    best = int(scores.argmin())
     return nearest[best], float(scores[best])
