@@ -103,7 +103,9 @@ def test_interrupted_start_resumes_the_same_population(sqlite_url, checkpoint):
 def _workers(url: str, name: str, checkpoint, count: int, target: int, tmp_path) -> list[subprocess.Popen]:
     env = {**os.environ, "PRUNE_SEARCH_CACHE": str(tmp_path)}
     args = ["--study", name, "--storage", url, "--trials", str(target), "--no-progress", "--device", "cpu"]
+    # workers racing to create a study each prepare it; the importance proxy keeps that cheap on 2 cores
     create = ["--checkpoint", str(checkpoint), "--population", "40", "--calibration-batches", "2"]
+    create += ["--proxy", "taylor_loss"]
     return [
         subprocess.Popen(
             [sys.executable, "-m", "prune_search", "start", *args, *create, "--seed", str(i)],
