@@ -139,7 +139,7 @@ class AdaptiveBNEvaluator:
                 active.update(self._masks(candidates, row, modules))
                 if self.recalibrate and not self.batch_statistics:
                     recalibrate_bn(work, self.calibration, self.device)
-                rows.append(_scores(work, self.validation, reference, self.device, self.batch_statistics))
+                rows.append(batch_scores(work, self.validation, reference, self.device, self.batch_statistics))
                 if on_step is not None:
                     on_step()
         finally:
@@ -156,7 +156,7 @@ class AdaptiveBNEvaluator:
 
 
 @torch.no_grad()
-def _scores(
+def batch_scores(
     model: nn.Module,
     batches: Sequence[Batch],
     reference: Sequence[Tensor],

@@ -20,13 +20,14 @@ import torch
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
+from prune_search.evaluators.adaptive_bn import METRICS, batch_scores
 from prune_search.evaluators.importance import Importance
 from prune_search.evaluators.materialize import materialize
 from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
 
 Batch = tuple[Tensor, Tensor]
-SCORES = ("accuracy", "loss", "kl")
+SCORES = METRICS
 MODES = ("auto", "masked", "physical")
 
 
@@ -124,20 +125,7 @@ class BatchedEvaluator:
         rows = []
         for row in range(len(candidates)):
             pruned, _ = materialize(self.model, self.space, self.importance, candidates[row : row + 1])
-            pruned.eval()
-            for norm in pruned.modules():
-                if isinstance(norm, nn.modules.batchnorm._BatchNorm):
-                    norm.train()
-            correct = seen = 0
-            loss = kl = 0.0
-            for (inputs, targets), reference in zip(self.batches, self._reference, strict=True):
-                with torch.no_grad():
-                    logp = torch.log_softmax(pruned(inputs).double(), 1)
-                correct += int((logp.argmax(1) == targets).sum())
-                loss -= float(logp.gather(1, targets[:, None]).sum())
-                kl += float((reference.exp() * (reference - logp)).sum())
-                seen += len(targets)
-            rows.append((correct / seen, loss / seen, kl / seen))
+            rows.append(batch_scores(pruned, self.batches, self._reference, self.device, batch_statistics=True))
         return {name: torch.tensor([r[i] for r in rows], dtype=torch.float64) for i, name in enumerate(SCORES)}
 
 
