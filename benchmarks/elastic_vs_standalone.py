@@ -25,8 +25,8 @@ from prune_search.elastic import load_elastic, make_elastic, nest, pick_trials, 
 from prune_search.elastic.nesting import parse_trials
 from prune_search.finalize import FinalizeConfig, fine_tune
 from prune_search.finalize.export import export
-from prune_search.finalize.run import base_checkpoint
 from prune_search.search import open_study
+from prune_search.search.study import base_checkpoint
 from prune_search.storage import resolve_url
 from prune_search.training import load_model
 

@@ -49,13 +49,12 @@ from prune_search.evidence.command import compare_command, validate_proxy_comman
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.finalize.rerank import RERANKED
 from prune_search.finalize.rerank import bn_rerank as bn_rerank_rows
-from prune_search.finalize.run import base_checkpoint, load_base
 from prune_search.iterative.command import iterative_command
 from prune_search.models import ModelSpec, available_models
 from prune_search.report import write_report
 from prune_search.search import GenerationReport, StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import CONFIG_ATTR
-from prune_search.search.study import open_storage
+from prune_search.search.study import base_checkpoint, load_study_base, open_storage
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows, spread, status
 from prune_search.sensitivity.command import sensitivity_command
@@ -167,22 +166,35 @@ def evaluate_command(
         )
 
 
-def _row_cells(row: dict[str, Any], proxy: str) -> list[str]:
+def _row_cells(row: dict[str, Any], proxy: str, measured: bool) -> list[str]:
     keep = " ".join(str(v) for v in row["keep"].values())
     strategy = "".join("m" if v == "min" else "d" for v in row["strategy"].values())
+    scores = [f"{row['measured']['kl']:.4g}", f"{100 * row['measured']['accuracy']:.1f}"] if measured else []
     return [
         str(row["trial"]),
         f"{row['macs']:,} ({row['macs_pct']:.1f}%)",
         f"{row['params']:,} ({row['params_pct']:.1f}%)",
         f"{row[f'proxy_{proxy}']:.4g}",
+        *scores,
         keep,
         strategy,
     ]
 
 
 def _print_front(rows: list[dict[str, Any]], proxy: str) -> None:
-    headers = ["trial", "MACs (% base)", "params (% base)", proxy, "keep per group", "strategy (m=min d=median)"]
-    cells = [headers] + [_row_cells(row, proxy) for row in rows]
+    """The rows as a table; a measured front (multi-fidelity study) adds the whole-candidate KL and accuracy."""
+    measured = bool(rows) and all("measured" in row for row in rows)
+    scores = ["measured KL", "train acc % (BN re-estimated)"] if measured else []
+    headers = [
+        "trial",
+        "MACs (% base)",
+        "params (% base)",
+        proxy,
+        *scores,
+        "keep per group",
+        "strategy (m=min d=median)",
+    ]
+    cells = [headers] + [_row_cells(row, proxy, measured) for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
     for line in cells:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
@@ -213,6 +225,13 @@ def start(
         typer.Option(
             help="Proxy objective: bn_kl (default) or bn_loss, measured one group at a time; taylor_loss or "
             "retained_fraction, from importance alone."
+        ),
+    ] = None,
+    evaluations: Annotated[
+        int | None,
+        typer.Option(
+            help="Whole-candidate evaluations (BN-recalibrated KL on the train sample) the study may spend on "
+            "promoted front candidates; they correct the proxy and rank the front (default 200; 0: proxy only)."
         ),
     ] = None,
     calibration_batches: Annotated[int | None, typer.Option(help="Train batches for importance (default 8).")] = None,
@@ -247,6 +266,7 @@ def start(
         max_params=max_params,
         criterion=criterion,
         proxy=proxy,
+        evaluations=evaluations,
         calibration_batches=calibration_batches,
         min_ratio=min_ratio,
         ratio_step=ratio_step,
@@ -266,7 +286,15 @@ def start(
         if update.generation % NOTE_EVERY == 0:
             update_study_note(handle)
 
-    added = run_worker(handle, trials, seed=seed, device=resolve_device(device), on_generation=report)
+    added = run_worker(
+        handle,
+        trials,
+        seed=seed,
+        device=resolve_device(device),
+        on_generation=report,
+        checkpoint=checkpoint,
+        data_root=str(data_root) if data_root else None,
+    )
     bar.close()
     update_study_note(handle)
     rows = front_rows(handle)
@@ -313,6 +341,12 @@ def status_command(study: StudyOpt, storage: StorageOpt = None, as_json: JsonOpt
         f"feasible front: {info['front']} trials; hypervolume {info['hypervolume']:.5f} "
         f"(objectives / base model, reference point {info['reference_point']})"
     )
+    evaluations = info["evaluations"]
+    if evaluations["budget"]:
+        typer.echo(
+            f"whole-candidate evaluations: {evaluations['measured']} measured, "
+            f"{evaluations['claimed'] - evaluations['measured']} in progress, budget {evaluations['budget']}"
+        )
     typer.echo("hypervolume history (generation, trials, hypervolume):")
     for item in spread(info["history"], 10):
         typer.echo(f"  {item['generation']:5d} {item['trials']:7d} {item['hypervolume']:.5f}")
@@ -334,13 +368,13 @@ def finalize(
     max_macs: Annotated[str | None, typer.Option(help="Pick among the front trials within this MACs budget.")] = None,
     max_params: Annotated[str | None, typer.Option(help="... and within this params budget.")] = None,
     bn_rerank: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--bn-rerank/--no-bn-rerank",
             help="With a budget: the best of its 16 largest front trials by val accuracy after BN recalibration, "
-            "or the best proxy.",
+            "or the best score (default: off where the study measured its front with --evaluations, else on).",
         ),
-    ] = True,
+    ] = None,
     front: Annotated[int | None, typer.Option(help="Finalize K front trials spread across MACs.")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
     lr: LrOpt = 0.01,
@@ -373,7 +407,9 @@ def finalize(
     torch_device = resolve_device(device)
 
     def rerank(fitting: list[dict[str, Any]]) -> dict[str, Any]:
-        model, bundle = load_base(handle, base_checkpoint(handle, checkpoint), str(data_root) if data_root else None)
+        model, bundle = load_study_base(
+            handle, base_checkpoint(handle, checkpoint), str(data_root) if data_root else None
+        )
         row, accuracy = bn_rerank_rows(handle, fitting, model.to(torch_device), bundle, torch_device)
         typer.echo(
             f"trial {row['trial']}: the best by val accuracy after BN recalibration ({100 * accuracy:.2f}%) of the "
@@ -390,7 +426,7 @@ def finalize(
         max_params=max_params,
         front=front,
         force=force,
-        rerank=rerank if bn_rerank else None,
+        rerank=rerank if (bn_rerank if bn_rerank is not None else not handle.config.get("evaluations")) else None,
     )
     for note in notes:
         typer.echo(f"warning: {note}", err=True)

@@ -17,10 +17,10 @@ from prune_search.elastic import load_elastic
 from prune_search.elastic.run import make_elastic
 from prune_search.errors import PruneSearchError
 from prune_search.finalize import FinalizeConfig, finalize_trial
-from prune_search.finalize.run import base_checkpoint, load_base
 from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import CONFIG_ATTR
+from prune_search.search.study import base_checkpoint, load_study_base
 from prune_search.search.summary import front_rows
 from prune_search.sparse import load_sparse, save_sparse
 from prune_search.training import TrainConfig, load_model, train_baseline
@@ -156,7 +156,7 @@ def test_a_study_row_naming_torch_hub_is_refused_by_joining_workers(factory_stud
         open_study(url, "edited", model=FACTORY)
     handle = open_study(url, "edited")
     with pytest.raises(PruneSearchError):
-        load_base(handle, base_checkpoint(handle, None))
+        load_study_base(handle, base_checkpoint(handle, None))
     assert not marker.exists()
 
 

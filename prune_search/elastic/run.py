@@ -16,8 +16,7 @@ from prune_search.elastic.nesting import nest, trial_candidates
 from prune_search.elastic.train import fine_tune_levels, recalibrate_levels
 from prune_search.errors import PruneSearchError
 from prune_search.finalize import FinalizeConfig
-from prune_search.finalize.run import base_checkpoint
-from prune_search.search.study import StudyHandle
+from prune_search.search.study import StudyHandle, base_checkpoint
 from prune_search.training.checkpoint import load_model
 from prune_search.training.fit import EpochRecord
 from prune_search.training.loop import evaluate

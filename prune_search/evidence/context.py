@@ -10,9 +10,8 @@ from torch import nn
 
 from prune_search.data import DatasetBundle
 from prune_search.errors import PruneSearchError
-from prune_search.finalize.run import base_checkpoint, load_base
 from prune_search.finalize.tune import FinalizeConfig, Tuned, fine_tune
-from prune_search.search.study import StudyHandle
+from prune_search.search.study import StudyHandle, base_checkpoint, load_study_base
 from prune_search.space import CandidateBatch
 
 RESULT_FILE = "result.json"
@@ -32,7 +31,7 @@ class StudyBase:
     def open(
         cls, handle: StudyHandle, device: torch.device, checkpoint: Path | None = None, data_root: str | None = None
     ) -> "StudyBase":
-        model, bundle = load_base(handle, base_checkpoint(handle, checkpoint), data_root)
+        model, bundle = load_study_base(handle, base_checkpoint(handle, checkpoint), data_root)
         return cls(handle, model.to(device), bundle, device)
 
     def tune(

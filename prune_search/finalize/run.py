@@ -15,16 +15,14 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from torch import nn
 
-from prune_search.data import DatasetBundle, DataSpec, load_dataset
+from prune_search.data import DataSpec
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.finalize.tune import FinalizeConfig, fine_tune
-from prune_search.search.config import sha256_of
-from prune_search.search.study import StudyHandle
+from prune_search.search.study import StudyHandle, base_checkpoint, load_study_base
 from prune_search.search.summary import load_archive
 from prune_search.space import CandidateBatch
 from prune_search.storage.trial_records import attach_artifact, set_finished_user_attr
-from prune_search.training.checkpoint import load_model
 from prune_search.training.fit import EpochRecord
 from prune_search.training.loop import evaluate
 
@@ -32,20 +30,6 @@ RUN_FILE = "run.json"
 STATE_FILE = "state.pt"
 RESULT_FILE = "result.json"
 RESULT_ATTR = "finalized"
-
-
-def base_checkpoint(handle: StudyHandle, override: Path | None) -> Path:
-    path = Path(override or handle.config["checkpoint"])
-    if not path.is_file():
-        raise PruneSearchError(
-            f"the study's base checkpoint {path} is missing on this machine; pass --checkpoint PATH to a copy of it"
-        )
-    if sha256_of(path) != handle.config["checkpoint_sha256"]:
-        raise PruneSearchError(
-            f"checkpoint {path} is not the study's base checkpoint (SHA-256 differs); "
-            "pass the one the study was made from"
-        )
-    return path
 
 
 def _candidate(handle: StudyHandle, number: int) -> CandidateBatch:
@@ -100,17 +84,6 @@ def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path,
         optuna_dashboard.save_note(optuna.trial.Trial(handle.study, trial._trial_id), note)
 
 
-def load_base(handle: StudyHandle, path: Path, data_root: str | None = None) -> tuple[nn.Module, DatasetBundle]:
-    """The study's base model from ``path`` (see :func:`base_checkpoint`; CPU, eval mode) and its dataset
-    with the study's splits (files under ``data_root`` when given)."""
-    model, _ = load_model(path, handle.model_spec(), trusted_factory=handle.trusted_factory)
-    data = DataSpec.from_dict(handle.config["data"])
-    bundle = load_dataset(
-        DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
-    )
-    return model.eval(), bundle
-
-
 def finalize_trial(
     handle: StudyHandle,
     number: int,
@@ -142,7 +115,7 @@ def finalize_trial(
     (out / RUN_FILE).write_text(json.dumps(identity))
     spec = handle.model_spec()
     data = DataSpec.from_dict(handle.config["data"])
-    base, bundle = load_base(handle, base_path, data_root)
+    base, bundle = load_study_base(handle, base_path, data_root)
     tuned = fine_tune(
         base,
         handle.space,

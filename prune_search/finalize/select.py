@@ -11,9 +11,10 @@ from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive, spread
 
 
-def knee(rows: list[dict[str, Any]], objectives: list[str], proxy: str) -> dict[str, Any]:
-    """The front row closest (Euclidean) to the utopia point after min-max normalising each objective."""
-    column = {"proxy": f"proxy_{proxy}", "macs": "macs", "params": "params"}
+def knee(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any]:
+    """The front row closest (Euclidean) to the utopia point after min-max normalising each objective
+    (the proxy objective read from the rows' ``score``: measured where the study measured them)."""
+    column = {"proxy": "score", "macs": "macs", "params": "params"}
     F = np.array([[row[column[o]] for o in objectives] for row in rows], dtype=np.float64)
     span = F.max(0) - F.min(0)
     normalised = (F - F.min(0)) / np.where(span > 0, span, 1.0)
@@ -23,9 +24,9 @@ def knee(rows: list[dict[str, Any]], objectives: list[str], proxy: str) -> dict[
 def within_budget(
     handle: StudyHandle, rows: list[dict[str, Any]], max_macs: str | None, max_params: str | None
 ) -> dict[str, Any]:
-    """The best-proxy front row within the budgets; a one-line error naming the closest if none fits."""
-    proxy = f"proxy_{handle.config['proxy']}"
-    return min(fitting_rows(handle, rows, max_macs, max_params), key=lambda r: (r[proxy], r["macs"]))
+    """The best-scored front row within the budgets (measured score where the study measured its front, else
+    the proxy); a one-line error naming the closest if none fits."""
+    return min(fitting_rows(handle, rows, max_macs, max_params), key=lambda r: (r["score"], r["macs"]))
 
 
 def fitting_rows(
@@ -86,7 +87,7 @@ def choose(
             return [trial], [f"trial {trial} is not on the feasible Pareto front (finalizing it because of --force)"]
         return [trial], []
     if use_knee:
-        return [knee(rows, handle.config["objectives"], handle.config["proxy"])["trial"]], []
+        return [knee(rows, handle.config["objectives"])["trial"]], []
     if front is not None:
         if front < 1:
             raise PruneSearchError(f"--front must be at least 1, got {front}")

@@ -53,6 +53,6 @@ def collect(handle: StudyHandle) -> ReportData:
     proxy = proxies[handle.config["proxy"]].astype(np.float64)
     macs, params = macs.astype(np.float64), params.astype(np.float64)
     front = front_rows(handle, archive)
-    chosen = knee(front, handle.config["objectives"], handle.config["proxy"]) if front else None
+    chosen = knee(front, handle.config["objectives"]) if front else None
     history = hypervolume_history(archive.F, archive.violation, archive.generation, handle.config)
     return ReportData(handle, archive, macs, params, proxy, front, chosen, finalized_results(handle), history)

@@ -25,7 +25,8 @@ def digest(keep: np.ndarray, strategies: np.ndarray) -> str:
 
 
 class Archive:
-    """Genes ``X [N, 2G]``, objectives ``F [N, M]``, violations ``[N]`` of all stored trials."""
+    """Genes ``X [N, 2G]``, objectives ``F [N, M]``, violations ``[N]`` of all stored trials,
+    with their trial numbers, Optuna trial ids and digests (``keys``) in storage order."""
 
     def __init__(self, engine: Engine, study_id: int, genes: int, objectives: int) -> None:
         self.engine = engine
@@ -35,6 +36,8 @@ class Archive:
         self.violation = np.zeros(0)
         self.generation = np.zeros(0, dtype=np.int64)
         self.numbers = np.zeros(0, dtype=np.int64)
+        self.trial_ids = np.zeros(0, dtype=np.int64)
+        self.keys: list[str] = []
         self.digests: set[str] = set()
         self._last_row = 0
 
@@ -52,6 +55,8 @@ class Archive:
         self.violation = np.concatenate([self.violation, [r["violation"] for r in rows]])
         self.generation = np.concatenate([self.generation, [r["generation"] for r in rows]])
         self.numbers = np.concatenate([self.numbers, [r["number"] for r in rows]]).astype(np.int64)
+        self.trial_ids = np.concatenate([self.trial_ids, [r["trial_id"] for r in rows]]).astype(np.int64)
+        self.keys.extend(r["digest"] for r in rows)
         self.digests.update(r["digest"] for r in rows)
         return len(rows)
 

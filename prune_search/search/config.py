@@ -32,6 +32,7 @@ class StartOptions:
     max_params: str | None = None
     criterion: str | None = None
     proxy: str | None = None
+    evaluations: int | None = None
     calibration_batches: int | None = None
     min_ratio: float | None = None
     ratio_step: float | None = None
@@ -48,6 +49,7 @@ DEFAULTS = {
     "objectives": list(OBJECTIVES),
     "criterion": "taylor",
     "proxy": "bn_kl",
+    "evaluations": 200,
     "calibration_batches": 8,
     "min_ratio": 0.1,
     "ratio_step": 0.05,
@@ -99,6 +101,7 @@ def contradictions(stored: dict[str, Any], options: StartOptions) -> str | None:
         "objectives": options.objectives,
         "criterion": options.criterion,
         "proxy": options.proxy,
+        "evaluations": options.evaluations,
         "max_macs": options.max_macs,
         "max_params": options.max_params,
         "calibration_batches": options.calibration_batches,

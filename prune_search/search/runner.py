@@ -8,6 +8,7 @@ candidate already in the study is never evaluated or stored again.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, ProxyEvaluator
 from prune_search.search import nsga2
 from prune_search.search.archive import Archive, digest, encode_genes
+from prune_search.search.fidelity import Promoter, promotions_per_generation
 from prune_search.search.front import hypervolume
 from prune_search.search.study import StudyHandle
 from prune_search.space import CandidateBatch, ratio_param, strategy_param
@@ -34,6 +36,7 @@ class GenerationReport:
     complete: int
     front: int
     hypervolume: float
+    measured: int = 0
 
 
 class Evaluator:
@@ -151,10 +154,13 @@ def _initial(evaluator: Evaluator, size: int, rng: np.random.Generator) -> np.nd
     return np.concatenate([evaluator.seeds, np.stack(uniform)[: size // 2], random])[:size]
 
 
-def _offspring(archive: Archive, evaluator: Evaluator, size: int, rng: np.random.Generator) -> np.ndarray:
+def _offspring(
+    archive: Archive, F: np.ndarray, evaluator: Evaluator, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Children of the survivors of the archive ranked by objectives ``F [N, M]``."""
     population = evaluator.handle.config["population"]
-    chosen = nsga2.survivors(archive.F, archive.violation, population)
-    rank, crowding = nsga2.rank_and_crowding(archive.F[chosen], archive.violation[chosen])
+    chosen = nsga2.survivors(F, archive.violation, population)
+    rank, crowding = nsga2.rank_and_crowding(F[chosen], archive.violation[chosen])
     first = nsga2.tournament(rank, crowding, size, rng)
     second = nsga2.tournament(rank, crowding, size, rng)
     levels, strategies = len(evaluator.grid), len(evaluator.space.strategies)
@@ -178,10 +184,21 @@ def run_worker(
     seed: int = 0,
     device: str | torch.device = "cpu",
     on_generation: Callable[[GenerationReport], None] | None = None,
+    checkpoint: Path | None = None,
+    data_root: str | None = None,
 ) -> int:
-    """Add generations until the study holds ``target`` COMPLETE trials; returns trials this worker added."""
+    """Add generations until the study holds ``target`` COMPLETE trials; returns trials this worker added.
+
+    In a study with an evaluation budget (``config["evaluations"]`` > 0, objectives with the proxy) each
+    generation also promotes candidates to the whole-candidate evaluator (:mod:`~prune_search.search.fidelity`;
+    the base model from ``checkpoint``, default the study's stored path, and its data under ``data_root``),
+    and the rest of the budget is spent on the corrected front once the target is reached.
+    """
     device = torch.device(device)
     evaluator = Evaluator(handle, device)
+    promoter = None
+    if handle.config.get("evaluations", 0) > 0 and "proxy" in handle.config["objectives"]:
+        promoter = Promoter(handle, evaluator, device, checkpoint, data_root)
     worker_id, ordinal = register_worker(handle.engine, handle.study_id)
     archive = Archive(handle.engine, handle.study_id, 2 * len(handle.space), len(handle.config["objectives"]))
     distributions = handle.space.distributions()
@@ -192,13 +209,16 @@ def run_worker(
         with handle.engine.connect() as conn:
             complete = count_complete(conn, handle.study_id)
         if complete >= target:
+            if promoter is not None:
+                promoter.promote(archive, worker_id, promoter.budget)
             return added_total
         generation = archive.next_generation()
         rng = np.random.default_rng([seed, ordinal, generation, stalls])
         if len(archive) < population:
             X = _initial(evaluator, population, rng)
         elif stalls < 2:
-            X = _offspring(archive, evaluator, population, rng)
+            F = promoter.corrected(archive) if promoter is not None else archive.F
+            X = _offspring(archive, F, evaluator, population, rng)
         else:
             X = _initial(evaluator, population, rng)[population // 2 :]
         X = _unique_new(evaluator, X, archive.digests)
@@ -214,6 +234,12 @@ def run_worker(
         )
         heartbeat(handle.engine, worker_id, added)
         added_total += added
+        measured = 0
+        if promoter is not None and added:
+            archive.refresh()
+            measured = promoter.promote(
+                archive, worker_id, promotions_per_generation(promoter.budget, population, target)
+            )
         stalls = 0 if added else stalls + 1
         if stalls >= STALL_LIMIT:
             raise PruneSearchError(
@@ -231,5 +257,6 @@ def run_worker(
                 min(complete + added, target),
                 front_size,
                 hypervolume(archive.F, archive.violation, handle.config),
+                measured,
             )
             on_generation(report)

@@ -126,6 +126,8 @@ def _validate(options: StartOptions) -> None:
         raise PruneSearchError(f"unknown criterion '{options.criterion}'; criteria are {', '.join(CRITERIA)}")
     if (options.proxy or DEFAULTS["proxy"]) not in PROXIES:
         raise PruneSearchError(f"unknown proxy '{options.proxy}'; proxies are {', '.join(PROXIES)}")
+    if options.evaluations is not None and options.evaluations < 0:
+        raise PruneSearchError(f"--evaluations must be 0 (fast fitness only) or more, got {options.evaluations}")
     if (options.population or DEFAULTS["population"]) < 4:
         raise PruneSearchError("--population must be at least 4")
     if options.sensitivity_use is not None and options.sensitivity is None:
@@ -255,7 +257,9 @@ def _prepare(
     spec, data, checkpoint = base.spec, base.data, base.checkpoint
     base_macs, base_params = CostModel(space).base()
     proxy_ref = float(ProxyEvaluator(space, importance, fitness=fitness)(space.smallest(), get("proxy"))[0])
-    flags = {key: get(key) for key in ("model", "dataset", "population", "objectives", "criterion", "proxy")}
+    flags = {
+        key: get(key) for key in ("model", "dataset", "population", "objectives", "criterion", "proxy", "evaluations")
+    }
     flags.update(
         max_macs=options.max_macs, max_params=options.max_params, calibration_batches=get("calibration_batches")
     )
@@ -272,6 +276,7 @@ def _prepare(
         "proxy": get("proxy"),
         "objectives": get("objectives"),
         "population": get("population"),
+        "evaluations": get("evaluations"),
         "constraints": {
             "max_macs": parse_budget(options.max_macs, base_macs, "--max-macs"),
             "max_params": parse_budget(options.max_params, base_params, "--max-params"),
@@ -319,6 +324,31 @@ def _load(url: str, engine: Engine, storage: RDBStorage, name: str, model: str |
         FitnessTable.from_json(fitness_json) if fitness_json is not None else None,
         model,
     )
+
+
+def base_checkpoint(handle: StudyHandle, override: Path | None) -> Path:
+    path = Path(override or handle.config["checkpoint"])
+    if not path.is_file():
+        raise PruneSearchError(
+            f"the study's base checkpoint {path} is missing on this machine; pass --checkpoint PATH to a copy of it"
+        )
+    if sha256_of(path) != handle.config["checkpoint_sha256"]:
+        raise PruneSearchError(
+            f"checkpoint {path} is not the study's base checkpoint (SHA-256 differs); "
+            "pass the one the study was made from"
+        )
+    return path
+
+
+def load_study_base(handle: StudyHandle, path: Path, data_root: str | None = None) -> tuple[nn.Module, DatasetBundle]:
+    """The study's base model from ``path`` (see :func:`base_checkpoint`; CPU, eval mode) and its dataset
+    with the study's splits (files under ``data_root`` when given)."""
+    model, _ = load_model(path, handle.model_spec(), trusted_factory=handle.trusted_factory)
+    data = DataSpec.from_dict(handle.config["data"])
+    bundle = load_dataset(
+        DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
+    )
+    return model.eval(), bundle
 
 
 def study_exists(storage: RDBStorage, name: str) -> bool:

@@ -8,6 +8,7 @@ import optuna_dashboard
 from prune_search.search.front import REFERENCE, hypervolume
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive, spread
+from prune_search.storage.measurements import read_scores
 
 
 def note_markdown(handle: StudyHandle) -> str:
@@ -29,15 +30,32 @@ def note_markdown(handle: StudyHandle) -> str:
         f"- trials: {len(archive)}; feasible front: {len(rows)}; hypervolume "
         f"{hypervolume(archive.F, archive.violation, config):.4f} "
         f"(reference point {REFERENCE} on base-normalised objectives)",
+        *_evaluations_line(handle, rows),
         "",
-        "| trial | MACs % | params % | proxy |",
-        "|---|---|---|---|",
+        "| trial | MACs % | params % | proxy | measured KL |",
+        "|---|---|---|---|---|",
     ]
     proxy = f"proxy_{config['proxy']}"
     lines += [
-        f"| {r['trial']} | {r['macs_pct']:.1f} | {r['params_pct']:.1f} | {r[proxy]:.4g} |" for r in spread(rows, 12)
+        f"| {r['trial']} | {r['macs_pct']:.1f} | {r['params_pct']:.1f} | {r[proxy]:.4g} | {r['measured']['kl']:.4g} |"
+        if "measured" in r
+        else f"| {r['trial']} | {r['macs_pct']:.1f} | {r['params_pct']:.1f} | {r[proxy]:.4g} | — |"
+        for r in spread(rows, 12)
     ]
     return "\n".join(lines)
+
+
+def _evaluations_line(handle: StudyHandle, rows: list[dict]) -> list[str]:
+    """The multi-fidelity budget and use, for a study that has one."""
+    budget = handle.config.get("evaluations", 0)
+    if not budget:
+        return []
+    measured = len(read_scores(handle.engine, handle.study_id))
+    where = "the front below is that of the measured candidates" if measured else "none measured yet"
+    return [
+        f"- whole-candidate evaluations: {measured} of {budget} (KL to the unpruned model, BN re-estimated, on the "
+        f"fitness sample; per trial in the `measured` user attribute); {where}"
+    ]
 
 
 def _fitness_line(config: dict) -> list[str]:

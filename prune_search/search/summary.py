@@ -7,9 +7,11 @@ import numpy as np
 import torch
 
 from prune_search.search.archive import Archive
+from prune_search.search.fidelity import MEASURE
 from prune_search.search.front import REFERENCE, front_indices, hypervolume, hypervolume_history
 from prune_search.search.runner import Evaluator
 from prune_search.search.study import StudyHandle
+from prune_search.storage.measurements import count_claims, read_scores
 from prune_search.storage.study_data import workers_of
 
 
@@ -19,10 +21,31 @@ def load_archive(handle: StudyHandle) -> Archive:
     return archive
 
 
+def measured_objectives(handle: StudyHandle, archive: Archive) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """Objectives ``[K, M]`` of the archive's measured candidates (the proxy column replaced by the measured
+    score, :data:`~prune_search.search.fidelity.MEASURE`), their archive rows ``[K]`` and ``{digest: scores}``."""
+    scores = read_scores(handle.engine, handle.study_id)
+    rows = np.array([i for i, key in enumerate(archive.keys) if key in scores], dtype=np.int64)
+    F = archive.F[rows].copy()
+    if len(rows) and "proxy" in handle.config["objectives"]:
+        column = handle.config["objectives"].index("proxy")
+        F[:, column] = [scores[archive.keys[i]][MEASURE] for i in rows]
+    return F, rows, scores
+
+
 def front_rows(handle: StudyHandle, archive: Archive | None = None) -> list[dict[str, Any]]:
-    """The feasible Pareto trials, sorted by MACs: trial number, keep counts, strategies, costs, proxies."""
+    """The feasible Pareto trials, sorted by MACs: trial number, keep counts, strategies, costs, proxies,
+    and ``score``, the value that ranks them (lower is better).
+
+    In a multi-fidelity study with measured candidates the front is that of the measured candidates, with the
+    measured score (``measured``: KL, loss, accuracy) in place of the proxy; otherwise the proxy's front.
+    """
     archive = archive or load_archive(handle)
-    idx = front_indices(archive.F, archive.violation)
+    F, rows_measured, scores = measured_objectives(handle, archive)
+    if len(rows_measured):
+        idx = rows_measured[front_indices(F, archive.violation[rows_measured])]
+    else:
+        idx = front_indices(archive.F, archive.violation)
     if len(idx) == 0:
         return []
     evaluator = Evaluator(handle, torch.device("cpu"))
@@ -30,6 +53,7 @@ def front_rows(handle: StudyHandle, archive: Archive | None = None) -> list[dict
     rows = []
     for i, record in zip(idx, records, strict=True):
         attrs = record.user_attrs
+        measured = scores.get(archive.keys[i])
         rows.append(
             {
                 "trial": int(archive.numbers[i]),
@@ -38,6 +62,8 @@ def front_rows(handle: StudyHandle, archive: Archive | None = None) -> list[dict
                 "params": attrs["params"],
                 "params_pct": attrs["params_pct"],
                 **{f"proxy_{name}": value for name, value in attrs["proxy"].items()},
+                "score": measured[MEASURE] if measured else attrs["proxy"][handle.config["proxy"]],
+                **({"measured": measured} if measured else {}),
                 "keep": attrs["keep"],
                 "strategy": attrs["strategy"],
             }
@@ -54,6 +80,11 @@ def status(handle: StudyHandle) -> dict[str, Any]:
         "study": handle.study.study_name,
         "trials": dict(states),
         "front": len(front_indices(archive.F, archive.violation)),
+        "evaluations": {
+            "budget": int(handle.config.get("evaluations", 0)),
+            "measured": len(read_scores(handle.engine, handle.study_id)),
+            "claimed": count_claims(handle.engine, handle.study_id),
+        },
         "hypervolume": hypervolume(archive.F, archive.violation, handle.config),
         "reference_point": [REFERENCE] * len(handle.config["objectives"]),
         "objectives": handle.objective_names(),

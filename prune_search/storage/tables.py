@@ -72,3 +72,15 @@ finalize_claims = Table(
     Column("pid", Integer, nullable=False),
     Column("claimed_at", DateTime, nullable=False),
 )
+
+measurements = Table(
+    "prune_search_measurements",
+    metadata,
+    Column("study_id", Integer, primary_key=True),
+    Column("digest", String(40), primary_key=True),
+    Column("number", Integer, nullable=False),
+    Column("trial_id", Integer, nullable=False),
+    Column("worker_id", Integer, nullable=False),
+    Column("claimed_at", DateTime, nullable=False),
+    Column("scores", Text, nullable=True),
+)

@@ -1,0 +1,141 @@
+"""Multi-fidelity NSGA-II: promotions to the whole-candidate evaluator, and a surrogate that corrects
+the fast fitness of every other candidate.
+
+The fast fitness (the proxy, e.g. the fitness-table KL summed over groups) scores every candidate;
+each generation a few candidates of the (corrected) front, spread across MACs, are promoted to the
+:class:`~prune_search.evaluators.BatchedEvaluator`: KL (nats per sample) of the whole pruned network
+to the unpruned one after BatchNorm re-estimation, on the study's fixed train-split sample. A
+surrogate fitted on the promoted candidates maps (keep ratio of every group, fast fitness) to the
+measured KL; NSGA-II's selection, the front and the final pick use the measured KL where there is
+one and the surrogate's estimate elsewhere.
+"""
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from prune_search.evaluators import BatchedEvaluator
+from prune_search.search.archive import Archive
+from prune_search.search.front import front_indices
+from prune_search.search.study import StudyHandle, base_checkpoint, fitness_batches, load_study_base
+from prune_search.space import CandidateBatch
+from prune_search.storage.measurements import Promotion, claim_promotions, read_scores, record_scores
+
+if TYPE_CHECKING:
+    from prune_search.search.runner import Evaluator
+
+MEASURE = "kl"  # the measured score that ranks candidates (nats per sample, lower is better)
+FLOOR = 1e-3  # nats added to both fidelities before taking logs
+MIN_FIT = 8  # measured candidates before the surrogate uses features (below: one mean offset)
+ALPHAS = np.logspace(-2, 3, 11)
+
+
+class Surrogate:
+    """``log(measured + FLOOR) ≈ log(fast + FLOOR) + r(features)``: a ridge regression ``r`` (penalty
+    chosen by leave-one-out) on the measured candidates' features ``[N, F]`` (keep ratios and the
+    log fast fitness); with fewer than :data:`MIN_FIT` of them ``r`` is their mean residual."""
+
+    def __init__(self, features: np.ndarray, fast: np.ndarray, measured: np.ndarray) -> None:
+        residual = np.log(measured + FLOOR) - np.log(np.maximum(fast, 0) + FLOOR)
+        self.offset = float(residual.mean()) if len(residual) else 0.0
+        self.model = None
+        if len(residual) >= MIN_FIT:
+            self.model = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(features, residual)
+
+    def __call__(self, features: np.ndarray, fast: np.ndarray) -> np.ndarray:
+        """Estimated measured score ``[N]`` of candidates with ``features [N, F]`` and fast fitness ``[N]``."""
+        residual = self.model.predict(features) if self.model is not None else np.full(len(fast), self.offset)
+        return np.exp(np.log(np.maximum(fast, 0) + FLOOR) + residual) - FLOOR
+
+
+def promotions_per_generation(evaluations: int, population: int, target: int) -> int:
+    """Promotions each generation so that ``evaluations`` are spread over a search of ``target`` trials."""
+    return max(1, math.ceil(evaluations * population / max(target, 1)))
+
+
+class Promoter:
+    """A worker's side of the multi-fidelity search: corrected objectives, promotions, measurements.
+
+    ``evaluator`` is the worker's :class:`~prune_search.search.runner.Evaluator` (genes → keep counts,
+    costs); the base model comes from ``checkpoint`` (default: the study's stored path).
+    """
+
+    def __init__(
+        self,
+        handle: StudyHandle,
+        evaluator: "Evaluator",
+        device: torch.device,
+        checkpoint: Path | None = None,
+        data_root: str | None = None,
+    ) -> None:
+        self.handle = handle
+        self.evaluator = evaluator
+        self.budget = int(handle.config.get("evaluations", 0))
+        self.column = handle.config["objectives"].index("proxy")
+        model, bundle = load_study_base(handle, base_checkpoint(handle, checkpoint), data_root)
+        self.scorer = BatchedEvaluator(
+            model.to(device), handle.space, handle.importance, fitness_batches(bundle), device
+        )
+        self.full = handle.space.level_keep_counts().numpy()[:, -1].astype(np.float64)
+        self.scores: dict[str, dict[str, float]] = {}
+
+    def features(self, X: np.ndarray, fast: np.ndarray) -> np.ndarray:
+        """Surrogate features ``[N, G + 1]``: each group's keep ratio, and log(fast + FLOOR)."""
+        return np.concatenate([self.evaluator.keep(X) / self.full, np.log(np.maximum(fast, 0) + FLOOR)[:, None]], 1)
+
+    def measured(self, archive: Archive) -> np.ndarray:
+        """The measured score ``[N]`` of every archived candidate (NaN where not measured)."""
+        return np.array([self.scores[k][MEASURE] if k in self.scores else np.nan for k in archive.keys])
+
+    def corrected(self, archive: Archive) -> np.ndarray:
+        """``archive.F`` with the proxy column replaced by the measured score or the surrogate's estimate."""
+        self.scores = read_scores(self.handle.engine, self.handle.study_id)
+        measured = self.measured(archive)
+        done = ~np.isnan(measured)
+        if not done.any():
+            return archive.F
+        fast = archive.F[:, self.column]
+        features = self.features(archive.X, fast)
+        estimate = Surrogate(features[done], fast[done], measured[done])(features, fast)
+        F = archive.F.copy()
+        F[:, self.column] = np.where(done, measured, estimate)
+        return F
+
+    def promote(self, archive: Archive, worker_id: int, count: int) -> int:
+        """Measure up to ``count`` unmeasured candidates of the corrected front, spread across MACs (plus
+        any claims a dead worker left); returns how many this worker measured."""
+        F = self.corrected(archive)
+        front = front_indices(F, archive.violation)
+        open_ = np.array([i for i in front if archive.keys[i] not in self.scores], dtype=np.int64)
+        wanted: list[Promotion] = []
+        if len(open_) and count > 0:
+            _, macs, _ = self.evaluator.measure(archive.X[open_])
+            ordered = open_[np.argsort(macs, kind="stable")]
+            picks = np.unique(np.linspace(0, len(ordered) - 1, min(count, len(ordered))).round().astype(int))
+            wanted = [
+                Promotion(archive.keys[i], int(archive.numbers[i]), int(archive.trial_ids[i])) for i in ordered[picks]
+            ]
+        claims = claim_promotions(self.handle.engine, self.handle.study_id, worker_id, wanted, self.budget)
+        if not claims:
+            return 0
+        where = {key: i for i, key in enumerate(archive.keys)}
+        claims = [p for p in claims if p.digest in where]
+        rows = np.array([where[p.digest] for p in claims], dtype=np.int64)
+        X = archive.X[rows]
+        groups = len(self.handle.space)
+        batch = CandidateBatch(torch.from_numpy(self.evaluator.keep(X)), torch.from_numpy(X[:, groups:].copy()))
+        scores = self.scorer(batch)
+        for j, promotion in enumerate(claims):
+            record_scores(
+                self.handle.engine,
+                self.handle.study_id,
+                promotion,
+                {name: float(values[j]) for name, values in scores.items()},
+            )
+        return len(claims)
