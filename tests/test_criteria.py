@@ -237,7 +237,7 @@ def test_start_searches_with_interval_adjoint_on_an_mlp(mlp_checkpoint, tmp_path
     result = run_cli(
         "start", "--study", "s", "--storage", url, "--model", "mlp", "--checkpoint", str(mlp_checkpoint),
         "--criterion", "interval_adjoint", "--trials", "200", "--population", "20", "--calibration-batches", "2",
-        "--device", "cpu", "--no-progress",
+        "--evaluations", "0", "--device", "cpu", "--no-progress",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     handle = open_study(url, "s")
@@ -249,7 +249,7 @@ def test_start_searches_with_interval_adjoint_on_an_mlp(mlp_checkpoint, tmp_path
 
 def test_a_study_stores_the_criterion_it_was_created_with(mlp_checkpoint, digits, tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    options = StartOptions(model="mlp", checkpoint=mlp_checkpoint, criterion="fpgm", population=20)
+    options = StartOptions(model="mlp", evaluations=0, checkpoint=mlp_checkpoint, criterion="fpgm", population=20)
     handle, created = create_or_join(url, "f", options, device="cpu", progress=False)
     assert created and run_worker(handle, 200) == 200
     model, _ = load_model(mlp_checkpoint)

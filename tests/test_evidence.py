@@ -28,7 +28,9 @@ def _csv(path):
 def study(tmp_path_factory, digits_checkpoint):
     folder = tmp_path_factory.mktemp("evidence")
     url = f"sqlite:///{folder / 'study.db'}"
-    options = StartOptions(checkpoint=digits_checkpoint, population=40, calibration_batches=2, ratio_step=0.01)
+    options = StartOptions(
+        evaluations=0, checkpoint=digits_checkpoint, population=40, calibration_batches=2, ratio_step=0.01
+    )
     handle, _ = create_or_join(url, "ev", options, device="cpu", progress=False)
     run_worker(handle, 600)
     return handle, url

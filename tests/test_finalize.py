@@ -36,7 +36,7 @@ def study(tmp_path_factory):
     checkpoint = folder / "base.pt"
     train_baseline(TrainConfig(model="resnet20", epochs=8), checkpoint, progress=False, device="cpu")
     url = f"sqlite:///{folder / 'study.db'}"
-    options = StartOptions(checkpoint=checkpoint, population=40, calibration_batches=2)
+    options = StartOptions(evaluations=0, checkpoint=checkpoint, population=40, calibration_batches=2)
     handle, _ = create_or_join(url, "fin", options, device="cpu", progress=False)
     run_worker(handle, 300)
     return handle, url, checkpoint
@@ -130,7 +130,7 @@ def test_onnx_export_matches_pytorch(study, tmp_path, digits):
 def test_two_workers_on_postgresql_split_the_front_without_overlap(study, tmp_path):
     _, _, checkpoint = study
     name = f"fin-{uuid.uuid4().hex[:8]}"
-    options = StartOptions(checkpoint=checkpoint, population=40, calibration_batches=2)
+    options = StartOptions(evaluations=0, checkpoint=checkpoint, population=40, calibration_batches=2)
     handle, _ = create_or_join(POSTGRES, name, options, device="cpu", progress=False)
     run_worker(handle, 200)
     args = ["finalize", "--study", name, "--storage", POSTGRES, "--front", "4", "--epochs", "2"]

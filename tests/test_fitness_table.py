@@ -103,7 +103,9 @@ def test_the_table_round_trips_as_json_and_refuses_another_space(measured, digit
 
 def test_a_bn_kl_study_stores_its_table_once_and_every_worker_scores_with_it(digits_checkpoint, tmp_path):
     url = f"sqlite:///{tmp_path / 'kl.db'}"
-    options = StartOptions(checkpoint=digits_checkpoint, proxy="bn_kl", population=20, calibration_batches=2)
+    options = StartOptions(
+        evaluations=0, checkpoint=digits_checkpoint, proxy="bn_kl", population=20, calibration_batches=2
+    )
     handle, created = create_or_join(url, "kl", options, device="cpu", progress=False)
     assert created and handle.fitness is not None
     assert handle.config["fitness"]["samples"] == 256
@@ -121,6 +123,6 @@ def test_a_bn_kl_study_stores_its_table_once_and_every_worker_scores_with_it(dig
             torch.tensor([[handle.space.strategies.index(v) for v in row["strategy"].values()]]),
         )
         assert row["proxy_bn_kl"] == pytest.approx(float(proxy(candidate, "bn_kl")[0]))
-    options = StartOptions(checkpoint=digits_checkpoint, proxy="taylor_loss")
+    options = StartOptions(evaluations=0, checkpoint=digits_checkpoint, proxy="taylor_loss")
     taylor = create_or_join(url, "taylor", options, device="cpu", progress=False)[0]
     assert taylor.fitness is None and get_data(taylor.engine, taylor.study_id, FITNESS_KEY) is None

@@ -32,7 +32,7 @@ def finalized_study(request, checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     url = f"sqlite:///{folder / 'study.db'}" if request.param == "sqlite" else POSTGRES
     name = f"inspect-{uuid.uuid4().hex[:8]}"
-    options = StartOptions(checkpoint=checkpoint, population=40, calibration_batches=2)
+    options = StartOptions(evaluations=0, checkpoint=checkpoint, population=40, calibration_batches=2)
     handle, _ = create_or_join(url, name, options, device="cpu", progress=False)
     run_worker(handle, 200)
     update_study_note(handle)

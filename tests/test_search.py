@@ -37,7 +37,7 @@ def _name() -> str:
 
 
 def _options(checkpoint, **kwargs) -> StartOptions:
-    return StartOptions(checkpoint=checkpoint, population=40, calibration_batches=2, **kwargs)
+    return StartOptions(evaluations=0, checkpoint=checkpoint, population=40, calibration_batches=2, **kwargs)
 
 
 def _assert_exact(url: str, name: str, target: int) -> None:
@@ -105,7 +105,7 @@ def _workers(url: str, name: str, checkpoint, count: int, target: int, tmp_path)
     args = ["--study", name, "--storage", url, "--trials", str(target), "--no-progress", "--device", "cpu"]
     # workers racing to create a study each prepare it; the importance proxy keeps that cheap on 2 cores
     create = ["--checkpoint", str(checkpoint), "--population", "40", "--calibration-batches", "2"]
-    create += ["--proxy", "taylor_loss"]
+    create += ["--proxy", "taylor_loss", "--evaluations", "8"]
     return [
         subprocess.Popen(
             [sys.executable, "-m", "prune_search", "start", *args, *create, "--seed", str(i)],
@@ -145,6 +145,7 @@ def test_four_worker_processes_share_one_fresh_database(fresh_database, checkpoi
     assert len(info["workers"]) == 4
     assert sum(w["trials"] for w in info["workers"]) == 1200
     assert info["trials"] == {"COMPLETE": 1200}
+    assert info["evaluations"] == {"budget": 8, "measured": 8, "claimed": 8}  # shared, none measured twice
 
 
 def test_a_killed_worker_loses_no_trial_and_the_study_still_reaches_n(checkpoint, tmp_path):
@@ -176,6 +177,8 @@ def test_a_killed_worker_loses_no_trial_and_the_study_still_reaches_n(checkpoint
     (finisher,) = _workers(POSTGRES, name, checkpoint, 1, target, tmp_path)
     assert finisher.wait(timeout=300) == 0
     _assert_exact(POSTGRES, name, target)
+    evaluations = status(open_study(POSTGRES, name))["evaluations"]
+    assert evaluations["measured"] == evaluations["claimed"] <= 8  # the killed worker's claim was taken over
 
 
 def test_joining_with_a_contradicting_flag_is_refused(sqlite_url, checkpoint, tmp_path):

@@ -154,7 +154,7 @@ def test_bad_scan_input_gives_one_line(tmp_path):
 
 def _start(url: str, study: str, checkpoint, *extra: str):
     args = ["start", "--study", study, "--storage", url, "--checkpoint", str(checkpoint), "--trials", "150"]
-    return run_cli(*args, "--population", "40", *FAST, *extra)
+    return run_cli(*args, "--population", "40", "--evaluations", "0", *FAST, *extra)
 
 
 def _rethresholded(recal, tmp_path):
@@ -191,7 +191,9 @@ def test_bound_floors_every_trial_of_the_study_and_of_joining_workers(recal, dig
 
 def test_seed_puts_the_allocation_and_its_scaled_variants_into_generation_0(recal, digits_checkpoint, tmp_path):
     url = f"sqlite:///{tmp_path / 'seed.db'}"
-    options = StartOptions(checkpoint=digits_checkpoint, population=40, calibration_batches=2, sensitivity=recal[0])
+    options = StartOptions(
+        evaluations=0, checkpoint=digits_checkpoint, population=40, calibration_batches=2, sensitivity=recal[0]
+    )
     handle, _ = create_or_join(url, "seeded", options, device="cpu", progress=False)
     run_worker(handle, 100)
     allocation = read_sensitivity(recal[0]).allocation

@@ -136,7 +136,7 @@ def mlp_study(tmp_path_factory):
     checkpoint = folder / "mlp.pt"
     train_baseline(TrainConfig(model="mlp", epochs=5), checkpoint, progress=False, device="cpu")
     url = f"sqlite:///{folder / 'study.db'}"
-    options = StartOptions(model="mlp", checkpoint=checkpoint, population=20, calibration_batches=2)
+    options = StartOptions(model="mlp", evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2)
     handle, _ = create_or_join(url, "sparse", options, device="cpu", progress=False)
     run_worker(handle, 40)
     return handle, url

@@ -87,7 +87,7 @@ def factory_study(nets, tmp_path_factory):
     checkpoint = folder / "tiny.pt"
     train_baseline(TrainConfig(model=FACTORY, epochs=2), checkpoint, progress=False, device="cpu")
     url = f"sqlite:///{folder / 'study.db'}"
-    options = StartOptions(model=FACTORY, checkpoint=checkpoint, population=20, calibration_batches=2)
+    options = StartOptions(model=FACTORY, evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2)
     handle, created = create_or_join(url, "own", options, device="cpu", progress=False)
     assert created
     run_worker(handle, 200)
@@ -138,7 +138,7 @@ def test_stored_options_must_be_plain_json(tmp_path):
 def test_a_study_row_naming_torch_hub_is_refused_by_joining_workers(factory_study, nets, hub, tmp_path):
     spec, marker = hub
     url, checkpoint = factory_study
-    options = StartOptions(model=FACTORY, checkpoint=checkpoint, population=8, calibration_batches=1)
+    options = StartOptions(model=FACTORY, evaluations=0, checkpoint=checkpoint, population=8, calibration_batches=1)
     handle, _ = create_or_join(url, "edited", options, device="cpu", progress=False)
     run_worker(handle, 8)
     study = optuna.load_study(study_name="edited", storage=url)

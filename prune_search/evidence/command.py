@@ -67,7 +67,7 @@ def compare_command(
     max_macs: Annotated[str, typer.Option(help="Comma-separated MACs budgets, e.g. 50%,35%,20%.")] = "50%,35%,20%",
     methods: Annotated[
         str, typer.Option(help=f"Comma-separated, of {', '.join(METHODS)}.")
-    ] = "front,uniform,global_min",
+    ] = "search,uniform,global_mean",
     seeds: Annotated[str, typer.Option(help="Comma-separated fine-tuning seeds.")] = "0",
     epochs: EpochsOpt = 5,
     lr: LrOpt = 0.01,

@@ -1,7 +1,9 @@
 """The search's front against simple pruning at equal MACs, each fine-tuned with the same recipe.
 
-At every MACs budget the compared candidates are: ``front``, the best-proxy feasible front
-trial within the budget (``finalize --max-macs --no-bn-rerank``); ``front_bn``, of the 16
+At every MACs budget the compared candidates are: ``search``, what ``finalize --max-macs`` picks
+by default (``front`` in a multi-fidelity study, ``front_bn`` otherwise); ``front``, the best-scored
+feasible front trial within the budget (the least measured KL of the measured front in a
+multi-fidelity study, else the best proxy; ``finalize --max-macs --no-bn-rerank``); ``front_bn``, of the 16
 front trials within the budget with the most MACs, the best by val accuracy after BN
 recalibration (8 train batches, 4 val batches of 128; what ``finalize --max-macs`` picks); ``front_kl``, of
 the same 16, the least whole-candidate KL to the unpruned model on the train-split fitness sample; the baselines of
@@ -26,7 +28,7 @@ from prune_search.search.config import parse_budget
 from prune_search.search.runner import Evaluator
 from prune_search.search.summary import front_rows
 
-METHODS = ("front", "front_bn", "front_kl", *BASELINES, *PEERS)
+METHODS = ("search", "front", "front_bn", "front_kl", *BASELINES, *PEERS)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -47,6 +49,9 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
     evaluator = Evaluator(handle, base.device)
     out = []
     for method in methods:
+        chosen = method
+        if method == "search":
+            method = "front" if handle.config.get("evaluations") else "front_bn"
         if method == "front":
             row = within_budget(handle, rows, budget, None)
             candidate = candidate_of_row(handle.space, row)
@@ -66,7 +71,7 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
         proxies = {f"proxy_{name}": float(evaluator.proxy(on_device, name)[0]) for name in evaluator.proxy.available}
         macs, params = (int(t[0]) for t in evaluator.cost(on_device))
         out.append(
-            {"method": method, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}
+            {"method": chosen, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}
         )
     return out
 

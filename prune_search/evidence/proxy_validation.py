@@ -6,6 +6,8 @@ same brief recipe, and every predictor is compared with the fine-tuned val accur
 
 - ``taylor_loss``, ``retained_fraction``: the study's training-free proxies (lower = better);
 - ``bn_kl``, ``bn_loss``: the measured fitness table's sums, in a study that has one;
+- ``corrected``: the fast fitness corrected by the surrogate fitted on the study's measured
+  candidates (multi-fidelity study, :mod:`prune_search.search.fidelity`);
 - ``whole_kl``: KL(unpruned ‖ candidate) of the whole candidate with BN statistics re-estimated,
   on the study's train-split fitness sample (the batched second fidelity, :class:`BatchedEvaluator`);
 - ``bn_accuracy``: val accuracy after BN recalibration (EagleEye), no training;
@@ -29,6 +31,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator
 from prune_search.evidence.context import StudyBase
 from prune_search.finalize.tune import FinalizeConfig
+from prune_search.search.fidelity import features, study_surrogate
 from prune_search.search.runner import Evaluator
 from prune_search.search.study import fitness_batches
 from prune_search.search.summary import load_archive
@@ -90,8 +93,14 @@ def predictors(base: StudyBase, genes: np.ndarray, config: ValidationConfig) -> 
     bn = AdaptiveBNEvaluator(base.model, handle.space, handle.importance, calibration, validation, base.device)
     ratios = batch.keep.to(torch.float64) / handle.space.sizes.to(torch.float64)
     whole = BatchedEvaluator(base.model, handle.space, handle.importance, fitness_batches(base.bundle), base.device)
+    surrogate = study_surrogate(handle, evaluator, load_archive(handle))
+    corrected = {}
+    if surrogate is not None:
+        fast = proxies[handle.config["proxy"]]
+        corrected["corrected"] = -surrogate(features(evaluator, genes, fast), fast)
     return {
         **{name: -values for name, values in proxies.items()},
+        **corrected,
         "whole_kl": -whole(batch)["kl"].numpy(),
         "bn_accuracy": bn(batch).numpy(),
         "params": params.astype(np.float64),

@@ -54,6 +54,30 @@ class Surrogate:
         return np.exp(np.log(np.maximum(fast, 0) + FLOOR) + residual) - FLOOR
 
 
+def features(evaluator: "Evaluator", X: np.ndarray, fast: np.ndarray) -> np.ndarray:
+    """Surrogate features ``[N, G + 1]`` of individuals ``X [N, 2G]``: each group's keep ratio, and
+    log(fast + FLOOR) of their fast fitness ``[N]``."""
+    full = evaluator.table[:, -1].astype(np.float64)
+    return np.concatenate([evaluator.keep(X) / full, np.log(np.maximum(fast, 0) + FLOOR)[:, None]], 1)
+
+
+def measured_column(archive: Archive, scores: dict[str, dict[str, float]]) -> np.ndarray:
+    """The measured score ``[N]`` of every archived candidate (NaN where not measured)."""
+    return np.array([scores[k][MEASURE] if k in scores else np.nan for k in archive.keys], dtype=np.float64)
+
+
+def study_surrogate(handle: StudyHandle, evaluator: "Evaluator", archive: Archive) -> Surrogate | None:
+    """The surrogate fitted on every measured candidate of the study (None: nothing measured, or no proxy)."""
+    if "proxy" not in handle.config["objectives"]:
+        return None
+    measured = measured_column(archive, read_scores(handle.engine, handle.study_id))
+    done = ~np.isnan(measured)
+    if not done.any():
+        return None
+    fast = archive.F[done, handle.config["objectives"].index("proxy")]
+    return Surrogate(features(evaluator, archive.X[done], fast), fast, measured[done])
+
+
 def promotions_per_generation(evaluations: int, population: int, target: int) -> int:
     """Promotions each generation so that ``evaluations`` are spread over a search of ``target`` trials."""
     return max(1, math.ceil(evaluations * population / max(target, 1)))
@@ -82,27 +106,18 @@ class Promoter:
         self.scorer = BatchedEvaluator(
             model.to(device), handle.space, handle.importance, fitness_batches(bundle), device
         )
-        self.full = handle.space.level_keep_counts().numpy()[:, -1].astype(np.float64)
         self.scores: dict[str, dict[str, float]] = {}
-
-    def features(self, X: np.ndarray, fast: np.ndarray) -> np.ndarray:
-        """Surrogate features ``[N, G + 1]``: each group's keep ratio, and log(fast + FLOOR)."""
-        return np.concatenate([self.evaluator.keep(X) / self.full, np.log(np.maximum(fast, 0) + FLOOR)[:, None]], 1)
-
-    def measured(self, archive: Archive) -> np.ndarray:
-        """The measured score ``[N]`` of every archived candidate (NaN where not measured)."""
-        return np.array([self.scores[k][MEASURE] if k in self.scores else np.nan for k in archive.keys])
 
     def corrected(self, archive: Archive) -> np.ndarray:
         """``archive.F`` with the proxy column replaced by the measured score or the surrogate's estimate."""
         self.scores = read_scores(self.handle.engine, self.handle.study_id)
-        measured = self.measured(archive)
+        measured = measured_column(archive, self.scores)
         done = ~np.isnan(measured)
         if not done.any():
             return archive.F
         fast = archive.F[:, self.column]
-        features = self.features(archive.X, fast)
-        estimate = Surrogate(features[done], fast[done], measured[done])(features, fast)
+        X = features(self.evaluator, archive.X, fast)
+        estimate = Surrogate(X[done], fast[done], measured[done])(X, fast)
         F = archive.F.copy()
         F[:, self.column] = np.where(done, measured, estimate)
         return F
