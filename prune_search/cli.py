@@ -301,7 +301,10 @@ def start(
     typer.echo(f"this worker added {added} trials; the study's feasible front holds {len(rows)} trials:")
     _print_front(spread(rows, 15), handle.config["proxy"])
     typer.echo(f"all of it: prune-search front --study {study} --storage '{redact(url)}'")
-    typer.echo(f"in the browser: pip install optuna-dashboard && optuna-dashboard '{redact(url)}'")
+    typer.echo(
+        f"in the browser: prune-search dashboard --study {study} --storage '{redact(url)}' "
+        f"(or optuna-dashboard '{redact(url)}' --artifact-dir prune-search-artifacts)"
+    )
 
 
 @app.command()

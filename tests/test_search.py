@@ -103,7 +103,7 @@ def test_interrupted_start_resumes_the_same_population(sqlite_url, checkpoint):
 def _workers(url: str, name: str, checkpoint, count: int, target: int, tmp_path) -> list[subprocess.Popen]:
     env = {**os.environ, "PRUNE_SEARCH_CACHE": str(tmp_path)}
     args = ["--study", name, "--storage", url, "--trials", str(target), "--no-progress", "--device", "cpu"]
-    # workers racing to create a study each prepare it; the importance proxy keeps that cheap on 2 cores
+    # workers racing to create a study: the first claims its name and prepares it, the others wait for it
     create = ["--checkpoint", str(checkpoint), "--population", "40", "--calibration-batches", "2"]
     create += ["--proxy", "taylor_loss", "--evaluations", "8"]
     return [
@@ -262,3 +262,11 @@ def test_embedded_default_start_works_offline_with_no_flags(tmp_path):
     )
     assert "joined study 'demo'" in again.stdout
     assert "this worker added 0 trials" in again.stdout
+
+
+def test_a_failed_creation_leaves_no_study_behind(sqlite_url, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(PruneSearchError):
+        create_or_join(sqlite_url, "broken", StartOptions(checkpoint=broken), device="cpu", progress=False)
+    assert optuna.get_all_study_names(sqlite_url) == []

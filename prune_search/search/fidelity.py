@@ -25,7 +25,13 @@ from prune_search.search.archive import Archive
 from prune_search.search.front import front_indices
 from prune_search.search.study import StudyHandle, base_checkpoint, fitness_batches, load_study_base
 from prune_search.space import CandidateBatch
-from prune_search.storage.measurements import Promotion, claim_promotions, read_scores, record_scores
+from prune_search.storage.measurements import (
+    Promotion,
+    claim_promotions,
+    count_claims,
+    read_scores,
+    record_scores,
+)
 
 if TYPE_CHECKING:
     from prune_search.search.runner import Evaluator
@@ -129,6 +135,7 @@ class Promoter:
         front = front_indices(F, archive.violation)
         open_ = np.array([i for i in front if archive.keys[i] not in self.scores], dtype=np.int64)
         wanted: list[Promotion] = []
+        count = min(count, self.budget - count_claims(self.handle.engine, self.handle.study_id))
         if len(open_) and count > 0:
             _, macs, _ = self.evaluator.measure(archive.X[open_])
             ordered = open_[np.argsort(macs, kind="stable")]

@@ -291,13 +291,21 @@ def _prepare(
     return config, space, importance, fitness
 
 
-def _load(url: str, engine: Engine, storage: RDBStorage, name: str, model: str | None) -> StudyHandle:
+def _load(
+    url: str, engine: Engine, storage: RDBStorage, name: str, model: str | None, wait_s: float = 0.0
+) -> StudyHandle:
+    """The handle of study ``name``; a worker joining a study being created waits up to ``wait_s`` seconds for
+    its configuration."""
     study = optuna.load_study(study_name=name, storage=storage)
     study_id = storage.get_study_id_from_name(name)
-    deadline = time.monotonic() + CONFIG_WAIT_S
+    deadline = time.monotonic() + wait_s
     while CONFIG_ATTR not in study.user_attrs:
         if time.monotonic() > deadline:
-            raise PruneSearchError(f"study '{name}' exists but is not a prune-search study (no configuration)")
+            raise PruneSearchError(
+                f"study '{name}' exists but is not a prune-search study (no configuration): another tool made it, "
+                f"or its creator was killed while preparing it; remove it with 'optuna delete-study --study-name "
+                f"{name} --storage URL' or choose another --study"
+            )
         time.sleep(1.0)
         study = optuna.load_study(study_name=name, storage=storage)
     space_json, importance_json = get_data(engine, study_id, SPACE_KEY), get_data(engine, study_id, IMPORTANCE_KEY)
@@ -380,13 +388,17 @@ def create_or_join(
     engine, storage = open_storage(url)
     created = False
     if not study_exists(storage, name):
-        config, space, importance, fitness = _prepare(options, resolve_device(device), progress)
-        directions = ["minimize"] * len(config["objectives"])
-        try:
+        directions = ["minimize"] * len(options.objectives or DEFAULTS["objectives"])
+        try:  # claim the name first: racing workers wait for the creator's configuration in _load
             study = optuna.create_study(study_name=name, storage=storage, directions=directions)
         except optuna.exceptions.DuplicatedStudyError:
             study = None
         if study is not None:
+            try:
+                config, space, importance, fitness = _prepare(options, resolve_device(device), progress)
+            except BaseException:
+                optuna.delete_study(study_name=name, storage=storage)
+                raise
             study_id = storage.get_study_id_from_name(name)
             put_data(engine, study_id, SPACE_KEY, space.to_json())
             put_data(engine, study_id, IMPORTANCE_KEY, importance.to_json())
@@ -398,7 +410,7 @@ def create_or_join(
                 study.set_metric_names([metric.get(o, o) for o in config["objectives"]])
             study.set_user_attr(CONFIG_ATTR, config)
             created = True
-    handle = _load(url, engine, storage, name, options.model)
+    handle = _load(url, engine, storage, name, options.model, wait_s=CONFIG_WAIT_S)
     if not created:
         handle.model_spec()  # a stored package.module:factory must be the worker's own --model
         clash = contradictions(handle.config, options) or _sensitivity_clash(handle.config, options)
