@@ -61,6 +61,7 @@ from prune_search.sensitivity.command import sensitivity_command
 from prune_search.sparse.command import sparsify_command
 from prune_search.storage import redact, resolve_url
 from prune_search.storage.trial_records import claim
+from prune_search.storage.url import require_existing
 from prune_search.training import TrainConfig, load_model, read_checkpoint, train_baseline
 from prune_search.training.loop import evaluate
 
@@ -493,6 +494,7 @@ def studies(storage: StorageOpt = None) -> None:
     """Studies in the storage, with their trial counts."""
     quiet_optuna()
     url = resolve_url(storage)
+    require_existing(url)
     _, rdb = open_storage(url)
     for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
         kind = "prune-search" if CONFIG_ATTR in summary.user_attrs else "optuna"

@@ -270,3 +270,11 @@ def test_a_failed_creation_leaves_no_study_behind(sqlite_url, tmp_path):
     with pytest.raises(PruneSearchError):
         create_or_join(sqlite_url, "broken", StartOptions(checkpoint=broken), device="cpu", progress=False)
     assert optuna.get_all_study_names(sqlite_url) == []
+
+
+@pytest.mark.parametrize("command", ["status", "front", "studies"])
+def test_reading_a_missing_sqlite_file_says_so_and_creates_nothing(command, tmp_path):
+    missing = tmp_path / "nope.db"
+    args = [command, "--storage", f"sqlite:///{missing}"] + ([] if command == "studies" else ["--study", "x"])
+    assert_one_line_error(run_cli(*args), f"no database file {missing}", "prune-search start")
+    assert not missing.exists()

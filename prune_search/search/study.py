@@ -47,7 +47,7 @@ from prune_search.sensitivity.allocate import scaled
 from prune_search.sensitivity.result import SENSITIVITY_USES, read_sensitivity
 from prune_search.space import PruningSpace
 from prune_search.storage.study_data import ensure_tables, get_data, put_data
-from prune_search.storage.url import create_engine, redact
+from prune_search.storage.url import create_engine, redact, require_existing
 from prune_search.training.cache import cached_baseline
 from prune_search.training.checkpoint import load_model
 
@@ -373,6 +373,7 @@ def open_study(url: str, name: str, *, model: str | None = None) -> StudyHandle:
     ``model`` is the user's ``--model``: it must be the study's model, and it is the one
     ``package.module:factory`` that may be built from the stored spec (``handle.trusted_factory``).
     """
+    require_existing(url)
     engine, storage = open_storage(url)
     if not study_exists(storage, name):
         known = optuna.get_all_study_names(storage)

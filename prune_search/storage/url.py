@@ -3,6 +3,7 @@
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import sqlalchemy
@@ -76,6 +77,21 @@ def create_engine(url: str) -> Engine:
         reason = str(exc.orig).strip().splitlines()[0][:160] if exc.orig else type(exc).__name__
         raise PruneSearchError(f"cannot connect to storage {redact(url)}: {reason}") from None
     return engine
+
+
+def require_existing(url: str) -> None:
+    """For a read-only command: a SQLite URL must name an existing file (else a one-line error), so that
+    reading never leaves an empty database behind. Server URLs are left to the connection."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # create_engine reports it
+    path = parsed.database
+    if parsed.get_backend_name() == "sqlite" and path not in (None, "", ":memory:") and not Path(path).is_file():
+        raise PruneSearchError(
+            f"no database file {path}: fix --storage (or $PRUNE_SEARCH_STORAGE), or create a study there with "
+            "'prune-search start'"
+        )
 
 
 def transient(exc: BaseException) -> bool:
