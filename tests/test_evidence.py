@@ -174,6 +174,8 @@ def test_validate_proxy_needs_enough_trials_in_a_band(study, tmp_path):
     _, url = study
     args = ["validate-proxy", "--study", "ev", "--storage", url, "--bands", "0.5", "--band-width", "0.001"]
     assert_one_line_error(run_cli(*args, "--out", str(tmp_path / "v")), "widen --band-width")
+    beyond = ["validate-proxy", "--study", "ev", "--storage", url, "--bands", "0.999", "--band-width", "0.001"]
+    assert_one_line_error(run_cli(*beyond, "--out", str(tmp_path / "v")), "out of the space's reach", "--min-ratio")
     assert_one_line_error(run_cli("validate-proxy", "--study", "ev", "--storage", url, "--bands", "2"), "--bands")
 
 

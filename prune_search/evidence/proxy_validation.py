@@ -28,7 +28,7 @@ import torch
 from scipy import stats
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator
+from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator, CostModel
 from prune_search.evidence.context import StudyBase
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.fidelity import features, study_surrogate
@@ -72,6 +72,13 @@ def sample_bands(base: StudyBase, config: ValidationConfig) -> dict[float, tuple
     out = {}
     for band in config.bands:
         inside = np.flatnonzero((np.abs(reduction - band) <= config.width / 2) & (archive.violation <= 0))
+        smallest_macs = float(CostModel(base.handle.space)(base.handle.space.smallest())[0][0])
+        reachable = 1 - smallest_macs / base.handle.config["base"]["macs"]
+        if band - config.width / 2 > reachable:
+            raise PruneSearchError(
+                f"a {band:.0%} MACs reduction is out of the space's reach (its smallest candidate cuts "
+                f"{reachable:.0%}); choose --bands below that, or create the study with a lower --min-ratio"
+            )
         if len(inside) < config.per_band:
             raise PruneSearchError(
                 f"only {len(inside)} trials lie within {config.width / 2:.0%} of a {band:.0%} MACs reduction "
