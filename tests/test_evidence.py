@@ -128,6 +128,11 @@ def test_compare_fine_tunes_front_and_baselines_with_one_recipe(study, tmp_path)
     assert (out / "comparison.html").stat().st_size > 100_000  # plotly.js inlined: opens offline
     again = run_cli(*args, "--out", str(out))  # finished runs are read back, not retrained
     assert again.returncode == 0 and "epoch" not in again.stderr
+    only = ["compare", "--study", "ev", "--storage", url, "--max-macs", "50%", "--epochs", "1", "--methods", "uniform"]
+    narrower = run_cli(*only, "--seeds", "0", "--device", "cpu", "--no-progress", "--out", str(out))
+    assert narrower.returncode == 0 and "epoch" not in narrower.stderr
+    assert len(_csv(out / "results.csv")) == 4  # a call with fewer methods keeps the earlier runs
+    assert {r["method"] for r in _csv(out / "summary.csv")} == {"front", "uniform"}
 
 
 def test_compare_rejects_bad_input(study, tmp_path):

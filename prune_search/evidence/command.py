@@ -54,10 +54,34 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
+
+
+NUMERIC = ("seed", "macs", "params", "macs_reduction_pct", "params_reduction_pct", "val_acc", "test_acc")
+
+
+def _merged(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` after the rows of an earlier ``results.csv`` at ``path`` that they do not redo (other
+    budgets, methods or seeds), so that a call with other ``--methods`` keeps the earlier runs in the summary."""
+    if not path.is_file():
+        return rows
+    done = {(r["budget"], r["method"], int(r["seed"])) for r in rows}
+    with open(path, newline="") as handle:
+        earlier = list(csv.DictReader(handle))
+    kept = []
+    for row in earlier:
+        if row["method"] not in METHODS or (row["budget"], row["method"], int(row["seed"])) in done:
+            continue
+        typed: dict[str, Any] = dict(row)
+        for key in NUMERIC:
+            typed[key] = float(row[key]) if key.endswith(("_pct", "_acc")) else int(row[key])
+        typed["trial"] = int(row["trial"]) if row.get("trial") else None
+        kept.append(typed)
+    return kept + rows
 
 
 def compare_command(
@@ -99,6 +123,7 @@ def compare_command(
         )
 
     rows = run_comparison(base, budgets, chosen, seed_list, config, out, progress=progress, on_result=report)
+    rows = _merged(out / "results.csv", rows)
     summary = summarize(rows)
     _write_csv(rows, out / "results.csv")
     _write_csv(summary, out / "summary.csv")

@@ -12,9 +12,31 @@ study's own importance with strategy ``min``, like every other candidate. The pe
 falling past a pruning ratio of about 0.8 (it keeps groups whole), so the ratio is found by a
 coarse scan of ``SCAN`` ratios, then a bisection inside the first interval that crosses the
 budget, both against the study's exact MACs count.
+
+- ``fastnas``: NVIDIA ModelOpt's FastNAS (``modelopt.torch.prune.prune`` with mode ``fastnas``;
+  ``pip install 'prune-search[peers]'``), run on a copy of the base model on the CPU. It measures
+  every width choice of every prunable layer by its score (here the accuracy on a fixed sample of
+  ``FASTNAS_SCORE_BATCHES`` train batches of ``FASTNAS_SCORE_BATCH_SIZE``, never val or test),
+  then bisects a threshold on the score drop to meet a FLOPs bound, given as ``2 × max_macs``
+  (FLOPs = 2 × MACs, per sample). Its width choices are ``FASTNAS_RATIOS`` (FastNAS's own
+  default ratios) of every layer with channel divisor 1: its default divisor of 32 leaves no
+  choice on 16-, 32- and 64-channel layers. Before each score it re-estimates BatchNorm on the
+  ``FASTNAS_CALIBRATION_BATCHES`` train batches of ``FASTNAS_CALIBRATION_BATCH_SIZE`` it was
+  given, which it does only from a full queue of 50 batches, so the train split is repeated
+  (reshuffled) when it holds fewer. One score costs those 50 calibration forwards plus the score
+  batches, and there is one per width choice (about 250 for resnet20), so its time grows with the
+  model's forward time. Its output counts are snapped to the grid like the TP peers'; should the
+  snapped candidate exceed the budget (FastNAS counts FLOPs of its own), the group with the
+  largest keep ratio steps down one grid level until it fits.
 """
 
+import contextlib
 import copy
+import io
+import itertools
+import tempfile
+import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +49,16 @@ from prune_search.evidence.context import StudyBase
 from prune_search.search.baselines import snap
 from prune_search.space import CandidateBatch
 
-PEERS = ("tp_global", "tp_global_taylor")
+PEERS = ("tp_global", "tp_global_taylor", "fastnas")
 SCAN = 20
 BISECT_STEPS = 8
 TAYLOR_BATCHES = 4
+FASTNAS_RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+FASTNAS_CALIBRATION_BATCHES = 50
+FASTNAS_CALIBRATION_BATCH_SIZE = 16
+FASTNAS_SCORE_BATCHES = 2
+FASTNAS_SCORE_BATCH_SIZE = 128
+MISSING_MODELOPT = "peer fastnas needs NVIDIA ModelOpt: pip install 'prune-search[peers]'"
 
 
 def _peer_widths(base: StudyBase, method: str, ratio: float) -> torch.Tensor:
@@ -55,12 +83,93 @@ def _peer_widths(base: StudyBase, method: str, ratio: float) -> torch.Tensor:
         model, batches[0][0][:2], importance, global_pruning=True, pruning_ratio=ratio, ignored_layers=ignored
     )
     pruner.step()
+    return _widths(model, base)
+
+
+def _widths(model: nn.Module, base: StudyBase) -> torch.Tensor:
+    """Output count ``[G]`` of each group's root module in a pruned copy of the base model."""
     modules = dict(model.named_modules())
     widths = []
-    for group in space.groups:
+    for group in base.handle.space.groups:
         root = modules[group.name]
         widths.append(root.out_channels if isinstance(root, nn.modules.conv._ConvNd) else root.out_features)
     return torch.tensor(widths, dtype=torch.int64)
+
+
+def _fastnas_rules(mtp) -> dict:
+    """FastNAS's mode config: its default rules with ``FASTNAS_RATIOS`` and divisor 1 everywhere."""
+    rules = {}
+    for layer, rule in mtp.fastnas.FastNASConfig().model_dump().items():
+        rule = dict(rule["*"])
+        for ratio, divisor in (("channels_ratio", "channel_divisor"), ("features_ratio", "feature_divisor")):
+            if ratio in rule:
+                rule[ratio], rule[divisor] = FASTNAS_RATIOS, 1
+        rules[layer] = {"*": rule}
+    return rules
+
+
+def _fastnas_widths(base: StudyBase, max_macs: int) -> torch.Tensor:
+    """Keep count per group ``[G]`` of the subnet FastNAS finds within ``2 × max_macs`` FLOPs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import modelopt.torch.prune as mtp
+    except ImportError as error:
+        raise PruneSearchError(MISSING_MODELOPT) from error
+    repeated = itertools.chain.from_iterable(
+        base.bundle.loader("train", FASTNAS_CALIBRATION_BATCH_SIZE, shuffle=True, seed=seed)
+        for seed in itertools.count()
+    )
+    calibration = list(itertools.islice(repeated, FASTNAS_CALIBRATION_BATCHES))  # the split reshuffled as needed
+    scored = base.bundle.loader("train", FASTNAS_SCORE_BATCH_SIZE, shuffle=True, seed=1)
+    sample = list(itertools.islice(scored, FASTNAS_SCORE_BATCHES))
+    total = sum(len(targets) for _, targets in sample)
+
+    def accuracy(model: nn.Module) -> float:
+        model.eval()  # FastNAS re-estimates BatchNorm here, from its queue of calibration batches
+        with torch.no_grad():
+            return sum(int((model(x).argmax(1) == y).sum()) for x, y in sample) / total
+
+    model = copy.deepcopy(base.model).cpu().eval()
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        pruned, _ = mtp.prune(
+            model,
+            mode=[("fastnas", _fastnas_rules(mtp))],
+            constraints={"flops": 2 * max_macs},
+            dummy_input=calibration[0][0][:1],
+            config={
+                "data_loader": calibration,
+                "score_func": accuracy,
+                "checkpoint": str(Path(folder) / "fastnas_search.pth"),
+                "verbose": False,
+            },
+        )
+    return _widths(pruned, base)
+
+
+def _fit(space, keep: torch.Tensor, max_macs: int, method: str) -> torch.Tensor:
+    """``keep`` ``[G]``, the group with the largest keep ratio one grid level lower while over ``max_macs``."""
+    cost = CostModel(space)
+    levels = space.level_keep_counts()
+    allowed = torch.arange(levels.shape[1])[None] >= space.min_levels()[:, None]
+    keep = keep.clone()
+    strategy = torch.full((1, len(keep)), space.strategies.index("min"))
+    while int(cost(CandidateBatch(keep[None], strategy))[0][0]) > max_macs:
+        below = torch.where(allowed & (levels < keep[:, None]), levels, torch.full_like(levels, -1)).max(1).values
+        if not bool((below >= 0).any()):
+            raise PruneSearchError(
+                f"{method} leaves no candidate of this space within {max_macs:,} MACs; choose a larger budget"
+            )
+        ratio = torch.where(below >= 0, keep.double() / space.sizes.double(), torch.full_like(keep, -1).double())
+        group = int(ratio.argmax())
+        keep[group] = below[group]
+    return keep
 
 
 def peer_candidate(base: StudyBase, method: str, max_macs: int) -> CandidateBatch:
@@ -71,6 +180,9 @@ def peer_candidate(base: StudyBase, method: str, max_macs: int) -> CandidateBatc
     if "min" not in space.strategies:
         raise PruneSearchError(f"peer {method} keeps channels by strategy 'min', which this study's space leaves out")
     cost = CostModel(space)
+    if method == "fastnas":
+        keep = _fit(space, snap(space, _fastnas_widths(base, max_macs)), max_macs, method)[None]
+        return CandidateBatch(keep, torch.full_like(keep, space.strategies.index("min")))
 
     def candidate(ratio: float) -> tuple[CandidateBatch, int]:
         keep = snap(space, _peer_widths(base, method, ratio))[None]
