@@ -198,11 +198,11 @@ def test_quality_benchmark_smoke_run_on_digits(tmp_path):
     results = tmp_path / "quality.md"
     args = ["--dataset", "digits", "--models", "resnet20", "--budgets", "50%", "--seeds", "0", "--epochs", "1"]
     args += ["--trials", "300", "--baseline-epochs", "3", "--workdir", str(tmp_path / "w"), "--results", str(results)]
-    args += ["--methods", "front,front_bn,uniform,global_mean"]
+    args += ["--methods", "search,front,front_bn,uniform,global_mean", "--evaluations", "6"]
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     text = results.read_text()
-    for method in ("| front |", "| front_bn |", "| uniform |", "| global_mean |"):
+    for method in ("| search |", "| front |", "| front_bn |", "| uniform |", "| global_mean |"):
         assert method in text
-    assert "prune-search compare --study quality-digits-resnet20-bn_kl" in text and "--proxy bn_kl" in text
+    assert "prune-search compare --study quality-digits-resnet20-bn_kl" in text and "--proxy bn_kl --evaluations 6" in text
     assert results.with_suffix(".svg").read_text().startswith("<?xml")
