@@ -281,9 +281,13 @@ def start(
     typer.echo(f"{verb} study '{study}' in {redact(url)}: {len(handle.space)} groups, {handle.config['model']['name']}")
     bar = tqdm(total=trials, desc="trials", disable=not progress, dynamic_ncols=True)
 
+    measured = [0]
+
     def report(update: GenerationReport) -> None:
         bar.n = update.complete
-        bar.set_postfix(front=update.front, hv=f"{update.hypervolume:.4f}", gen=update.generation)
+        measured[0] += update.measured
+        extra = {"measured": measured[0]} if handle.config.get("evaluations") else {}
+        bar.set_postfix(front=update.front, hv=f"{update.hypervolume:.4f}", gen=update.generation, **extra)
         if update.generation % NOTE_EVERY == 0:
             update_study_note(handle)
 

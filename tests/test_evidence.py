@@ -204,5 +204,7 @@ def test_quality_benchmark_smoke_run_on_digits(tmp_path):
     text = results.read_text()
     for method in ("| search |", "| front |", "| front_bn |", "| uniform |", "| global_mean |"):
         assert method in text
-    assert "prune-search compare --study quality-digits-resnet20-bn_kl" in text and "--proxy bn_kl --evaluations 6" in text
+    assert (
+        "prune-search compare --study quality-digits-resnet20-bn_kl" in text and "--proxy bn_kl --evaluations 6" in text
+    )
     assert results.with_suffix(".svg").read_text().startswith("<?xml")
