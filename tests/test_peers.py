@@ -28,8 +28,8 @@ def base(tmp_path_factory, digits_checkpoint):
 def test_fastnas_widths_become_a_candidate_within_the_budget(base, monkeypatch):
     pytest.importorskip("modelopt.torch.prune")
     # a coarser width grid and smaller calibration batches than the defaults keep this test short
-    monkeypatch.setattr(peers, "FASTNAS_RATIOS", (0.25, 0.5, 0.75, 1.0))
-    monkeypatch.setattr(peers, "FASTNAS_CALIBRATION_BATCH_SIZE", 8)
+    monkeypatch.setattr(peers, "FASTNAS_RATIOS", (0.25, 0.5, 1.0))
+    monkeypatch.setattr(peers, "FASTNAS_CALIBRATION_BATCH_SIZE", 4)
     space, base_macs = base.handle.space, base.handle.config["base"]["macs"]
     assert "fastnas" in PEERS
     candidate = peer_candidate(base, "fastnas", base_macs // 2)
@@ -41,6 +41,8 @@ def test_fastnas_widths_become_a_candidate_within_the_budget(base, monkeypatch):
     ratios = keep.double() / space.sizes.double()
     assert float(ratios.max() - ratios.min()) > 0.2  # FastNAS prunes layers unevenly, not by one ratio
     assert int(candidate.strategy.unique()) == space.strategies.index("min")
+    with pytest.raises(PruneSearchError, match=r"fastnas has no subnet within 2,000 FLOPs .*larger budget"):
+        peer_candidate(base, "fastnas", 1000)
 
 
 def test_a_candidate_over_the_budget_steps_down_the_grid_until_it_fits(base):

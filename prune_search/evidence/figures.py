@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 from prune_search.evidence.compare import METHODS
 
 COLORS = {
+    "search": "#000000",
     "front": "#d62728",
     "front_bn": "#ff7f0e",
     "front_kl": "#bcbd22",
@@ -19,6 +20,7 @@ COLORS = {
     "global_max": "#e377c2",
     "tp_global": "#7f7f7f",
     "tp_global_taylor": "#17becf",
+    "fastnas": "#aec7e8",
 }
 
 
