@@ -47,8 +47,9 @@ from prune_search.elastic.command import elastic_command
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.command import compare_command, validate_proxy_command
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
-from prune_search.finalize.rerank import RERANKED
+from prune_search.finalize.rerank import RERANKED, kl_rerank
 from prune_search.finalize.rerank import bn_rerank as bn_rerank_rows
+from prune_search.finalize.select import multi_fidelity
 from prune_search.iterative.command import iterative_command
 from prune_search.models import ModelSpec, available_models
 from prune_search.report import write_report
@@ -380,7 +381,8 @@ def finalize(
         typer.Option(
             "--bn-rerank/--no-bn-rerank",
             help="With a budget: the best of its 16 largest front trials by val accuracy after BN recalibration, "
-            "or the best score (default: off where the study measured its front with --evaluations, else on).",
+            "or the best score (default: on; in a study with --evaluations the least whole-candidate KL of the 16 "
+            "largest candidates of the corrected front).",
         ),
     ] = None,
     front: Annotated[int | None, typer.Option(help="Finalize K front trials spread across MACs.")] = None,
@@ -418,11 +420,18 @@ def finalize(
         model, bundle = load_study_base(
             handle, base_checkpoint(handle, checkpoint), str(data_root) if data_root else None
         )
+        shown = min(len(fitting), RERANKED)
+        if multi_fidelity(handle) and bn_rerank is None:
+            row, kl = kl_rerank(handle, fitting, model.to(torch_device), bundle, torch_device)
+            typer.echo(
+                f"trial {row['trial']}: the least whole-candidate KL ({kl:.4f} nats) of the {shown} candidates of the "
+                "corrected front with the most MACs within the budget (--no-bn-rerank: the best measured)"
+            )
+            return row
         row, accuracy = bn_rerank_rows(handle, fitting, model.to(torch_device), bundle, torch_device)
         typer.echo(
             f"trial {row['trial']}: the best by val accuracy after BN recalibration ({100 * accuracy:.2f}%) of the "
-            f"{min(len(fitting), RERANKED)} front trials with the most MACs within the budget (--no-bn-rerank: "
-            "the best proxy)"
+            f"{shown} front trials with the most MACs within the budget (--no-bn-rerank: the best score)"
         )
         return row
 
@@ -434,7 +443,7 @@ def finalize(
         max_params=max_params,
         front=front,
         force=force,
-        rerank=rerank if (bn_rerank if bn_rerank is not None else not handle.config.get("evaluations")) else None,
+        rerank=None if bn_rerank is False else rerank,
     )
     for note in notes:
         typer.echo(f"warning: {note}", err=True)

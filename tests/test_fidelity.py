@@ -104,3 +104,17 @@ def test_a_negative_evaluation_budget_is_refused(digits_checkpoint, tmp_path):
     url = f"sqlite:///{tmp_path / 'bad.db'}"
     with pytest.raises(PruneSearchError, match="--evaluations must be 0"):
         create_or_join(url, "bad", _options(digits_checkpoint, evaluations=-1), device="cpu", progress=False)
+
+
+def test_a_budget_pick_reranks_the_dense_corrected_front(measured_study):
+    _, handle, _ = measured_study
+    measured = front_rows(handle)
+    corrected = front_rows(handle, corrected=True)
+    assert len(corrected) > len(measured)
+    assert any("measured" not in r for r in corrected)
+    assert all(r["score"] == r["measured"]["kl"] for r in corrected if "measured" in r)
+    pool = []
+    numbers, _ = choose(handle, max_macs="40%", rerank=lambda fitting: pool.extend(fitting) or fitting[0])
+    assert numbers == [pool[0]["trial"]]
+    limit = int(handle.config["base"]["macs"] * 40 / 100)
+    assert {r["trial"] for r in pool} == {r["trial"] for r in corrected if r["macs"] <= limit}

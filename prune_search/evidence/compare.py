@@ -1,7 +1,8 @@
 """The search's front against simple pruning at equal MACs, each fine-tuned with the same recipe.
 
 At every MACs budget the compared candidates are: ``search``, what ``finalize --max-macs`` picks
-by default (``front`` in a multi-fidelity study, ``front_bn`` otherwise); ``front``, the best-scored
+by default (in a multi-fidelity study the least whole-candidate KL of the 16 candidates of the corrected front
+with the most MACs within the budget; ``front_bn`` otherwise); ``front``, the best-scored
 feasible front trial within the budget (the least measured KL of the measured front in a
 multi-fidelity study, else the best proxy; ``finalize --max-macs --no-bn-rerank``); ``front_bn``, of the 16
 front trials within the budget with the most MACs, the best by val accuracy after BN
@@ -21,12 +22,13 @@ from prune_search.errors import PruneSearchError
 from prune_search.evidence.context import StudyBase
 from prune_search.evidence.peers import PEERS, peer_candidate
 from prune_search.finalize.rerank import bn_rerank, candidate_of_row, kl_rerank
-from prune_search.finalize.select import fitting_rows, within_budget
+from prune_search.finalize.select import fitting_rows, multi_fidelity, within_budget
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.baselines import BASELINES, baseline
 from prune_search.search.config import parse_budget
 from prune_search.search.runner import Evaluator
 from prune_search.search.summary import front_rows
+from prune_search.space import CandidateBatch
 
 METHODS = ("search", "front", "front_bn", "front_kl", *BASELINES, *PEERS)
 
@@ -49,31 +51,38 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
     evaluator = Evaluator(handle, base.device)
     out = []
     for method in methods:
-        chosen = method
-        if method == "search":
-            method = "front" if handle.config.get("evaluations") else "front_bn"
-        if method == "front":
-            row = within_budget(handle, rows, budget, None)
-            candidate = candidate_of_row(handle.space, row)
-            trial = row["trial"]
-        elif method in ("front_bn", "front_kl"):
-            fitting = fitting_rows(handle, rows, budget, None)
-            rerank = bn_rerank if method == "front_bn" else kl_rerank
-            row, _ = rerank(handle, fitting, base.model, base.bundle, base.device)
-            candidate = candidate_of_row(handle.space, row)
-            trial = row["trial"]
-        elif method in PEERS:
-            candidate, trial = peer_candidate(base, method, macs_budget), None
-        else:
-            candidate = baseline(handle.space, handle.importance, method, macs_budget)
-            trial = None
+        candidate, trial = _candidate(base, method, budget, macs_budget, rows)
         on_device = candidate.to(base.device)
         proxies = {f"proxy_{name}": float(evaluator.proxy(on_device, name)[0]) for name in evaluator.proxy.available}
         macs, params = (int(t[0]) for t in evaluator.cost(on_device))
         out.append(
-            {"method": chosen, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}
+            {"method": method, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}
         )
     return out
+
+
+def _candidate(
+    base: StudyBase, method: str, budget: str, macs_budget: int, rows: list[dict[str, Any]]
+) -> tuple[CandidateBatch, int | None]:
+    """The candidate ``method`` picks at ``budget`` (``macs_budget`` MACs), and its trial number (None off the
+    study); ``rows`` is the study's front."""
+    handle = base.handle
+    if method == "search":
+        if not multi_fidelity(handle):
+            return _candidate(base, "front_bn", budget, macs_budget, rows)
+        fitting = fitting_rows(handle, front_rows(handle, corrected=True), budget, None)
+        row, _ = kl_rerank(handle, fitting, base.model, base.bundle, base.device)
+        return candidate_of_row(handle.space, row), row["trial"]
+    if method == "front":
+        row = within_budget(handle, rows, budget, None)
+        return candidate_of_row(handle.space, row), row["trial"]
+    if method in ("front_bn", "front_kl"):
+        rerank = bn_rerank if method == "front_bn" else kl_rerank
+        row, _ = rerank(handle, fitting_rows(handle, rows, budget, None), base.model, base.bundle, base.device)
+        return candidate_of_row(handle.space, row), row["trial"]
+    if method in PEERS:
+        return peer_candidate(base, method, macs_budget), None
+    return baseline(handle.space, handle.importance, method, macs_budget), None
 
 
 def run_comparison(

@@ -11,6 +11,11 @@ from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive, spread
 
 
+def multi_fidelity(handle: StudyHandle) -> bool:
+    """Whether the study measures promoted candidates whole (``start --evaluations N`` with N > 0)."""
+    return bool(handle.config.get("evaluations")) and "proxy" in handle.config["objectives"]
+
+
 def knee(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any]:
     """The front row closest (Euclidean) to the utopia point after min-max normalising each objective
     (the proxy objective read from the rows' ``score``: measured where the study measured them)."""
@@ -63,8 +68,9 @@ def choose(
 ) -> tuple[list[int], list[str]]:
     """Trial numbers to finalize, and warnings to show. Exactly one way of choosing must be given.
 
-    With a budget, ``rerank`` (e.g. BN recalibration, :mod:`prune_search.finalize.rerank`)
-    picks among the front rows within it instead of the best proxy.
+    With a budget, ``rerank`` (whole-candidate KL or BN recalibration, :mod:`prune_search.finalize.rerank`)
+    picks among the front rows within it instead of the best score; in a multi-fidelity study among the rows of
+    the corrected front (every candidate, measured or surrogate-corrected), which is dense near any budget.
     """
     ways = sum([trial is not None, use_knee, max_macs is not None or max_params is not None, front is not None])
     if ways != 1:
@@ -93,5 +99,6 @@ def choose(
             raise PruneSearchError(f"--front must be at least 1, got {front}")
         return [r["trial"] for r in spread(rows, front)], []
     if rerank is not None:
-        return [rerank(fitting_rows(handle, rows, max_macs, max_params))["trial"]], []
+        pool = front_rows(handle, archive, corrected=True) if multi_fidelity(handle) else rows
+        return [rerank(fitting_rows(handle, pool, max_macs, max_params))["trial"]], []
     return [within_budget(handle, rows, max_macs, max_params)["trial"]], []

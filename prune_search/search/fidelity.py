@@ -84,6 +84,31 @@ def study_surrogate(handle: StudyHandle, evaluator: "Evaluator", archive: Archiv
     return Surrogate(features(evaluator, archive.X[done], fast), fast, measured[done])
 
 
+def corrected_objectives(
+    handle: StudyHandle,
+    evaluator: "Evaluator",
+    archive: Archive,
+    scores: dict[str, dict[str, float]] | None = None,
+) -> np.ndarray:
+    """``archive.F [N, M]`` with the proxy column replaced by the measured score where there is one and the
+    surrogate's estimate elsewhere (unchanged when nothing is measured). ``scores``: ``{digest: scores}``,
+    read from the study when None."""
+    if "proxy" not in handle.config["objectives"]:
+        return archive.F
+    scores = read_scores(handle.engine, handle.study_id) if scores is None else scores
+    measured = measured_column(archive, scores)
+    done = ~np.isnan(measured)
+    if not done.any():
+        return archive.F
+    column = handle.config["objectives"].index("proxy")
+    fast = archive.F[:, column]
+    X = features(evaluator, archive.X, fast)
+    estimate = Surrogate(X[done], fast[done], measured[done])(X, fast)
+    F = archive.F.copy()
+    F[:, column] = np.where(done, measured, estimate)
+    return F
+
+
 def promotions_per_generation(evaluations: int, population: int, target: int) -> int:
     """Promotions each generation so that ``evaluations`` are spread over a search of ``target`` trials."""
     return max(1, math.ceil(evaluations * population / max(target, 1)))
@@ -117,16 +142,7 @@ class Promoter:
     def corrected(self, archive: Archive) -> np.ndarray:
         """``archive.F`` with the proxy column replaced by the measured score or the surrogate's estimate."""
         self.scores = read_scores(self.handle.engine, self.handle.study_id)
-        measured = measured_column(archive, self.scores)
-        done = ~np.isnan(measured)
-        if not done.any():
-            return archive.F
-        fast = archive.F[:, self.column]
-        X = features(self.evaluator, archive.X, fast)
-        estimate = Surrogate(X[done], fast[done], measured[done])(X, fast)
-        F = archive.F.copy()
-        F[:, self.column] = np.where(done, measured, estimate)
-        return F
+        return corrected_objectives(self.handle, self.evaluator, archive, self.scores)
 
     def promote(self, archive: Archive, worker_id: int, count: int) -> int:
         """Measure up to ``count`` unmeasured candidates of the corrected front, spread across MACs (plus

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from prune_search.search.archive import Archive
-from prune_search.search.fidelity import MEASURE
+from prune_search.search.fidelity import MEASURE, corrected_objectives
 from prune_search.search.front import REFERENCE, front_indices, hypervolume, hypervolume_history
 from prune_search.search.runner import Evaluator
 from prune_search.search.study import StudyHandle
@@ -21,7 +21,9 @@ def load_archive(handle: StudyHandle) -> Archive:
     return archive
 
 
-def measured_objectives(handle: StudyHandle, archive: Archive) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+def measured_objectives(
+    handle: StudyHandle, archive: Archive
+) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
     """Objectives ``[K, M]`` of the archive's measured candidates (the proxy column replaced by the measured
     score, :data:`~prune_search.search.fidelity.MEASURE`), their archive rows ``[K]`` and ``{digest: scores}``."""
     scores = read_scores(handle.engine, handle.study_id)
@@ -33,22 +35,28 @@ def measured_objectives(handle: StudyHandle, archive: Archive) -> tuple[np.ndarr
     return F, rows, scores
 
 
-def front_rows(handle: StudyHandle, archive: Archive | None = None) -> list[dict[str, Any]]:
+def front_rows(handle: StudyHandle, archive: Archive | None = None, corrected: bool = False) -> list[dict[str, Any]]:
     """The feasible Pareto trials, sorted by MACs: trial number, keep counts, strategies, costs, proxies,
     and ``score``, the value that ranks them (lower is better).
 
     In a multi-fidelity study with measured candidates the front is that of the measured candidates, with the
-    measured score (``measured``: KL, loss, accuracy) in place of the proxy; otherwise the proxy's front.
+    measured score (``measured``: KL, loss, accuracy) in place of the proxy; with ``corrected``, the front of
+    every candidate by the measured score or, where unmeasured, the surrogate-corrected proxy (the search's own
+    view, dense across MACs). Otherwise the proxy's front.
     """
     archive = archive or load_archive(handle)
+    evaluator = Evaluator(handle, torch.device("cpu"))
     F, rows_measured, scores = measured_objectives(handle, archive)
-    if len(rows_measured):
+    estimate = None
+    if corrected and len(rows_measured):
+        estimate = corrected_objectives(handle, evaluator, archive, scores)
+        idx = front_indices(estimate, archive.violation)
+    elif len(rows_measured):
         idx = rows_measured[front_indices(F, archive.violation[rows_measured])]
     else:
         idx = front_indices(archive.F, archive.violation)
     if len(idx) == 0:
         return []
-    evaluator = Evaluator(handle, torch.device("cpu"))
     records = evaluator.records(archive.X[idx], 0, 0)
     rows = []
     for i, record in zip(idx, records, strict=True):
@@ -62,7 +70,13 @@ def front_rows(handle: StudyHandle, archive: Archive | None = None) -> list[dict
                 "params": attrs["params"],
                 "params_pct": attrs["params_pct"],
                 **{f"proxy_{name}": value for name, value in attrs["proxy"].items()},
-                "score": measured[MEASURE] if measured else attrs["proxy"][handle.config["proxy"]],
+                "score": (
+                    measured[MEASURE]
+                    if measured
+                    else float(estimate[i, handle.config["objectives"].index("proxy")])
+                    if estimate is not None
+                    else attrs["proxy"][handle.config["proxy"]]
+                ),
                 **({"measured": measured} if measured else {}),
                 "keep": attrs["keep"],
                 "strategy": attrs["strategy"],
