@@ -11,7 +11,6 @@ attribute, to the candidate's trial, where Optuna and optuna-dashboard show them
 
 import datetime
 import json
-import os
 import socket
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from prune_search.storage import tables
-from prune_search.storage.trial_records import set_finished_user_attr
+from prune_search.storage.trial_records import pid_alive, set_finished_user_attr
 from prune_search.storage.url import with_retry
 
 STALE_S = 900.0
@@ -37,16 +36,6 @@ class Promotion:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def claim_promotions(
@@ -73,7 +62,7 @@ def claim_promotions(
             taken = [
                 Promotion(r.digest, r.number, r.trial_id)
                 for r in pending
-                if r.host is None or r.last_seen < stale or (r.host == host and not _alive(r.pid))
+                if r.host is None or r.last_seen < stale or (r.host == host and not pid_alive(r.pid))
             ]
             for p in taken:
                 conn.execute(

@@ -41,7 +41,8 @@ def attach_artifact(engine: Engine, trial_id: int, artifact_id: str, filename: s
     _upsert(engine, models.TrialSystemAttributeModel.__table__, trial_id, key, json.dumps(meta))  # as Optuna stores it
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +73,7 @@ def claim(engine: Engine, study_id: int, number: int, out: str) -> bool:
                 holder = conn.execute(select(claims.c.host, claims.c.pid).where(*where).with_for_update()).first()
                 if holder is None or (holder.host, holder.pid) == (me["host"], me["pid"]):
                     return True
-                if holder.host == me["host"] and not _alive(holder.pid):
+                if holder.host == me["host"] and not pid_alive(holder.pid):
                     conn.execute(update(claims).where(*where).values(out=out, claimed_at=now, **me))
                     return True
             return False
