@@ -8,7 +8,8 @@ fine-tuning runs are read back, so adding seeds reruns only the new ones.
 
 Writes ``--results`` (Markdown: commands, per-budget mean ± std, gaps to uniform and to the
 best other method) and an SVG plot beside it. The studies are multi-fidelity (``--evaluations``,
-default 200 as ``start``'s), so ``search`` is the least measured KL within the budget.
+e.g. 200; 0, ``start``'s default, is the proxy-only search), and ``search`` is what ``finalize --max-macs``
+picks by default.
 
 Run (Fashion-MNIST, the real benchmark; hours on 2 CPU cores):
     python benchmarks/fmnist_quality.py --seeds 0,1,2

@@ -233,7 +233,8 @@ def start(
         int | None,
         typer.Option(
             help="Whole-candidate evaluations (BN-recalibrated KL on the train sample) the study may spend on "
-            "promoted front candidates; they correct the proxy and rank the front (default 200; 0: proxy only)."
+            "promoted front candidates; they correct the proxy and rank the front (default 0: proxy only; "
+            "see the README for when it helps)."
         ),
     ] = None,
     calibration_batches: Annotated[int | None, typer.Option(help="Train batches for importance (default 8).")] = None,

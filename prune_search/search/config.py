@@ -49,7 +49,7 @@ DEFAULTS = {
     "objectives": list(OBJECTIVES),
     "criterion": "taylor",
     "proxy": "bn_kl",
-    "evaluations": 200,
+    "evaluations": 0,
     "calibration_batches": 8,
     "min_ratio": 0.1,
     "ratio_step": 0.05,
