@@ -184,11 +184,13 @@ def main() -> None:
         "",
         f"Every compared model is fine-tuned with KD for {args.epochs} epochs (SGD lr 0.01, cosine, T=4, "
         f"α=0.9); mean ± sample std over the seeds in the `seeds` column. A budget of 50 % keeps at most half the "
-        f"base MACs; `front` is the best-proxy (`{args.proxy}`) front trial within it, `front_bn` the best by "
-        "BN-recalibrated val accuracy of the 16 front trials with the most MACs within it (what "
-        "`finalize --max-macs` picks; when it is `front`'s trial the run is shared), `uniform`, `global_*` "
-        "and the peers `tp_global*` (Torch-Pruning's global pruning, its widths with our channel choice) the "
-        "candidates with the most MACs within it (README, `compare`). Test accuracy is measured once, on the "
+        f"base MACs; `search` is what `finalize --max-macs` picks by default, `front` the best-scored front trial "
+        f"within it (proxy `{args.proxy}`; with `--evaluations` {args.evaluations} > 0 the measured front and "
+        "the least measured KL), `front_bn` the best by BN-recalibrated val accuracy of the 16 front trials with "
+        "the most MACs within it (when two methods pick one trial the run is shared), `uniform`, `global_*` "
+        "and the peers `tp_global*` (Torch-Pruning's global pruning) and `fastnas` (NVIDIA ModelOpt FastNAS), "
+        "their widths with our channel choice, the candidates with the most MACs within it (README, `compare`). "
+        "Test accuracy is measured once, on the "
         "best val epoch. Finished runs are read back, "
         "so the fine-tuning runs may come from earlier invocations of the same commands (here: one process "
         "per model and budget group, on 1 thread each).",
