@@ -2,8 +2,9 @@
 without the multi-fidelity evaluations, side by side in one run.
 
 For one trained checkpoint, two studies are created in a fresh SQLite file with the same flags except
-``--evaluations`` (0, ``start``'s default, and this script's ``--evaluations``, 200): each row reports the creation time, the search time to ``--trials``,
-the whole-candidate evaluations spent, the size of the (measured) front and the time per evaluation.
+``--evaluations`` (0, ``start``'s default, and this script's ``--evaluations``, 200): each row reports the
+creation time, the search time to ``--trials``, the whole-candidate evaluations spent, the size of the
+(measured) front and the time per evaluation.
 
 Run (the issue's target: resnet20 on Fashion-MNIST, creation ≤ 2 min, the whole search ≤ 10 min on 2 CPU cores):
     python benchmarks/search_time.py --checkpoint runs/quality/fashion-mnist-resnet20.pt --dataset fashion-mnist
