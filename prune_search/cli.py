@@ -49,12 +49,12 @@ from prune_search.evidence.command import compare_command, validate_proxy_comman
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.finalize.rerank import RERANKED, kl_rerank
 from prune_search.finalize.rerank import bn_rerank as bn_rerank_rows
-from prune_search.finalize.select import multi_fidelity
 from prune_search.iterative.command import iterative_command
 from prune_search.models import ModelSpec, available_models
 from prune_search.report import write_report
 from prune_search.search import GenerationReport, StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import CONFIG_ATTR
+from prune_search.search.fidelity import multi_fidelity
 from prune_search.search.study import base_checkpoint, load_study_base, open_storage
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows, spread, status

@@ -22,10 +22,11 @@ from prune_search.errors import PruneSearchError
 from prune_search.evidence.context import StudyBase
 from prune_search.evidence.peers import PEERS, peer_candidate
 from prune_search.finalize.rerank import bn_rerank, candidate_of_row, kl_rerank
-from prune_search.finalize.select import fitting_rows, multi_fidelity, within_budget
+from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.baselines import BASELINES, baseline
 from prune_search.search.config import parse_budget
+from prune_search.search.fidelity import multi_fidelity
 from prune_search.search.runner import Evaluator
 from prune_search.search.summary import front_rows
 from prune_search.space import CandidateBatch

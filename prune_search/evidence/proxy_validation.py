@@ -35,7 +35,6 @@ from prune_search.search.fidelity import features, study_surrogate
 from prune_search.search.runner import Evaluator
 from prune_search.search.study import fitness_batches
 from prune_search.search.summary import load_archive
-from prune_search.space import CandidateBatch
 
 TOP = 5
 
@@ -94,7 +93,7 @@ def predictors(base: StudyBase, genes: np.ndarray, config: ValidationConfig) -> 
     handle = base.handle
     evaluator = Evaluator(handle, torch.device("cpu"))
     proxies, _, params = evaluator.measure(genes)
-    batch = _batch(evaluator, genes)
+    batch = evaluator.batch(genes)
     calibration = _batches(base, "train", config.calibration_batches)
     validation = _batches(base, "val", config.val_batches)
     bn = AdaptiveBNEvaluator(base.model, handle.space, handle.importance, calibration, validation, base.device)
@@ -113,11 +112,6 @@ def predictors(base: StudyBase, genes: np.ndarray, config: ValidationConfig) -> 
         "params": params.astype(np.float64),
         "uniformity": -ratios.std(1).numpy(),
     }
-
-
-def _batch(evaluator: Evaluator, genes: np.ndarray) -> CandidateBatch:
-    groups = len(evaluator.space)
-    return CandidateBatch(torch.from_numpy(evaluator.keep(genes)), torch.from_numpy(genes[:, groups:].copy()))
 
 
 def _batches(base: StudyBase, split: str, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -156,7 +150,7 @@ def validate_proxies(
         scores = predictors(base, genes, config)
         evaluator = Evaluator(base.handle, torch.device("cpu"))
         _, macs, _ = evaluator.measure(genes)
-        batch = _batch(evaluator, genes)
+        batch = evaluator.batch(genes)
         accuracy = []
         for i, number in enumerate(numbers):
             folder = out / f"band{round(100 * band)}" / f"trial-{int(number)}"

@@ -7,13 +7,9 @@ import numpy as np
 
 from prune_search.errors import PruneSearchError
 from prune_search.search.config import parse_budget
+from prune_search.search.fidelity import multi_fidelity
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive, spread
-
-
-def multi_fidelity(handle: StudyHandle) -> bool:
-    """Whether the study measures promoted candidates whole (``start --evaluations N`` with N > 0)."""
-    return bool(handle.config.get("evaluations")) and "proxy" in handle.config["objectives"]
 
 
 def knee(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from prune_search.evaluators import BatchedEvaluator
 from prune_search.search.archive import Archive
 from prune_search.search.front import front_indices
 from prune_search.search.study import StudyHandle, base_checkpoint, fitness_batches, load_study_base
-from prune_search.space import CandidateBatch
 from prune_search.storage.measurements import (
     Promotion,
     claim_promotions,
@@ -72,11 +71,23 @@ def measured_column(archive: Archive, scores: dict[str, dict[str, float]]) -> np
     return np.array([scores[k][MEASURE] if k in scores else np.nan for k in archive.keys], dtype=np.float64)
 
 
-def study_surrogate(handle: StudyHandle, evaluator: "Evaluator", archive: Archive) -> Surrogate | None:
-    """The surrogate fitted on every measured candidate of the study (None: nothing measured, or no proxy)."""
+def multi_fidelity(handle: StudyHandle) -> bool:
+    """Whether the study measures promoted candidates whole (``start --evaluations N`` with N > 0)."""
+    return bool(handle.config.get("evaluations")) and "proxy" in handle.config["objectives"]
+
+
+def study_surrogate(
+    handle: StudyHandle,
+    evaluator: "Evaluator",
+    archive: Archive,
+    scores: dict[str, dict[str, float]] | None = None,
+) -> Surrogate | None:
+    """The surrogate fitted on every measured candidate of the study (None: nothing measured, or no proxy).
+    ``scores``: ``{digest: scores}``, read from the study when None."""
     if "proxy" not in handle.config["objectives"]:
         return None
-    measured = measured_column(archive, read_scores(handle.engine, handle.study_id))
+    scores = read_scores(handle.engine, handle.study_id) if scores is None else scores
+    measured = measured_column(archive, scores)
     done = ~np.isnan(measured)
     if not done.any():
         return None
@@ -93,19 +104,15 @@ def corrected_objectives(
     """``archive.F [N, M]`` with the proxy column replaced by the measured score where there is one and the
     surrogate's estimate elsewhere (unchanged when nothing is measured). ``scores``: ``{digest: scores}``,
     read from the study when None."""
-    if "proxy" not in handle.config["objectives"]:
-        return archive.F
     scores = read_scores(handle.engine, handle.study_id) if scores is None else scores
-    measured = measured_column(archive, scores)
-    done = ~np.isnan(measured)
-    if not done.any():
+    surrogate = study_surrogate(handle, evaluator, archive, scores)
+    if surrogate is None:
         return archive.F
     column = handle.config["objectives"].index("proxy")
     fast = archive.F[:, column]
-    X = features(evaluator, archive.X, fast)
-    estimate = Surrogate(X[done], fast[done], measured[done])(X, fast)
+    measured = measured_column(archive, scores)
     F = archive.F.copy()
-    F[:, column] = np.where(done, measured, estimate)
+    F[:, column] = np.where(np.isnan(measured), surrogate(features(evaluator, archive.X, fast), fast), measured)
     return F
 
 
@@ -165,10 +172,7 @@ class Promoter:
         where = {key: i for i, key in enumerate(archive.keys)}
         claims = [p for p in claims if p.digest in where]
         rows = np.array([where[p.digest] for p in claims], dtype=np.int64)
-        X = archive.X[rows]
-        groups = len(self.handle.space)
-        batch = CandidateBatch(torch.from_numpy(self.evaluator.keep(X)), torch.from_numpy(X[:, groups:].copy()))
-        scores = self.scorer(batch)
+        scores = self.scorer(self.evaluator.batch(archive.X[rows]))
         for j, promotion in enumerate(claims):
             record_scores(
                 self.handle.engine,

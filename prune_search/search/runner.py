@@ -17,7 +17,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, ProxyEvaluator
 from prune_search.search import nsga2
 from prune_search.search.archive import Archive, digest, encode_genes
-from prune_search.search.fidelity import Promoter, promotions_per_generation
+from prune_search.search.fidelity import Promoter, multi_fidelity, promotions_per_generation
 from prune_search.search.front import hypervolume
 from prune_search.search.study import StudyHandle
 from prune_search.space import CandidateBatch, ratio_param, strategy_param
@@ -87,10 +87,14 @@ class Evaluator:
         keep, groups = self.keep(X), len(self.space)
         return [digest(keep[i], X[i, groups:]) for i in range(len(X))]
 
+    def batch(self, X: np.ndarray) -> CandidateBatch:
+        """The candidates (keep counts, strategy codes) of the individuals ``X [N, 2G]``."""
+        groups = len(self.space)
+        return CandidateBatch(torch.from_numpy(self.keep(X)), torch.from_numpy(X[:, groups:].copy()))
+
     def measure(self, X: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Every proxy ``{name: [N]}``, MACs ``[N]`` and params ``[N]`` of the individuals ``X``."""
-        groups = len(self.space)
-        batch = CandidateBatch(torch.from_numpy(self.keep(X)), torch.from_numpy(X[:, groups:].copy()))
+        batch = self.batch(X)
         proxies = {name: self.proxy(batch, name).cpu().numpy() for name in self.proxy.available}
         macs, params = (t.cpu().numpy() for t in self.cost(batch))
         return proxies, macs, params
@@ -197,7 +201,7 @@ def run_worker(
     device = torch.device(device)
     evaluator = Evaluator(handle, device)
     promoter = None
-    if handle.config.get("evaluations", 0) > 0 and "proxy" in handle.config["objectives"]:
+    if multi_fidelity(handle):
         promoter = Promoter(handle, evaluator, device, checkpoint, data_root)
     worker_id, ordinal = register_worker(handle.engine, handle.study_id)
     archive = Archive(handle.engine, handle.study_id, 2 * len(handle.space), len(handle.config["objectives"]))
