@@ -55,6 +55,7 @@ def test_evaluate_refuses_a_truncated_checkpoint(tmp_path, mlp_checkpoint):
     assert_one_line_error(run_cli("evaluate", "--checkpoint", str(cut)), "not a readable prune-search checkpoint")
 
 
+@pytest.mark.slow
 def test_resume_with_other_flags_is_one_line_and_keeps_the_run(tmp_path):
     from prune_search.training import TrainConfig, train_baseline
 

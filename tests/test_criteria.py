@@ -14,7 +14,7 @@ from prune_search.evaluators.criteria_interval import input_box, interval_sweep
 from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.space import CandidateBatch, PruningSpace
-from prune_search.training import TrainConfig, load_model, train_baseline
+from prune_search.training import load_model
 
 
 def _set(layer: nn.Module, weight: list, bias: list | None = None) -> None:
@@ -22,14 +22,6 @@ def _set(layer: nn.Module, weight: list, bias: list | None = None) -> None:
         layer.weight.copy_(torch.tensor(weight, dtype=torch.float32).view_as(layer.weight))
         if bias is not None:
             layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-
-
-@pytest.fixture(scope="module")
-def mlp_checkpoint(tmp_path_factory):
-    """The default mlp (64-256-64-10 on digits) trained for 3 epochs."""
-    out = tmp_path_factory.mktemp("mlp") / "mlp-digits.pt"
-    train_baseline(TrainConfig(model="mlp", epochs=3), out, progress=False, device="cpu")
-    return out
 
 
 # --- l1_greedy ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ def test_split_seed_changes_val_but_val_fraction_is_respected():
     assert abs(len(other.splits["val"]) / (1797 - 360) - 0.2) < 0.01
 
 
+@pytest.mark.dataset
 def test_fashion_mnist_keeps_official_test_and_holds_val_out_of_train():
     bundle = load_dataset(DataSpec("fashion-mnist"))
     idx = _indices(bundle)

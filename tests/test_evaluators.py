@@ -21,15 +21,13 @@ from prune_search.evaluators.adaptive_bn import accuracy
 from prune_search.evaluators.importance import sanitize
 from prune_search.models import ModelSpec, build_model
 from prune_search.space import CandidateBatch, PruningSpace
-from prune_search.training import TrainConfig, load_model, train_baseline
+from prune_search.training import load_model
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A resnet20 trained briefly on digits, its space and its data."""
-    out = tmp_path_factory.mktemp("evaluators") / "base.pt"
-    train_baseline(TrainConfig(model="resnet20", epochs=6, seed=0), out, progress=False, device="cpu")
-    model, _ = load_model(out)
+def trained(resnet20_checkpoint):
+    """A resnet20 trained briefly on digits and its space."""
+    model, _ = load_model(resnet20_checkpoint)
     space = PruningSpace.from_model(model.eval(), torch.randn(2, 1, 8, 8))
     return model, space
 

@@ -112,6 +112,7 @@ def test_baselines_work_for_other_criteria(study, digits, digits_checkpoint):
     assert int(candidate.strategy.unique()) == handle.space.strategies.index("median")
 
 
+@pytest.mark.slow
 def test_compare_fine_tunes_front_and_baselines_with_one_recipe(study, tmp_path):
     _, url = study
     out = tmp_path / "cmp"
@@ -135,6 +136,7 @@ def test_compare_fine_tunes_front_and_baselines_with_one_recipe(study, tmp_path)
     assert {r["method"] for r in _csv(out / "summary.csv")} == {"front", "uniform"}
 
 
+@pytest.mark.slow
 def test_compare_rejects_bad_input(study, tmp_path):
     _, url = study
     base = ["compare", "--study", "ev", "--storage", url, "--out", str(tmp_path / "x")]
@@ -143,6 +145,7 @@ def test_compare_rejects_bad_input(study, tmp_path):
     assert_one_line_error(run_cli(*base, "--max-macs", "0.001%"), "meets the budget", "closest")
 
 
+@pytest.mark.slow
 def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(study, tmp_path):
     handle, url = study
     out = tmp_path / "val"
@@ -193,11 +196,13 @@ def test_correlations_rank_a_perfect_and_a_reversed_predictor():
     assert out["bad"]["kendall"] == pytest.approx(-1) and not out["bad"]["best_in_top5"]
 
 
-def test_quality_benchmark_smoke_run_on_digits(tmp_path):
+@pytest.mark.slow
+def test_quality_benchmark_smoke_run_on_digits(tmp_path, digits_checkpoint):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "fmnist_quality.py"
     results = tmp_path / "quality.md"
     args = ["--dataset", "digits", "--models", "resnet20", "--budgets", "50%", "--seeds", "0", "--epochs", "1"]
-    args += ["--trials", "300", "--baseline-epochs", "3", "--workdir", str(tmp_path / "w"), "--results", str(results)]
+    args += ["--trials", "300", "--checkpoint", f"resnet20={digits_checkpoint}"]
+    args += ["--workdir", str(tmp_path / "w"), "--results", str(results)]
     args += ["--methods", "search,front,front_bn,uniform,global_mean", "--evaluations", "6"]
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 """The finalizer on digits: knee → fine-tune → export → load, records, resume, ONNX, workers, bad input."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,28 +14,28 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
 from optuna_dashboard import get_note
+from services import POSTGRES
 
 import prune_search
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
-from prune_search.finalize.rerank import RERANKED, bn_rerank, candidate_of_row, kl_rerank
+from prune_search.finalize.rerank import RERANKED, bn_rerank, kl_rerank
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.search import StartOptions, create_or_join, run_worker
+from prune_search.search.codec import CandidateCodec
 from prune_search.search.study import fitness_batches, load_study_base
 from prune_search.search.summary import front_rows
-from prune_search.training import TrainConfig, train_baseline
 from prune_search.training.loop import evaluate
 
-POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
 FAST = FinalizeConfig(epochs=3, seed=1)
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, resnet20_checkpoint):
     folder = tmp_path_factory.mktemp("finalize")
     checkpoint = folder / "base.pt"
-    train_baseline(TrainConfig(model="resnet20", epochs=8), checkpoint, progress=False, device="cpu")
+    shutil.copyfile(resnet20_checkpoint, checkpoint)
     url = f"sqlite:///{folder / 'study.db'}"
     options = StartOptions(evaluations=0, checkpoint=checkpoint, population=40, calibration_batches=2)
     handle, _ = create_or_join(url, "fin", options, device="cpu", progress=False)
@@ -73,6 +74,7 @@ def test_knee_finalize_exports_a_model_that_loads_with_identical_logits(study, t
     assert json.loads(plan) == json.loads((tmp_path / "out" / "plan.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(study, tmp_path):
     handle, url, _ = study
     number = _knee(handle)
@@ -127,6 +129,8 @@ def test_onnx_export_matches_pytorch(study, tmp_path, digits):
         np.testing.assert_allclose(onnx_logits, model(x).numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.db
+@pytest.mark.slow
 def test_two_workers_on_postgresql_split_the_front_without_overlap(study, tmp_path):
     _, _, checkpoint = study
     name = f"fin-{uuid.uuid4().hex[:8]}"
@@ -168,6 +172,7 @@ def test_bad_choices_are_refused_with_one_line(study, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_budget_picks_the_best_after_bn_recalibration_unless_told_not_to(study, tmp_path):
     handle, url, checkpoint = study
     fitting = fitting_rows(handle, front_rows(handle), "50%", None)
@@ -180,7 +185,7 @@ def test_a_budget_picks_the_best_after_bn_recalibration_unless_told_not_to(study
     one_by_one = [
         float(
             AdaptiveBNEvaluator(model, handle.space, handle.importance, calibration, validation)(
-                candidate_of_row(handle.space, row)
+                CandidateCodec(handle.space).from_rows([row])
             )[0]
         )
         for row in nearest
@@ -207,7 +212,7 @@ def test_kl_rerank_picks_the_least_whole_candidate_kl_on_the_train_sample(study)
     scores = [
         float(
             AdaptiveBNEvaluator(model, handle.space, handle.importance, [], sample, batch_statistics=True).measure(
-                candidate_of_row(handle.space, row)
+                CandidateCodec(handle.space).from_rows([row])
             )["kl"][0]
         )
         for row in nearest
@@ -230,13 +235,12 @@ def test_an_output_folder_holding_another_run_is_refused(study, tmp_path):
     assert (tmp_path / "out" / "weights.pt").read_bytes() == before
 
 
-def test_a_missing_or_mismatched_base_checkpoint_is_refused(study, tmp_path):
+def test_a_missing_or_mismatched_base_checkpoint_is_refused(study, tmp_path, digits_checkpoint):
     handle, _, checkpoint = study
     number = _knee(handle)
     with pytest.raises(PruneSearchError, match="missing on this machine"):
         finalize_trial(handle, number, FAST, tmp_path / "o", checkpoint=tmp_path / "gone.pt", progress=False)
-    other = tmp_path / "other.pt"
-    train_baseline(TrainConfig(model="resnet20", epochs=1, seed=5), other, progress=False, device="cpu")
+    other = digits_checkpoint  # same architecture, other weights
     with pytest.raises(PruneSearchError, match="SHA-256 differs"):
         finalize_trial(handle, number, FAST, tmp_path / "o", checkpoint=other, progress=False)
     assert not (tmp_path / "o").exists()
@@ -248,6 +252,7 @@ def test_load_pruned_refuses_a_folder_that_is_not_an_export(tmp_path):
         prune_search.load_pruned(tmp_path)
 
 
+@pytest.mark.slow
 def test_exported_model_loads_without_the_search_code(study, tmp_path):
     handle, _, _ = study
     finalize_trial(handle, _knee(handle), FAST, tmp_path / "out", artifact_dir=tmp_path / "art", progress=False)

@@ -101,6 +101,7 @@ def test_the_table_round_trips_as_json_and_refuses_another_space(measured, digit
         ProxyEvaluator(space, importance)(space.full(), "bn_kl")
 
 
+@pytest.mark.slow
 def test_a_bn_kl_study_stores_its_table_once_and_every_worker_scores_with_it(digits_checkpoint, tmp_path):
     url = f"sqlite:///{tmp_path / 'kl.db'}"
     options = StartOptions(

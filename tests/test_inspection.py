@@ -12,6 +12,7 @@ import optuna_dashboard
 import pytest
 from cli_helpers import run_cli
 from optuna.artifacts import FileSystemArtifactStore
+from services import POSTGRES
 
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.report import write_report
@@ -19,15 +20,13 @@ from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows
 
-POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
-
 
 @pytest.fixture(scope="module")
 def checkpoint(digits_checkpoint):
     return digits_checkpoint
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.db)])
 def finalized_study(request, checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     url = f"sqlite:///{folder / 'study.db'}" if request.param == "sqlite" else POSTGRES

@@ -24,7 +24,7 @@ from prune_search.iterative import (
 from prune_search.iterative.loop import step_space
 from prune_search.iterative.schedule import parse_fractions
 from prune_search.models import ModelSpec
-from prune_search.training import TrainConfig, load_model, train_baseline
+from prune_search.training import load_model
 
 CPU = torch.device("cpu")
 SEED_SCHEDULE = {  # t: (N1, N2) of the interval-adjoint seed's retain.txt, 256/64 neurons, q = 0.8
@@ -32,13 +32,6 @@ SEED_SCHEDULE = {  # t: (N1, N2) of the interval-adjoint seed's retain.txt, 256/
     8: (43, 11), 9: (34, 9), 10: (27, 7), 11: (22, 5), 12: (18, 4), 13: (14, 4), 14: (11, 3), 15: (9, 2),
     16: (7, 2), 17: (6, 1), 18: (5, 1), 19: (4, 1), 20: (3, 1), 21: (2, 1), 24: (1, 1),
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def mlp_checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mlp") / "mlp.pt"
-    train_baseline(TrainConfig(model="mlp", epochs=15), out, progress=False, device="cpu")
-    return out
 
 
 @pytest.fixture

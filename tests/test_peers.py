@@ -25,6 +25,7 @@ def base(tmp_path_factory, digits_checkpoint):
     return StudyBase.open(handle, torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_fastnas_widths_become_a_candidate_within_the_budget(base, monkeypatch):
     pytest.importorskip("modelopt.torch.prune")
     # a coarser width grid and smaller calibration batches than the defaults keep this test short

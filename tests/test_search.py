@@ -12,24 +12,19 @@ import numpy as np
 import optuna
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
+from pymoo.indicators.hv import HV
+from services import POSTGRES
 from sqlalchemy import create_engine, text
 
 from prune_search.errors import PruneSearchError
 from prune_search.search import StartOptions, create_or_join, nsga2, open_study, run_worker
+from prune_search.search.front import REFERENCE, normaliser
 from prune_search.search.summary import front_rows, load_archive, status
-
-POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
-MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(digits_checkpoint):
     return digits_checkpoint
-
-
-@pytest.fixture
-def sqlite_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'study.db'}"
 
 
 def _name() -> str:
@@ -50,6 +45,7 @@ def _assert_exact(url: str, name: str, target: int) -> None:
     assert len(models) == target, "a candidate was evaluated twice"
 
 
+@pytest.mark.slow
 def test_one_worker_on_sqlite_reaches_exactly_n_distinct_trials(sqlite_url, checkpoint):
     handle, created = create_or_join(sqlite_url, "one", _options(checkpoint), device="cpu", progress=False)
     assert created
@@ -66,6 +62,7 @@ def test_one_worker_on_sqlite_reaches_exactly_n_distinct_trials(sqlite_url, chec
     _assert_exact(sqlite_url, "one", 400)
 
 
+@pytest.mark.slow
 def test_constraints_are_honoured_by_the_front(sqlite_url, checkpoint):
     handle, _ = create_or_join(sqlite_url, "budget", _options(checkpoint, max_macs="30%"), device="cpu", progress=False)
     run_worker(handle, 300)
@@ -118,23 +115,7 @@ def _workers(url: str, name: str, checkpoint, count: int, target: int, tmp_path)
     ]
 
 
-@pytest.fixture(params=[POSTGRES, MARIADB], ids=["postgresql", "mariadb"])
-def fresh_database(request):
-    """A new, empty database on the server, dropped afterwards: workers must create the schema."""
-    server = request.param
-    database = f"ps_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {database}"))
-    yield server.rsplit("/", 1)[0] + "/" + database
-    with admin.connect() as conn:
-        if server.startswith("postgresql"):
-            conn.execute(text(f"DROP DATABASE {database} WITH (FORCE)"))
-        else:
-            conn.execute(text(f"DROP DATABASE {database}"))
-    admin.dispose()
-
-
+@pytest.mark.slow
 def test_four_worker_processes_share_one_fresh_database(fresh_database, checkpoint, tmp_path):
     url, name = fresh_database, _name()
     procs = _workers(url, name, checkpoint, 4, 1200, tmp_path)
@@ -148,6 +129,8 @@ def test_four_worker_processes_share_one_fresh_database(fresh_database, checkpoi
     assert info["evaluations"] == {"budget": 8, "measured": 8, "claimed": 8}  # shared, none measured twice
 
 
+@pytest.mark.db
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_trial_and_the_study_still_reaches_n(checkpoint, tmp_path):
     name = _name()
     engine = create_engine(POSTGRES)
@@ -204,6 +187,7 @@ def test_bad_storage_urls_give_one_line_without_the_password(url, needle):
     assert "s3cr3t-pw" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_optuna_cli_and_our_commands_read_the_study(sqlite_url, checkpoint):
     handle, _ = create_or_join(sqlite_url, "shown", _options(checkpoint), device="cpu", progress=False)
     run_worker(handle, 150)
@@ -240,14 +224,32 @@ def test_unknown_study_lists_what_is_there(sqlite_url, checkpoint):
     assert_one_line_error(run_cli("front", "--study", "absent", "--storage", sqlite_url), "studies there: present")
 
 
-def test_hypervolume_grows_over_generations(sqlite_url, checkpoint):
+def _non_dominated(points: np.ndarray) -> np.ndarray:
+    """Rows of ``points`` (minimised) that no other row dominates, by brute force."""
+    le = (points[:, None, :] <= points[None, :, :]).all(-1)
+    lt = (points[:, None, :] < points[None, :, :]).any(-1)
+    dominated = (le & lt).any(0)
+    return points[~dominated]
+
+
+@pytest.mark.slow
+def test_hypervolume_history_is_the_front_of_the_stored_trials_and_grows(sqlite_url, checkpoint):
     handle, _ = create_or_join(sqlite_url, "hv", _options(checkpoint), device="cpu", progress=False)
     run_worker(handle, 600)
-    history = [h["hypervolume"] for h in status(handle)["history"]]
-    assert np.all(np.diff(history) >= -1e-12)
-    assert history[-1] > history[0]
+    history = status(handle)["history"]
+    trials = optuna.load_study(study_name="hv", storage=sqlite_url).get_trials(deepcopy=False)
+    assert all(not t.system_attrs for t in trials)  # no constraints: every trial is feasible
+    scale = normaliser(handle.config)
+    for entry in history:
+        upto = [t.values for t in trials if t.user_attrs["generation"] <= entry["generation"]]
+        assert len(upto) == entry["trials"]
+        front = _non_dominated(np.array(upto) / scale)
+        expected = HV(ref_point=np.full(front.shape[1], REFERENCE))(front)
+        assert entry["hypervolume"] == pytest.approx(expected, rel=1e-9)
+    assert history[-1]["hypervolume"] > history[0]["hypervolume"]
 
 
+@pytest.mark.slow
 def test_embedded_default_start_works_offline_with_no_flags(tmp_path):
     result = run_cli(
         "start", "--study", "demo", "--no-progress", cwd=tmp_path, env={"PRUNE_SEARCH_CACHE": str(tmp_path)}

@@ -12,15 +12,15 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
 
+from prune_search.cli.sensitivity import sensitivity_command
 from prune_search.data import DataSpec, load_dataset
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import recalibrate_bn
 from prune_search.evaluators.adaptive_bn import accuracy
 from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, run_worker
-from prune_search.sensitivity import ScanRow, allocate, parse_ratios, read_sensitivity, scaled
+from prune_search.sensitivity import ScanRow, allocate, create_or_join_with_scan, parse_ratios, read_sensitivity, scaled
 from prune_search.sensitivity.allocate import SEED_SCALES
-from prune_search.sensitivity.command import sensitivity_command
 from prune_search.space import CandidateBatch, PruningSpace, SpaceOptions
 from prune_search.training import load_model
 
@@ -186,15 +186,13 @@ def test_bound_floors_every_trial_of_the_study_and_of_joining_workers(recal, dig
     low = [name for name in sizes if ratios[name] == 0.25]
     assert any(t.user_attrs["keep"][name] == floors[name] for t in trials for name in low)
     with pytest.raises(PruneSearchError, match="used as bound"):
-        create_or_join(url, "bound", StartOptions(sensitivity=recal[0]), device="cpu", progress=False)
+        create_or_join_with_scan(url, "bound", StartOptions(), recal[0], device="cpu", progress=False)
 
 
 def test_seed_puts_the_allocation_and_its_scaled_variants_into_generation_0(recal, digits_checkpoint, tmp_path):
     url = f"sqlite:///{tmp_path / 'seed.db'}"
-    options = StartOptions(
-        evaluations=0, checkpoint=digits_checkpoint, population=40, calibration_batches=2, sensitivity=recal[0]
-    )
-    handle, _ = create_or_join(url, "seeded", options, device="cpu", progress=False)
+    options = StartOptions(evaluations=0, checkpoint=digits_checkpoint, population=40, calibration_batches=2)
+    handle, _ = create_or_join_with_scan(url, "seeded", options, recal[0], device="cpu", progress=False)
     run_worker(handle, 100)
     allocation = read_sensitivity(recal[0]).allocation
     assert handle.config["sensitivity"]["use"] == "seed"
@@ -222,13 +220,13 @@ def test_a_sensitivity_file_of_another_model_is_refused(recal, digits_checkpoint
     url = f"sqlite:///{tmp_path / 'bad.db'}"
     result = _start(url, "bad", digits_checkpoint, "--sensitivity", str(bad))
     assert_one_line_error(result, "does not match this model", "layer1.2.conv1", "99")
-    for options, needle in [
-        (StartOptions(sensitivity=tmp_path / "nowhere"), "no sensitivity file"),
-        (StartOptions(sensitivity=recal[0], sensitivity_use="both"), "--sensitivity-use must be seed or bound"),
-        (StartOptions(sensitivity_use="bound"), "--sensitivity-use needs --sensitivity"),
+    for scan, use, needle in [
+        (tmp_path / "nowhere", None, "no sensitivity file"),
+        (recal[0], "both", "--sensitivity-use must be seed or bound"),
+        (None, "bound", "--sensitivity-use needs --sensitivity"),
     ]:
         with pytest.raises(PruneSearchError, match=needle):
-            create_or_join(url, "bad", options, device="cpu", progress=False)
+            create_or_join_with_scan(url, "bad", StartOptions(), scan, use, device="cpu", progress=False)
     (tmp_path / "not.json").write_text("{}")
     with pytest.raises(PruneSearchError, match="not a prune-search sensitivity file"):
         read_sensitivity(tmp_path / "not.json")

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -15,9 +16,9 @@ from prune_search.finalize import choose
 from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.sparse import MaskSet, load_sparse, magnitude_mask, magnitude_masks, storage_report, to_csr
-from prune_search.sparse.masks import classifier_name, layer_sparsities, parse_sparsity_map, prunable_layers
-from prune_search.sparse.size import bitmask_nbytes, csr_nbytes
-from prune_search.training import Recipe, TrainConfig, fit, load_model, train_baseline
+from prune_search.training import Recipe, fit, load_model
+from prune_search.training.masks import classifier_name, layer_sparsities, parse_sparsity_map, prunable_layers
+from prune_search.training.sparse_size import bitmask_nbytes, csr_nbytes
 
 CPU = torch.device("cpu")
 EXAMPLE = torch.zeros(2, 1, 8, 8)
@@ -131,10 +132,10 @@ def test_sparsify_cli_on_resnet20_gives_the_asked_sparsity(digits_checkpoint, tm
 
 
 @pytest.fixture(scope="module")
-def mlp_study(tmp_path_factory):
+def mlp_study(tmp_path_factory, mlp_checkpoint):
     folder = tmp_path_factory.mktemp("sparse-study")
     checkpoint = folder / "mlp.pt"
-    train_baseline(TrainConfig(model="mlp", epochs=5), checkpoint, progress=False, device="cpu")
+    shutil.copyfile(mlp_checkpoint, checkpoint)
     url = f"sqlite:///{folder / 'study.db'}"
     options = StartOptions(model="mlp", evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2)
     handle, _ = create_or_join(url, "sparse", options, device="cpu", progress=False)

@@ -110,3 +110,16 @@ def test_bad_hyperparameters_are_refused_before_any_work(tmp_path):
     with pytest.raises(PruneSearchError, match="unknown dataset"):
         _train(tmp_path / "x.pt", TrainConfig(data=DataSpec("imagenet")))
     assert not any(tmp_path.iterdir())
+
+
+def test_cached_baselines_are_kept_apart_by_model_options(tmp_path, monkeypatch):
+    from prune_search.training.cache import cached_baseline, cached_path
+
+    monkeypatch.setenv("PRUNE_SEARCH_CACHE", str(tmp_path))
+    data = DataSpec("digits")
+    narrow = cached_baseline("mlp", data, model_options={"hidden": [32]}, device="cpu", progress=False)
+    assert narrow != cached_path("mlp", data) and not cached_path("mlp", data).exists()
+    spec = ModelSpec("mlp", 1, 10, 8, {"hidden": [32]})
+    model, _ = load_model(narrow, spec)
+    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)] == [32, 10]
+    assert cached_baseline("mlp", data, model_options={"hidden": [32]}, device="cpu", progress=False) == narrow

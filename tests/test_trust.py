@@ -200,6 +200,7 @@ def test_elastic_and_sparse_files_build_a_stored_factory_only_when_named(factory
     assert load_sparse(tmp_path / "sparse.pt", trusted_factory=FACTORY)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_a_users_own_factory_works_from_the_cli_when_named(factory_study, nets, tmp_path):
     url, checkpoint = factory_study
     env = _env(nets)

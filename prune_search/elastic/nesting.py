@@ -91,17 +91,7 @@ def pick_trials(handle: StudyHandle, widths: int | None, trials: list[int] | Non
 
 def trial_candidates(handle: StudyHandle, numbers: list[int]) -> CandidateBatch:
     """The candidates (keep counts and strategy codes) of trials ``numbers``, in that order."""
-    archive = load_archive(handle)
-    where = {int(number): row for row, number in enumerate(archive.numbers.tolist())}
-    missing = [n for n in numbers if n not in where]
-    if missing:
-        last = int(archive.numbers.max()) if len(archive.numbers) else -1
-        raise PruneSearchError(f"no trial {missing[0]} in study '{handle.study.study_name}' (it has trials 0..{last})")
-    genes = torch.from_numpy(archive.X[[where[n] for n in numbers]])
-    groups = len(handle.space)
-    table = handle.space.level_keep_counts()
-    keep = table[torch.arange(groups), genes[:, :groups]]
-    return CandidateBatch(keep, genes[:, groups:].clone())
+    return load_archive(handle).candidates(numbers)
 
 
 def _strategies(space: PruningSpace, codes: Tensor) -> tuple[Tensor, list[str]]:

@@ -1,6 +1,6 @@
 """Interval-adjoint significance of the hidden units of fully-connected networks (``interval_adjoint``).
 
-The method of seed 001 (reference/seed-projects.md §3), with its bugs fixed:
+The interval-adjoint method of one of the projects prune-search grew from, with its bugs fixed:
 
 1. Input box ``[x] = [lo, hi]``: per input element, the min and max over the calibration
    batches of the train split *as the model sees them*, i.e. after the dataset's

@@ -126,6 +126,13 @@ CRITERIA: dict[str, Callable[..., dict]] = {
 NEEDS_DATA = ("taylor", "hessian", "interval_adjoint")
 
 
+def check_criterion(name: str) -> str:
+    """``name`` when it names a criterion of :data:`CRITERIA`; else a one-line error listing them."""
+    if name not in CRITERIA:
+        raise PruneSearchError(f"unknown criterion '{name}'; criteria are {', '.join(CRITERIA)}")
+    return name
+
+
 def compute_importance(
     model: nn.Module,
     space: PruningSpace,
@@ -144,8 +151,7 @@ def compute_importance(
     eval mode, so the result is deterministic and BN statistics are untouched.
     ``reference_ratio`` is the keep ratio ``l1_greedy`` assumes for earlier groups.
     """
-    if criterion not in CRITERIA:
-        raise PruneSearchError(f"unknown criterion '{criterion}'; criteria are {', '.join(CRITERIA)}")
+    check_criterion(criterion)
     torch_device = torch.device(device)
     if criterion in NEEDS_DATA and batches is None:
         raise PruneSearchError(f"criterion '{criterion}' needs calibration batches from the train split")

@@ -21,13 +21,14 @@ import numpy as np
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.context import StudyBase
 from prune_search.evidence.peers import PEERS, peer_candidate
-from prune_search.finalize.rerank import bn_rerank, candidate_of_row, kl_rerank
+from prune_search.finalize.rerank import bn_rerank, kl_rerank
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.baselines import BASELINES, baseline
+from prune_search.search.codec import CandidateCodec
 from prune_search.search.config import parse_budget
 from prune_search.search.fidelity import multi_fidelity
-from prune_search.search.runner import Evaluator
+from prune_search.search.runner import Scorer
 from prune_search.search.summary import front_rows
 from prune_search.space import CandidateBatch
 
@@ -49,13 +50,13 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
     rows = front_rows(handle)
     if not rows:
         raise PruneSearchError("the study has no feasible front yet; run 'prune-search start' first")
-    evaluator = Evaluator(handle, base.device)
+    scorer = Scorer(handle, base.device)
     out = []
     for method in methods:
         candidate, trial = _candidate(base, method, budget, macs_budget, rows)
         on_device = candidate.to(base.device)
-        proxies = {f"proxy_{name}": float(evaluator.proxy(on_device, name)[0]) for name in evaluator.proxy.available}
-        macs, params = (int(t[0]) for t in evaluator.cost(on_device))
+        proxies = {f"proxy_{name}": float(scorer.proxy(on_device, name)[0]) for name in scorer.proxy.available}
+        macs, params = (int(t[0]) for t in scorer.cost(on_device))
         out.append(
             {"method": method, "trial": trial, "candidate": candidate, "macs": macs, "params": params, **proxies}
         )
@@ -68,19 +69,20 @@ def _candidate(
     """The candidate ``method`` picks at ``budget`` (``macs_budget`` MACs), and its trial number (None off the
     study); ``rows`` is the study's front."""
     handle = base.handle
+    codec = CandidateCodec(handle.space)
     if method == "search":
         if not multi_fidelity(handle):
             return _candidate(base, "front_bn", budget, macs_budget, rows)
         fitting = fitting_rows(handle, front_rows(handle, corrected=True), budget, None)
         row, _ = kl_rerank(handle, fitting, base.model, base.bundle, base.device)
-        return candidate_of_row(handle.space, row), row["trial"]
+        return codec.from_rows([row]), row["trial"]
     if method == "front":
         row = within_budget(handle, rows, budget, None)
-        return candidate_of_row(handle.space, row), row["trial"]
+        return codec.from_rows([row]), row["trial"]
     if method in ("front_bn", "front_kl"):
         rerank = bn_rerank if method == "front_bn" else kl_rerank
         row, _ = rerank(handle, fitting_rows(handle, rows, budget, None), base.model, base.bundle, base.device)
-        return candidate_of_row(handle.space, row), row["trial"]
+        return codec.from_rows([row]), row["trial"]
     if method in PEERS:
         return peer_candidate(base, method, macs_budget), None
     return baseline(handle.space, handle.importance, method, macs_budget), None

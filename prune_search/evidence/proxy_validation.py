@@ -32,7 +32,7 @@ from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator, CostM
 from prune_search.evidence.context import StudyBase
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.fidelity import features, study_surrogate
-from prune_search.search.runner import Evaluator
+from prune_search.search.runner import Scorer
 from prune_search.search.study import fitness_batches
 from prune_search.search.summary import load_archive
 
@@ -64,8 +64,7 @@ class ValidationConfig:
 def sample_bands(base: StudyBase, config: ValidationConfig) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """Per band: trial numbers ``[K]`` and genes ``[K, 2G]`` drawn without replacement (feasible trials)."""
     archive = load_archive(base.handle)
-    evaluator = Evaluator(base.handle, torch.device("cpu"))
-    _, macs, _ = evaluator.measure(archive.X)
+    _, macs, _ = Scorer(base.handle, torch.device("cpu")).measure(archive.X)
     reduction = 1 - macs / base.handle.config["base"]["macs"]
     rng = np.random.default_rng(config.seed)
     out = {}
@@ -91,19 +90,19 @@ def sample_bands(base: StudyBase, config: ValidationConfig) -> dict[float, tuple
 def predictors(base: StudyBase, genes: np.ndarray, config: ValidationConfig) -> dict[str, np.ndarray]:
     """Every predictor ``[K]`` for the individuals ``genes``, oriented so that higher predicts better."""
     handle = base.handle
-    evaluator = Evaluator(handle, torch.device("cpu"))
-    proxies, _, params = evaluator.measure(genes)
-    batch = evaluator.batch(genes)
+    scorer = Scorer(handle, torch.device("cpu"))
+    proxies, _, params = scorer.measure(genes)
+    batch = scorer.codec.batch(genes)
     calibration = _batches(base, "train", config.calibration_batches)
     validation = _batches(base, "val", config.val_batches)
     bn = AdaptiveBNEvaluator(base.model, handle.space, handle.importance, calibration, validation, base.device)
     ratios = batch.keep.to(torch.float64) / handle.space.sizes.to(torch.float64)
     whole = BatchedEvaluator(base.model, handle.space, handle.importance, fitness_batches(base.bundle), base.device)
-    surrogate = study_surrogate(handle, evaluator, load_archive(handle))
+    surrogate = study_surrogate(handle, load_archive(handle))
     corrected = {}
     if surrogate is not None:
         fast = proxies[handle.config["proxy"]]
-        corrected["corrected"] = -surrogate(features(evaluator, genes, fast), fast)
+        corrected["corrected"] = -surrogate(features(scorer.codec, genes, fast), fast)
     return {
         **{name: -values for name, values in proxies.items()},
         **corrected,
@@ -148,9 +147,9 @@ def validate_proxies(
     bands: list[dict[str, Any]] = []
     for band, (numbers, genes) in sample_bands(base, config).items():
         scores = predictors(base, genes, config)
-        evaluator = Evaluator(base.handle, torch.device("cpu"))
-        _, macs, _ = evaluator.measure(genes)
-        batch = evaluator.batch(genes)
+        scorer = Scorer(base.handle, torch.device("cpu"))
+        _, macs, _ = scorer.measure(genes)
+        batch = scorer.codec.batch(genes)
         accuracy = []
         for i, number in enumerate(numbers):
             folder = out / f"band{round(100 * band)}" / f"trial-{int(number)}"

@@ -1,8 +1,39 @@
-"""The finalizer: prune a chosen trial for real, fine-tune with KD, export, record in the study."""
+"""The finalizer: prune a chosen trial for real, fine-tune with KD, export, record in the study.
 
-from prune_search.finalize.export import load_pruned
-from prune_search.finalize.run import finalize_trial
-from prune_search.finalize.select import choose
-from prune_search.finalize.tune import FinalizeConfig, Tuned, fine_tune
+The names below load their module on first use (PEP 562), so that ``load_pruned`` (the export
+reader) needs none of the study machinery (Optuna, SQLAlchemy, pymoo).
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "load_pruned": "prune_search.finalize.export",
+    "finalize_trial": "prune_search.finalize.run",
+    "choose": "prune_search.finalize.select",
+    "FinalizeConfig": "prune_search.finalize.tune",
+    "Tuned": "prune_search.finalize.tune",
+    "fine_tune": "prune_search.finalize.tune",
+}
+
+if TYPE_CHECKING:
+    from prune_search.finalize.export import load_pruned
+    from prune_search.finalize.run import finalize_trial
+    from prune_search.finalize.select import choose
+    from prune_search.finalize.tune import FinalizeConfig, Tuned, fine_tune
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prune_search.finalize' has no attribute '{name}'")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = ["FinalizeConfig", "Tuned", "choose", "finalize_trial", "fine_tune", "load_pruned"]

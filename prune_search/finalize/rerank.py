@@ -14,19 +14,12 @@ from torch import nn
 
 from prune_search.data import DatasetBundle
 from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator
+from prune_search.search.codec import CandidateCodec
 from prune_search.search.study import StudyHandle, fitness_batches
-from prune_search.space import CandidateBatch, PruningSpace
 
 RERANKED = 16  # front trials with the most MACs within the budget that are re-ranked
 CALIBRATION_BATCHES = 8  # train batches of 128 re-estimating the BN statistics
 VAL_BATCHES = 4  # val batches of 128 scoring each candidate
-
-
-def candidate_of_row(space: PruningSpace, row: dict[str, Any]) -> CandidateBatch:
-    """The one-candidate batch of a front row (``keep``/``strategy`` dicts keyed by group name)."""
-    keep = torch.tensor([[row["keep"][name] for name in space.names]], dtype=torch.int64)
-    strategy = torch.tensor([[space.strategies.index(row["strategy"][name]) for name in space.names]])
-    return CandidateBatch(keep, strategy)
 
 
 def bn_rerank(
@@ -37,7 +30,7 @@ def bn_rerank(
     ``model`` is the study's base model (unchanged); returns the row and its accuracy in [0, 1].
     """
     nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
-    batch = CandidateBatch.cat([candidate_of_row(handle.space, r) for r in nearest])
+    batch = CandidateCodec(handle.space).from_rows(nearest)
     calibration = [b for _, b in zip(range(CALIBRATION_BATCHES), bundle.loader("train", 128), strict=False)]
     validation = [b for _, b in zip(range(VAL_BATCHES), bundle.loader("val", 128), strict=False)]
     evaluator = AdaptiveBNEvaluator(model, handle.space, handle.importance, calibration, validation, device)
@@ -53,7 +46,7 @@ def kl_rerank(
     to the unpruned model: least KL (nats per sample) with BN re-estimated, on the study's train-split fitness
     sample (:class:`BatchedEvaluator`; val is not used). Returns the row and its KL."""
     nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
-    batch = CandidateBatch.cat([candidate_of_row(handle.space, r) for r in nearest])
+    batch = CandidateCodec(handle.space).from_rows(nearest)
     evaluator = BatchedEvaluator(model, handle.space, handle.importance, fitness_batches(bundle), device)
     scores = evaluator(batch)["kl"]
     best = int(scores.argmin())

@@ -8,7 +8,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import optuna_dashboard
 import torch
@@ -21,8 +20,7 @@ from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.finalize.tune import FinalizeConfig, fine_tune
 from prune_search.search.study import StudyHandle, base_checkpoint, load_study_base
 from prune_search.search.summary import load_archive
-from prune_search.space import CandidateBatch
-from prune_search.storage.trial_records import attach_artifact, set_finished_user_attr
+from prune_search.storage.optuna_tables import attach_artifact, set_finished_user_attr
 from prune_search.training.fit import EpochRecord
 from prune_search.training.loop import evaluate
 
@@ -30,17 +28,6 @@ RUN_FILE = "run.json"
 STATE_FILE = "state.pt"
 RESULT_FILE = "result.json"
 RESULT_ATTR = "finalized"
-
-
-def _candidate(handle: StudyHandle, number: int) -> CandidateBatch:
-    archive = load_archive(handle)
-    rows = np.flatnonzero(archive.numbers == number)
-    if len(rows) == 0:
-        raise PruneSearchError(f"no trial {number} in study '{handle.study.study_name}'")
-    genes = archive.X[rows[0]]
-    groups = len(handle.space)
-    keep = handle.space.level_keep_counts()[torch.arange(groups), torch.from_numpy(genes[:groups])]
-    return CandidateBatch(keep[None], torch.from_numpy(genes[groups:])[None])
 
 
 def _check_out(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -61,14 +48,14 @@ def _check_out(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path, artifact_dir: Path) -> None:
-    trial = next(t for t in handle.storage.get_all_trials(handle.study_id, deepcopy=False) if t.number == number)
-    set_finished_user_attr(handle.engine, trial._trial_id, RESULT_ATTR, result)
+    trial_id = handle.storage.get_trial_id_from_study_id_trial_number(handle.study_id, number)
+    set_finished_user_attr(handle.engine, trial_id, RESULT_ATTR, result)
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(artifact_dir))
     artifact_id = str(uuid.uuid4())
     with open(out / PLAN_FILE, "rb") as handle_file:
         store.write(artifact_id, handle_file)
-    attach_artifact(handle.engine, trial._trial_id, artifact_id, f"trial-{number}-{PLAN_FILE}", "application/json")
+    attach_artifact(handle.engine, trial_id, artifact_id, f"trial-{number}-{PLAN_FILE}", "application/json")
     note = (
         f"## Finalized trial {number}\n\n"
         f"| | pruned | base |\n|---|---|---|\n"
@@ -81,7 +68,7 @@ def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        optuna_dashboard.save_note(optuna.trial.Trial(handle.study, trial._trial_id), note)
+        optuna_dashboard.save_note(optuna.trial.Trial(handle.study, trial_id), note)
 
 
 def finalize_trial(
@@ -110,7 +97,7 @@ def finalize_trial(
     finished = _check_out(out, identity)
     if finished is not None:
         return finished, None
-    candidate = _candidate(handle, number)
+    candidate = load_archive(handle).candidates([number])
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(identity))
     spec = handle.model_spec()

@@ -17,10 +17,10 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, Importance, PruningPlan, materialize
 from prune_search.finalize.distill import kd_loss
 from prune_search.space import CandidateBatch, PruningSpace
-from prune_search.sparse.masks import check_sparsity, magnitude_masks
-from prune_search.sparse.size import storage_report
 from prune_search.training.fit import EpochRecord, FitResult, Recipe, fit
 from prune_search.training.loop import cross_entropy, evaluate
+from prune_search.training.masks import check_sparsity, magnitude_masks
+from prune_search.training.sparse_size import storage_report
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Tuned:
 
     Accuracies are in [0, 1] (test measured once, on the best val epoch); MACs and params
     are the exact analytic counts per sample; ``wall_s`` is training time in seconds;
-    ``sparse``: nonzeros and dense/CSR/bitmask bytes (``prune_search.sparse.storage_report``)
+    ``sparse``: nonzeros and dense/CSR/bitmask bytes (``prune_search.training.sparse_size.storage_report``)
     when the config asked for a sparsity.
     """
 

@@ -19,9 +19,10 @@ from torch import nn
 
 from prune_search.data import DatasetBundle
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import CRITERIA, CostModel, PruningPlan, compute_importance, materialize
+from prune_search.evaluators import CostModel, PruningPlan, check_criterion, compute_importance, materialize
 from prune_search.finalize.tune import FinalizeConfig, train_network
 from prune_search.iterative.schedule import ScheduleStep
+from prune_search.search.config import DEFAULTS
 from prune_search.space import CandidateBatch, PruningSpace, SpaceOptions
 from prune_search.space.trace import trace_structure
 from prune_search.training.loop import evaluate
@@ -41,16 +42,15 @@ class IterativeConfig:
 
     tuning: FinalizeConfig = field(default_factory=lambda: FinalizeConfig(epochs=2))
     max_drop: float = 1.0
-    criterion: str = "taylor"
-    calibration_batches: int = 8
+    criterion: str = DEFAULTS["criterion"]
+    calibration_batches: int = DEFAULTS["calibration_batches"]
 
     def validate(self) -> None:
         if self.tuning.epochs < 1 or self.calibration_batches < 1:
             raise PruneSearchError("--epochs-per-step and --calibration-batches must be at least 1")
         if self.max_drop < 0:
             raise PruneSearchError("--max-drop must be at least 0")
-        if self.criterion not in CRITERIA:
-            raise PruneSearchError(f"unknown criterion '{self.criterion}'; criteria are {', '.join(CRITERIA)}")
+        check_criterion(self.criterion)
         self.tuning.validate()
 
     def step_tuning(self, step: int) -> FinalizeConfig:

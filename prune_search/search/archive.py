@@ -1,11 +1,14 @@
 """Every trial of a study as arrays, kept up to date by reading only new rows."""
 
-import hashlib
 import json
+from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from prune_search.errors import PruneSearchError
+from prune_search.search.codec import CandidateCodec
+from prune_search.space import CandidateBatch
 from prune_search.storage.bulk import read_candidates
 
 
@@ -19,19 +22,17 @@ def decode_genes(text: str) -> np.ndarray:
     return np.array([int(v) for v in levels.split(",")] + [int(v) for v in strategies.split(",")], dtype=np.int64)
 
 
-def digest(keep: np.ndarray, strategies: np.ndarray) -> str:
-    """Identity of the pruned model a candidate describes (keep counts + effective strategies)."""
-    return hashlib.sha1(keep.astype(np.int64).tobytes() + strategies.astype(np.int64).tobytes()).hexdigest()
-
-
 class Archive:
     """Genes ``X [N, 2G]``, objectives ``F [N, M]``, violations ``[N]`` of all stored trials,
-    with their trial numbers, Optuna trial ids and digests (``keys``) in storage order."""
+    with their trial numbers, Optuna trial ids and digests (``keys``) in storage order; ``codec`` decodes
+    the genes, ``name`` (the study's) is for messages."""
 
-    def __init__(self, engine: Engine, study_id: int, genes: int, objectives: int) -> None:
+    def __init__(self, engine: Engine, study_id: int, codec: CandidateCodec, objectives: int, name: str) -> None:
         self.engine = engine
         self.study_id = study_id
-        self.X = np.zeros((0, genes), dtype=np.int64)
+        self.codec = codec
+        self.name = name
+        self.X = np.zeros((0, 2 * len(codec)), dtype=np.int64)
         self.F = np.zeros((0, objectives))
         self.violation = np.zeros(0)
         self.generation = np.zeros(0, dtype=np.int64)
@@ -62,3 +63,13 @@ class Archive:
 
     def next_generation(self) -> int:
         return int(self.generation.max()) + 1 if len(self.generation) else 0
+
+    def candidates(self, numbers: Sequence[int]) -> CandidateBatch:
+        """The candidates ``[len(numbers), G]`` of trials ``numbers``, in that order (read by the last refresh);
+        a one-line error names a number the study does not hold."""
+        where = {int(number): row for row, number in enumerate(self.numbers.tolist())}
+        missing = [n for n in numbers if n not in where]
+        if missing:
+            last = int(self.numbers.max()) if len(self.numbers) else -1
+            raise PruneSearchError(f"no trial {missing[0]} in study '{self.name}' (it has trials 0..{last})")
+        return self.codec.batch(self.X[[where[n] for n in numbers]])

@@ -2,12 +2,17 @@
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prune_search.errors import PruneSearchError
+from prune_search.space import SpaceOptions
+
+if TYPE_CHECKING:
+    from prune_search.space import PruningSpace
 
 OBJECTIVES = ("proxy", "macs", "params")
 CONFIG_ATTR = "prune_search"
@@ -19,7 +24,15 @@ _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 @dataclass
 class StartOptions:
-    """Flags of ``prune-search start``; ``None`` means "not given" (stored value or default)."""
+    """Flags of ``prune-search start``; ``None`` means "not given" (stored value or default).
+
+    The last four fields come resolved from a higher layer (``prune_search.sensitivity.study``
+    turns ``--sensitivity``/``--sensitivity-use`` into them) and shape a new study only:
+    ``group_min_ratio``, per-group keep-ratio floors of the space; ``seeds``, keep ratios per
+    group of candidates put into generation 0; ``recorded``, further entries of the study's
+    configuration, stored as given; ``check_space``, called with the base model's space before
+    anything is computed, raises a one-line error when the resolved values do not fit it.
+    """
 
     model: str | None = None
     model_options: dict[str, Any] | None = None
@@ -38,10 +51,16 @@ class StartOptions:
     ratio_step: float | None = None
     round_to: int | None = None
     min_keep: int | None = None
-    sensitivity: Path | None = None
-    sensitivity_use: str | None = None
+    group_min_ratio: dict[str, float] | None = None
+    seeds: list[dict[str, float]] | None = None
+    recorded: dict[str, Any] | None = None
+    check_space: Callable[["PruningSpace"], None] | None = None
 
 
+_SPACE = SpaceOptions()
+
+# The value of every flag of ``start`` left out when a study is created: the one definition, also shown in --help
+# (the space's own from :class:`SpaceOptions`).
 DEFAULTS = {
     "model": "resnet20",
     "dataset": "digits",
@@ -51,10 +70,10 @@ DEFAULTS = {
     "proxy": "bn_kl",
     "evaluations": 0,
     "calibration_batches": 8,
-    "min_ratio": 0.1,
-    "ratio_step": 0.05,
-    "round_to": 1,
-    "min_keep": 1,
+    "min_ratio": _SPACE.min_ratio,
+    "ratio_step": _SPACE.ratio_step,
+    "round_to": _SPACE.round_to,
+    "min_keep": _SPACE.min_keep,
 }
 
 

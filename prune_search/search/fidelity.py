@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from prune_search.evaluators import BatchedEvaluator
 from prune_search.search.archive import Archive
+from prune_search.search.codec import CandidateCodec
 from prune_search.search.front import front_indices
 from prune_search.search.study import StudyHandle, base_checkpoint, fitness_batches, load_study_base
 from prune_search.storage.measurements import (
@@ -33,7 +34,7 @@ from prune_search.storage.measurements import (
 )
 
 if TYPE_CHECKING:
-    from prune_search.search.runner import Evaluator
+    from prune_search.search.runner import Scorer
 
 MEASURE = "kl"  # the measured score that ranks candidates (nats per sample, lower is better)
 FLOOR = 1e-3  # nats added to both fidelities before taking logs
@@ -59,11 +60,11 @@ class Surrogate:
         return np.exp(np.log(np.maximum(fast, 0) + FLOOR) + residual) - FLOOR
 
 
-def features(evaluator: "Evaluator", X: np.ndarray, fast: np.ndarray) -> np.ndarray:
+def features(codec: CandidateCodec, X: np.ndarray, fast: np.ndarray) -> np.ndarray:
     """Surrogate features ``[N, G + 1]`` of individuals ``X [N, 2G]``: each group's keep ratio, and
     log(fast + FLOOR) of their fast fitness ``[N]``."""
-    full = evaluator.table[:, -1].astype(np.float64)
-    return np.concatenate([evaluator.keep(X) / full, np.log(np.maximum(fast, 0) + FLOOR)[:, None]], 1)
+    full = codec.table[:, -1].astype(np.float64)
+    return np.concatenate([codec.keep(X) / full, np.log(np.maximum(fast, 0) + FLOOR)[:, None]], 1)
 
 
 def measured_column(archive: Archive, scores: dict[str, dict[str, float]]) -> np.ndarray:
@@ -78,7 +79,6 @@ def multi_fidelity(handle: StudyHandle) -> bool:
 
 def study_surrogate(
     handle: StudyHandle,
-    evaluator: "Evaluator",
     archive: Archive,
     scores: dict[str, dict[str, float]] | None = None,
 ) -> Surrogate | None:
@@ -92,12 +92,11 @@ def study_surrogate(
     if not done.any():
         return None
     fast = archive.F[done, handle.config["objectives"].index("proxy")]
-    return Surrogate(features(evaluator, archive.X[done], fast), fast, measured[done])
+    return Surrogate(features(archive.codec, archive.X[done], fast), fast, measured[done])
 
 
 def corrected_objectives(
     handle: StudyHandle,
-    evaluator: "Evaluator",
     archive: Archive,
     scores: dict[str, dict[str, float]] | None = None,
 ) -> np.ndarray:
@@ -105,14 +104,14 @@ def corrected_objectives(
     surrogate's estimate elsewhere (unchanged when nothing is measured). ``scores``: ``{digest: scores}``,
     read from the study when None."""
     scores = read_scores(handle.engine, handle.study_id) if scores is None else scores
-    surrogate = study_surrogate(handle, evaluator, archive, scores)
+    surrogate = study_surrogate(handle, archive, scores)
     if surrogate is None:
         return archive.F
     column = handle.config["objectives"].index("proxy")
     fast = archive.F[:, column]
     measured = measured_column(archive, scores)
     F = archive.F.copy()
-    F[:, column] = np.where(np.isnan(measured), surrogate(features(evaluator, archive.X, fast), fast), measured)
+    F[:, column] = np.where(np.isnan(measured), surrogate(features(archive.codec, archive.X, fast), fast), measured)
     return F
 
 
@@ -124,24 +123,24 @@ def promotions_per_generation(evaluations: int, population: int, target: int) ->
 class Promoter:
     """A worker's side of the multi-fidelity search: corrected objectives, promotions, measurements.
 
-    ``evaluator`` is the worker's :class:`~prune_search.search.runner.Evaluator` (genes → keep counts,
-    costs); the base model comes from ``checkpoint`` (default: the study's stored path).
+    ``scorer`` is the worker's :class:`~prune_search.search.runner.Scorer` (costs of genes); the base model
+    comes from ``checkpoint`` (default: the study's stored path).
     """
 
     def __init__(
         self,
         handle: StudyHandle,
-        evaluator: "Evaluator",
+        scorer: "Scorer",
         device: torch.device,
         checkpoint: Path | None = None,
         data_root: str | None = None,
     ) -> None:
         self.handle = handle
-        self.evaluator = evaluator
+        self.scorer = scorer
         self.budget = int(handle.config.get("evaluations", 0))
         self.column = handle.config["objectives"].index("proxy")
         model, bundle = load_study_base(handle, base_checkpoint(handle, checkpoint), data_root)
-        self.scorer = BatchedEvaluator(
+        self.whole = BatchedEvaluator(
             model.to(device), handle.space, handle.importance, fitness_batches(bundle), device
         )
         self.scores: dict[str, dict[str, float]] = {}
@@ -149,7 +148,7 @@ class Promoter:
     def corrected(self, archive: Archive) -> np.ndarray:
         """``archive.F`` with the proxy column replaced by the measured score or the surrogate's estimate."""
         self.scores = read_scores(self.handle.engine, self.handle.study_id)
-        return corrected_objectives(self.handle, self.evaluator, archive, self.scores)
+        return corrected_objectives(self.handle, archive, self.scores)
 
     def promote(self, archive: Archive, worker_id: int, count: int) -> int:
         """Measure up to ``count`` unmeasured candidates of the corrected front, spread across MACs (plus
@@ -160,7 +159,7 @@ class Promoter:
         wanted: list[Promotion] = []
         count = min(count, self.budget - count_claims(self.handle.engine, self.handle.study_id))
         if len(open_) and count > 0:
-            _, macs, _ = self.evaluator.measure(archive.X[open_])
+            _, macs, _ = self.scorer.measure(archive.X[open_])
             ordered = open_[np.argsort(macs, kind="stable")]
             picks = np.unique(np.linspace(0, len(ordered) - 1, min(count, len(ordered))).round().astype(int))
             wanted = [
@@ -172,7 +171,7 @@ class Promoter:
         where = {key: i for i, key in enumerate(archive.keys)}
         claims = [p for p in claims if p.digest in where]
         rows = np.array([where[p.digest] for p in claims], dtype=np.int64)
-        scores = self.scorer(self.evaluator.batch(archive.X[rows]))
+        scores = self.whole(archive.codec.batch(archive.X[rows]))
         for j, promotion in enumerate(claims):
             record_scores(
                 self.handle.engine,

@@ -9,6 +9,7 @@ candidate already in the study is never evaluated or stored again.
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,11 +17,11 @@ import torch
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, ProxyEvaluator
 from prune_search.search import nsga2
-from prune_search.search.archive import Archive, digest, encode_genes
+from prune_search.search.archive import Archive, encode_genes
+from prune_search.search.codec import CandidateCodec
 from prune_search.search.fidelity import Promoter, multi_fidelity, promotions_per_generation
 from prune_search.search.front import hypervolume
 from prune_search.search.study import StudyHandle
-from prune_search.space import CandidateBatch, ratio_param, strategy_param
 from prune_search.storage.bulk import TrialRecord, count_complete, persist_generation
 from prune_search.storage.study_data import heartbeat, register_worker
 
@@ -39,69 +40,47 @@ class GenerationReport:
     measured: int = 0
 
 
-class Evaluator:
-    """Decodes genes and scores them: objectives, violation, Optuna params and user attrs."""
+class Scorer:
+    """Scores individuals on the device (every proxy, MACs, params), and turns them into the study's
+    :class:`TrialRecord` s: objectives, constraint violation, Optuna params and user attrs (via ``codec``)."""
 
     def __init__(self, handle: StudyHandle, device: torch.device) -> None:
-        self.handle = handle
-        self.space = handle.space
         self.config = handle.config
+        self.codec = CandidateCodec(handle.space)
         self.proxy = ProxyEvaluator(handle.space, handle.importance, device, handle.fitness)
         self.cost = CostModel(handle.space, device)
-        self.table = handle.space.level_keep_counts().numpy()
-        self.grid = np.array(handle.space.options.ratios)
-        self.min_level = handle.space.min_levels().numpy()
-        groups = len(self.space)
-        full_levels = np.argmax(self.table == self.table[:, -1:], axis=1)
-        self._first_level = np.stack(
-            [
-                np.maximum(np.argmax(self.table[g] == self.table[g][:, None], axis=1), self.min_level[g])
-                for g in range(groups)
-            ]
-        )
-        self._full_levels = full_levels
-        self.seeds = self._seeds(handle.config.get("seeds", []))
-
-    def _seeds(self, seeds: list[dict[str, float]]) -> np.ndarray:
-        """Individuals ``[S, 2G]`` of the study's seed candidates (keep ratio per group, strategy ``min``)."""
-        names, strategies = self.space.names, self.space.strategies
-        ratios = torch.tensor([[seed.get(name, 1.0) for name in names] for seed in seeds], dtype=torch.float64)
-        levels = self.space.levels_at(ratios.reshape(len(seeds), len(names))).numpy()
-        codes = np.full_like(levels, strategies.index("min") if "min" in strategies else 0)
-        return np.concatenate([levels, codes], axis=1)
-
-    def canonical(self, X: np.ndarray) -> np.ndarray:
-        """Genes with the smallest level giving each keep count, and strategy 0 for full groups."""
-        X = X.copy()
-        groups = len(self.space)
-        levels = X[:, :groups]
-        X[:, :groups] = self._first_level[np.arange(groups), levels]
-        X[:, groups:] = np.where(X[:, :groups] == self._full_levels, 0, X[:, groups:])
-        return X
-
-    def keep(self, X: np.ndarray) -> np.ndarray:
-        groups = len(self.space)
-        return self.table[np.arange(groups), X[:, :groups]]
-
-    def digests(self, X: np.ndarray) -> list[str]:
-        keep, groups = self.keep(X), len(self.space)
-        return [digest(keep[i], X[i, groups:]) for i in range(len(X))]
-
-    def batch(self, X: np.ndarray) -> CandidateBatch:
-        """The candidates (keep counts, strategy codes) of the individuals ``X [N, 2G]``."""
-        groups = len(self.space)
-        return CandidateBatch(torch.from_numpy(self.keep(X)), torch.from_numpy(X[:, groups:].copy()))
 
     def measure(self, X: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Every proxy ``{name: [N]}``, MACs ``[N]`` and params ``[N]`` of the individuals ``X``."""
-        batch = self.batch(X)
+        """Every proxy ``{name: [N]}``, MACs ``[N]`` and params ``[N]`` of the individuals ``X [N, 2G]``."""
+        batch = self.codec.batch(X)
         proxies = {name: self.proxy(batch, name).cpu().numpy() for name in self.proxy.available}
         macs, params = (t.cpu().numpy() for t in self.cost(batch))
         return proxies, macs, params
 
+    def attrs(self, X: np.ndarray) -> list[dict[str, Any]]:
+        """Per individual of ``X [N, 2G]``: keep counts, strategies, MACs, params (also in % of the base
+        model's) and every proxy, as a trial's user attrs hold them."""
+        return self._attrs(X, *self.measure(X))
+
+    def _attrs(
+        self, X: np.ndarray, proxies: dict[str, np.ndarray], macs: np.ndarray, params: np.ndarray
+    ) -> list[dict[str, Any]]:
+        base = self.config["base"]
+        return [
+            row
+            | {
+                "macs": int(macs[i]),
+                "params": int(params[i]),
+                "macs_pct": round(100.0 * float(macs[i]) / base["macs"], 3),
+                "params_pct": round(100.0 * float(params[i]) / base["params"], 3),
+                "proxy": {name: float(values[i]) for name, values in proxies.items()},
+            }
+            for i, row in enumerate(self.codec.rows(X))
+        ]
+
     def records(self, X: np.ndarray, generation: int, worker_id: int) -> list[TrialRecord]:
-        groups = len(self.space)
-        keep = self.keep(X)
+        """The trial records of the individuals ``X [N, 2G]``, made by ``worker_id`` in ``generation``."""
+        groups = len(self.codec)
         proxies, macs, params = self.measure(X)
         base = self.config["base"]
         limits = self.config["constraints"]
@@ -113,68 +92,49 @@ class Evaluator:
         if limits["max_params"] is not None:
             constraint_columns["params"] = (params - limits["max_params"]) / base["params"]
         violation = sum((np.maximum(c, 0) for c in constraint_columns.values()), np.zeros(len(X)))
-        names, strategies = self.space.names, self.space.strategies
-        out = []
-        for i, dig in enumerate(self.digests(X)):
-            params_i = {}
-            for g, name in enumerate(names):
-                params_i[ratio_param(name)] = float(self.grid[X[i, g]])
-                params_i[strategy_param(name)] = strategies[X[i, groups + g]]
-            attrs = {
-                "keep": {name: int(keep[i, g]) for g, name in enumerate(names)},
-                "strategy": {name: strategies[X[i, groups + g]] for g, name in enumerate(names)},
-                "macs": int(macs[i]),
-                "params": int(params[i]),
-                "macs_pct": round(100.0 * float(macs[i]) / base["macs"], 3),
-                "params_pct": round(100.0 * float(params[i]) / base["params"], 3),
-                "proxy": {name: float(values[i]) for name, values in proxies.items()},
-                "generation": generation,
-                "worker": worker_id,
-            }
-            out.append(
-                TrialRecord(
-                    digest=dig,
-                    params=params_i,
-                    values=F[i].tolist(),
-                    user_attrs=attrs,
-                    genes=encode_genes(X[i, :groups], X[i, groups:]),
-                    violation=float(violation[i]),
-                    constraints={k: float(v[i]) for k, v in constraint_columns.items()},
-                )
+        attrs = self._attrs(X, proxies, macs, params)
+        return [
+            TrialRecord(
+                digest=dig,
+                params=params_i,
+                values=F[i].tolist(),
+                user_attrs=attrs[i] | {"generation": generation, "worker": worker_id},
+                genes=encode_genes(X[i, :groups], X[i, groups:]),
+                violation=float(violation[i]),
+                constraints={k: float(v[i]) for k, v in constraint_columns.items()},
             )
-        return out
+            for i, (dig, params_i) in enumerate(zip(self.codec.digests(X), self.codec.params(X), strict=True))
+        ]
 
 
-def _initial(evaluator: Evaluator, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Generation 0: the study's seeds, uniform-ratio candidates for every grid level and strategy
+def _initial(codec: CandidateCodec, seeds: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Generation 0: the study's ``seeds [S, 2G]``, uniform-ratio candidates for every grid level and strategy
     (groups below their smallest level raised to it), then random ones."""
-    groups, levels, strategies = len(evaluator.space), len(evaluator.grid), len(evaluator.space.strategies)
-    low = evaluator.min_level
+    groups, levels, strategies = len(codec), len(codec.grid), len(codec.space.strategies)
+    low = codec.min_level
     uniform = [np.concatenate([np.maximum(lv, low), [s] * groups]) for lv in range(levels) for s in range(strategies)]
     rng.shuffle(uniform)
     random = np.concatenate(
         [rng.integers(low, levels, size=(size, groups)), rng.integers(strategies, size=(size, groups))], axis=1
     )
-    return np.concatenate([evaluator.seeds, np.stack(uniform)[: size // 2], random])[:size]
+    return np.concatenate([seeds, np.stack(uniform)[: size // 2], random])[:size]
 
 
-def _offspring(
-    archive: Archive, F: np.ndarray, evaluator: Evaluator, size: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Children of the survivors of the archive ranked by objectives ``F [N, M]``."""
-    population = evaluator.handle.config["population"]
+def _offspring(archive: Archive, F: np.ndarray, population: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Children of the ``population`` survivors of the archive ranked by objectives ``F [N, M]``."""
+    codec = archive.codec
     chosen = nsga2.survivors(F, archive.violation, population)
     rank, crowding = nsga2.rank_and_crowding(F[chosen], archive.violation[chosen])
     first = nsga2.tournament(rank, crowding, size, rng)
     second = nsga2.tournament(rank, crowding, size, rng)
-    levels, strategies = len(evaluator.grid), len(evaluator.space.strategies)
-    return nsga2.vary(archive.X[chosen], first, second, levels, strategies, rng, min_level=evaluator.min_level)
+    levels, strategies = len(codec.grid), len(codec.space.strategies)
+    return nsga2.vary(archive.X[chosen], first, second, levels, strategies, rng, min_level=codec.min_level)
 
 
-def _unique_new(evaluator: Evaluator, X: np.ndarray, known: set[str]) -> np.ndarray:
-    X = evaluator.canonical(X)
+def _unique_new(codec: CandidateCodec, X: np.ndarray, known: set[str]) -> np.ndarray:
+    X = codec.canonical(X)
     keep, seen = [], set(known)
-    for i, dig in enumerate(evaluator.digests(X)):
+    for i, dig in enumerate(codec.digests(X)):
         if dig not in seen:
             seen.add(dig)
             keep.append(i)
@@ -199,12 +159,14 @@ def run_worker(
     and the rest of the budget is spent on the corrected front once the target is reached.
     """
     device = torch.device(device)
-    evaluator = Evaluator(handle, device)
+    scorer = Scorer(handle, device)
+    codec = scorer.codec
+    seeds = codec.seeds(handle.config.get("seeds", []))
     promoter = None
     if multi_fidelity(handle):
-        promoter = Promoter(handle, evaluator, device, checkpoint, data_root)
+        promoter = Promoter(handle, scorer, device, checkpoint, data_root)
     worker_id, ordinal = register_worker(handle.engine, handle.study_id)
-    archive = Archive(handle.engine, handle.study_id, 2 * len(handle.space), len(handle.config["objectives"]))
+    archive = Archive(handle.engine, handle.study_id, codec, len(handle.config["objectives"]), handle.study.study_name)
     distributions = handle.space.distributions()
     population = handle.config["population"]
     added_total = stalls = 0
@@ -219,14 +181,14 @@ def run_worker(
         generation = archive.next_generation()
         rng = np.random.default_rng([seed, ordinal, generation, stalls])
         if len(archive) < population:
-            X = _initial(evaluator, population, rng)
+            X = _initial(codec, seeds, population, rng)
         elif stalls < 2:
             F = promoter.corrected(archive) if promoter is not None else archive.F
-            X = _offspring(archive, F, evaluator, population, rng)
+            X = _offspring(archive, F, population, population, rng)
         else:
-            X = _initial(evaluator, population, rng)[population // 2 :]
-        X = _unique_new(evaluator, X, archive.digests)
-        records = evaluator.records(X, generation, worker_id) if len(X) else []
+            X = _initial(codec, seeds, population, rng)[population // 2 :]
+        X = _unique_new(codec, X, archive.digests)
+        records = scorer.records(X, generation, worker_id) if len(X) else []
         added = persist_generation(
             handle.engine,
             handle.study_id,

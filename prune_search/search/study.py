@@ -17,7 +17,6 @@ from prune_search.data import DatasetBundle, DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import (
-    CRITERIA,
     PROXIES,
     TABLE_PROXIES,
     AdaptiveBNEvaluator,
@@ -25,6 +24,7 @@ from prune_search.evaluators import (
     FitnessTable,
     Importance,
     ProxyEvaluator,
+    check_criterion,
     compute_importance,
     measure_fitness_table,
 )
@@ -43,9 +43,8 @@ from prune_search.search.config import (
     sha256_of,
     versions,
 )
-from prune_search.sensitivity.allocate import scaled
-from prune_search.sensitivity.result import SENSITIVITY_USES, read_sensitivity
 from prune_search.space import PruningSpace
+from prune_search.storage.optuna_tables import check_schema
 from prune_search.storage.study_data import ensure_tables, get_data, put_data
 from prune_search.storage.url import create_engine, redact, require_existing
 from prune_search.training.cache import cached_baseline
@@ -94,8 +93,12 @@ class StudyHandle:
 
 
 def open_storage(url: str) -> tuple[Engine, RDBStorage]:
-    """The project's engine and Optuna's RDB storage (heartbeats, stale-trial retries, pre-ping)."""
+    """The project's engine and Optuna's RDB storage (heartbeats, stale-trial retries, pre-ping).
+
+    A database whose Optuna table schema is not the one :mod:`prune_search.storage.optuna_tables` is
+    written for is refused, before Optuna or prune-search writes to it (one-line error)."""
     engine = create_engine(url)
+    check_schema(engine, url)
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             with warnings.catch_warnings():
@@ -117,27 +120,19 @@ def open_storage(url: str) -> tuple[Engine, RDBStorage]:
     raise AssertionError("unreachable")
 
 
-def _validate(options: StartOptions) -> None:
+def validate(options: StartOptions) -> None:
+    """A one-line error for the first flag of ``options`` that no study can take."""
     objectives = options.objectives or DEFAULTS["objectives"]
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or len(set(objectives)) != len(objectives) or len(objectives) < 2:
         raise PruneSearchError(f"--objectives takes two or three distinct names of {', '.join(OBJECTIVES)}")
-    if (options.criterion or DEFAULTS["criterion"]) not in CRITERIA:
-        raise PruneSearchError(f"unknown criterion '{options.criterion}'; criteria are {', '.join(CRITERIA)}")
+    check_criterion(options.criterion or DEFAULTS["criterion"])
     if (options.proxy or DEFAULTS["proxy"]) not in PROXIES:
         raise PruneSearchError(f"unknown proxy '{options.proxy}'; proxies are {', '.join(PROXIES)}")
     if options.evaluations is not None and options.evaluations < 0:
         raise PruneSearchError(f"--evaluations must be 0 (fast fitness only) or more, got {options.evaluations}")
     if (options.population or DEFAULTS["population"]) < 4:
         raise PruneSearchError("--population must be at least 4")
-    if options.sensitivity_use is not None and options.sensitivity is None:
-        raise PruneSearchError("--sensitivity-use needs --sensitivity DIR_OR_JSON")
-    if options.sensitivity_use is not None and options.sensitivity_use not in SENSITIVITY_USES:
-        raise PruneSearchError(
-            f"--sensitivity-use must be {' or '.join(SENSITIVITY_USES)}, got '{options.sensitivity_use}'"
-        )
-    if options.sensitivity is not None:
-        read_sensitivity(options.sensitivity)
 
 
 def _get(options: StartOptions, key: str) -> Any:
@@ -166,7 +161,9 @@ def load_base(options: StartOptions, device: torch.device, progress: bool) -> Ba
     bundle = load_dataset(data)
     checkpoint = options.checkpoint
     if checkpoint is None:
-        checkpoint = cached_baseline(model_name, data, device=str(device), progress=progress)
+        checkpoint = cached_baseline(
+            model_name, data, model_options=options.model_options, device=str(device), progress=progress
+        )
     spec = ModelSpec(model_name, bundle.in_channels, bundle.num_classes, bundle.image_size, options.model_options or {})
     model, _ = load_model(Path(checkpoint), spec, trusted_factory=options.model)
     model = model.to(device).eval()
@@ -218,30 +215,17 @@ def base_fitness(
         return measure_fitness_table(evaluator, FITNESS_LEVELS, setup, on_step=lambda: bar.update())
 
 
-def _apply_sensitivity(options: StartOptions, space: PruningSpace) -> tuple[PruningSpace, dict[str, Any]]:
-    """The space (with per-group floors for ``bound``) and the config entries of ``--sensitivity``."""
-    if options.sensitivity is None:
-        return space, {}
-    result = read_sensitivity(options.sensitivity)
-    result.check_matches(space)
-    use = options.sensitivity_use or SENSITIVITY_USES[0]
-    ratios = result.allocation["ratios"]
-    entry = {"file": str(options.sensitivity), "use": use, "max_drop": result.allocation["max_drop"], "ratios": ratios}
-    if use == "bound":
-        return PruningSpace(space.structure, replace(space.options, group_min_ratio=ratios)), {"sensitivity": entry}
-    return space, {"sensitivity": entry, "seeds": [ratios, *scaled(ratios)]}
-
-
-def _sensitivity_clash(stored: dict[str, Any], options: StartOptions) -> str | None:
-    if options.sensitivity is None:
-        return None
-    entry = stored.get("sensitivity")
-    ratios = read_sensitivity(options.sensitivity).allocation["ratios"]
-    use = options.sensitivity_use or SENSITIVITY_USES[0]
-    if entry is None or entry["ratios"] != ratios or entry["use"] != use:
-        held = f"{entry['file']} used as {entry['use']}" if entry else "none"
-        return f"--sensitivity {options.sensitivity} --sensitivity-use {use} (the study has {held})"
-    return None
+def _resolved(options: StartOptions, space: PruningSpace) -> tuple[PruningSpace, dict[str, Any]]:
+    """The space with the options' per-group floors, and the configuration entries the options
+    record (``recorded``, then ``seeds``), after ``check_space`` accepted the base model's space."""
+    if options.check_space is not None:
+        options.check_space(space)
+    if options.group_min_ratio:
+        space = PruningSpace(space.structure, replace(space.options, group_min_ratio=options.group_min_ratio))
+    entries = dict(options.recorded or {})
+    if options.seeds:
+        entries["seeds"] = options.seeds
+    return space, entries
 
 
 def _prepare(
@@ -251,7 +235,7 @@ def _prepare(
     (when the proxy needs one) and costs."""
     get = lambda key: _get(options, key)  # noqa: E731
     base = load_base(options, device, progress)
-    space, sensitivity = _apply_sensitivity(options, base.space)
+    space, resolved = _resolved(options, base.space)
     importance = base_importance(base, options, device)
     fitness = base_fitness(base, space, importance, device, progress) if get("proxy") in TABLE_PROXIES else None
     spec, data, checkpoint = base.spec, base.data, base.checkpoint
@@ -284,7 +268,7 @@ def _prepare(
         "base": {"macs": base_macs, "params": base_params, "proxy_ref": proxy_ref},
         "dead_groups": importance.dead,
         "versions": versions(),
-        **sensitivity,
+        **resolved,
     }
     if fitness is not None:
         config["fitness"] = fitness.setup
@@ -381,11 +365,21 @@ def open_study(url: str, name: str, *, model: str | None = None) -> StudyHandle:
     return _load(url, engine, storage, name, model)
 
 
+def clash_error(name: str, clash: str) -> PruneSearchError:
+    """The one-line error of a joining worker whose flag ``clash`` contradicts study ``name``."""
+    return PruneSearchError(
+        f"study '{name}' exists with another configuration: {clash}; drop the flag or choose another --study"
+    )
+
+
 def create_or_join(
     url: str, name: str, options: StartOptions, *, device: str = "auto", progress: bool = True
 ) -> tuple[StudyHandle, bool]:
-    """Open study ``name``, creating it from ``options`` if missing. Returns (handle, created)."""
-    _validate(options)
+    """Open study ``name``, creating it from ``options`` if missing. Returns (handle, created).
+
+    Group floors, generation-0 seeds and recorded entries come resolved in ``options`` (a
+    sensitivity scan: ``prune_search.sensitivity.create_or_join_with_scan``)."""
+    validate(options)
     engine, storage = open_storage(url)
     created = False
     if not study_exists(storage, name):
@@ -414,9 +408,7 @@ def create_or_join(
     handle = _load(url, engine, storage, name, options.model, wait_s=CONFIG_WAIT_S)
     if not created:
         handle.model_spec()  # a stored package.module:factory must be the worker's own --model
-        clash = contradictions(handle.config, options) or _sensitivity_clash(handle.config, options)
+        clash = contradictions(handle.config, options)
         if clash:
-            raise PruneSearchError(
-                f"study '{name}' exists with another configuration: {clash}; drop the flag or choose another --study"
-            )
+            raise clash_error(name, clash)
     return handle, created

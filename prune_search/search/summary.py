@@ -7,16 +7,24 @@ import numpy as np
 import torch
 
 from prune_search.search.archive import Archive
+from prune_search.search.codec import CandidateCodec
 from prune_search.search.fidelity import MEASURE, corrected_objectives
 from prune_search.search.front import REFERENCE, front_indices, hypervolume, hypervolume_history
-from prune_search.search.runner import Evaluator
+from prune_search.search.runner import Scorer
 from prune_search.search.study import StudyHandle
 from prune_search.storage.measurements import count_claims, read_scores
 from prune_search.storage.study_data import workers_of
 
 
 def load_archive(handle: StudyHandle) -> Archive:
-    archive = Archive(handle.engine, handle.study_id, 2 * len(handle.space), len(handle.config["objectives"]))
+    """Every trial of the study, read now (genes decoded by the study space's codec)."""
+    archive = Archive(
+        handle.engine,
+        handle.study_id,
+        CandidateCodec(handle.space),
+        len(handle.config["objectives"]),
+        handle.study.study_name,
+    )
     archive.refresh()
     return archive
 
@@ -45,11 +53,10 @@ def front_rows(handle: StudyHandle, archive: Archive | None = None, corrected: b
     view, dense across MACs). Otherwise the proxy's front.
     """
     archive = archive or load_archive(handle)
-    evaluator = Evaluator(handle, torch.device("cpu"))
     F, rows_measured, scores = measured_objectives(handle, archive)
     estimate = None
     if corrected and len(rows_measured):
-        estimate = corrected_objectives(handle, evaluator, archive, scores)
+        estimate = corrected_objectives(handle, archive, scores)
         idx = front_indices(estimate, archive.violation)
     elif len(rows_measured):
         idx = rows_measured[front_indices(F, archive.violation[rows_measured])]
@@ -57,10 +64,8 @@ def front_rows(handle: StudyHandle, archive: Archive | None = None, corrected: b
         idx = front_indices(archive.F, archive.violation)
     if len(idx) == 0:
         return []
-    records = evaluator.records(archive.X[idx], 0, 0)
     rows = []
-    for i, record in zip(idx, records, strict=True):
-        attrs = record.user_attrs
+    for i, attrs in zip(idx, Scorer(handle, torch.device("cpu")).attrs(archive.X[idx]), strict=True):
         measured = scores.get(archive.keys[i])
         rows.append(
             {

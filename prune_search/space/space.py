@@ -3,13 +3,15 @@
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import torch
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 from prune_search.space.candidates import CandidateBatch
 from prune_search.space.structure import Group, Structure
 from prune_search.space.trace import trace_structure
@@ -19,7 +21,7 @@ STRATEGIES = ("min", "median")
 
 @dataclass(frozen=True)
 class SpaceOptions:
-    """How ratios decode to keep counts (DESIGN.md, "Keep count").
+    """How ratios decode to keep counts.
 
     Ratios lie on the grid ``min_ratio, min_ratio + ratio_step, ..., 1``; a ratio ``r`` of a
     group of ``n`` channels keeps ``k = min(n, max(min_keep, round_to·round(r·n / round_to)))``
@@ -207,12 +209,14 @@ class PruningSpace:
                 f"codes are 0..{len(self.strategies) - 1} for {', '.join(self.strategies)}"
             )
 
-    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+    def distributions(self) -> dict[str, "BaseDistribution"]:
         """Optuna distributions of every gene, ratio and strategy per group."""
-        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        from optuna.distributions import CategoricalDistribution, FloatDistribution  # the space itself needs no Optuna
+
+        out: dict[str, BaseDistribution] = {}
         for name, low in zip(self.names, self._ratio_grid[self._min_level].tolist(), strict=True):
-            out[ratio_param(name)] = optuna.distributions.FloatDistribution(low, 1.0, step=self.options.ratio_step)
-            out[strategy_param(name)] = optuna.distributions.CategoricalDistribution(list(self.strategies))
+            out[ratio_param(name)] = FloatDistribution(low, 1.0, step=self.options.ratio_step)
+            out[strategy_param(name)] = CategoricalDistribution(list(self.strategies))
         return out
 
     def from_params(self, params: dict[str, Any]) -> CandidateBatch:

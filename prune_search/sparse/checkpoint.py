@@ -14,8 +14,8 @@ from torch import nn
 
 from prune_search.errors import PruneSearchError
 from prune_search.models import ModelSpec, build_model
-from prune_search.sparse.size import quiet_sparse, to_csr
 from prune_search.training.checkpoint import save_checkpoint
+from prune_search.training.sparse_size import quiet_sparse, to_csr
 
 SPARSE_FORMAT = "prune-search/sparse-weights"
 

@@ -1,24 +1,29 @@
-"""Writing a whole generation of finished trials into Optuna's own tables, in one transaction.
+"""Writing a whole generation of finished trials into the study, in one transaction.
 
 The study row is locked (``SELECT … FOR UPDATE``; SQLite takes its write lock at ``BEGIN
 IMMEDIATE``) while trial numbers are assigned, candidates already in the study are dropped
 and the batch is cut to the study's target, so concurrent workers never duplicate a trial
-number or a candidate and never overshoot the target. The rows are exactly those Optuna
-writes for a COMPLETE trial, so Optuna, its CLI and optuna-dashboard read them unchanged.
+number or a candidate and never overshoot the target. The trials go into Optuna's own tables
+as Optuna writes them (:mod:`prune_search.storage.optuna_tables`), so Optuna, its CLI and
+optuna-dashboard read them unchanged, with one compact row each in the project's candidates table.
 """
 
-import datetime
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from optuna.distributions import BaseDistribution, distribution_to_json
-from optuna.storages._rdb import models
-from optuna.trial import TrialState
-from sqlalchemy import func, insert, select
-from sqlalchemy.engine import Connection, Engine
+from optuna.distributions import BaseDistribution
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
 
 from prune_search.storage import tables
+from prune_search.storage.optuna_tables import (
+    CompleteTrial,
+    count_complete,
+    count_trials,
+    insert_complete_trials,
+    lock_study,
+)
 from prune_search.storage.url import with_retry
 
 CONSTRAINTS_KEY = "constraints"
@@ -37,24 +42,6 @@ class TrialRecord:
     constraints: dict[str, float] = field(default_factory=dict)
 
 
-def _insert_ids(conn: Connection, table, rows: list[dict]) -> list[int]:
-    if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
-        result = conn.execute(insert(table).returning(table.c.trial_id, sort_by_parameter_order=True), rows)
-        return [int(i) for i in result.scalars().all()]
-    return [int(conn.execute(insert(table), row).inserted_primary_key[0]) for row in rows]
-
-
-def count_complete(conn: Connection, study_id: int) -> int:
-    trials = models.TrialModel.__table__
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(trials)
-            .where(trials.c.study_id == study_id, trials.c.state == TrialState.COMPLETE)
-        ).scalar_one()
-    )
-
-
 def persist_generation(
     engine: Engine,
     study_id: int,
@@ -69,13 +56,10 @@ def persist_generation(
 
     Returns how many trials were added (0 once the study holds ``target`` COMPLETE trials).
     """
-    trials = models.TrialModel.__table__
-    studies = models.StudyModel.__table__
-    dist_json = {name: distribution_to_json(d) for name, d in distributions.items()}
 
     def write() -> int:
         with engine.begin() as conn:
-            conn.execute(select(studies.c.study_id).where(studies.c.study_id == study_id).with_for_update())
+            lock_study(conn, study_id)
             room = target - count_complete(conn, study_id)
             if room <= 0 or not records:
                 return 0
@@ -90,63 +74,31 @@ def persist_generation(
             fresh = [r for r in records if r.digest not in known][:room]
             if not fresh:
                 return 0
-            number = int(
-                conn.execute(select(func.count()).select_from(trials).where(trials.c.study_id == study_id)).scalar_one()
-            )
-            now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-            ids = _insert_ids(
-                conn,
-                trials,
-                [
-                    {
-                        "number": number + i,
-                        "study_id": study_id,
-                        "state": TrialState.COMPLETE,
-                        "datetime_start": now,
-                        "datetime_complete": now,
-                    }
-                    for i in range(len(fresh))
-                ],
-            )
-            params, values, user_attrs, system_attrs, compact = [], [], [], [], []
-            for offset, (trial_id, record) in enumerate(zip(ids, fresh, strict=True)):
-                for name, value in record.params.items():
-                    params.append(
-                        {
-                            "trial_id": trial_id,
-                            "param_name": name,
-                            "param_value": distributions[name].to_internal_repr(value),
-                            "distribution_json": dist_json[name],
-                        }
-                    )
-                for objective, value in enumerate(record.values):
-                    stored, kind = models.TrialValueModel.value_to_stored_repr(float(value))
-                    values.append({"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind})
-                for key, value in record.user_attrs.items():
-                    user_attrs.append({"trial_id": trial_id, "key": key, "value_json": json.dumps(value)})
-                for key, value in record.constraints.items():
-                    system_attrs.append(
-                        {"trial_id": trial_id, "key": f"{CONSTRAINTS_KEY}:{key}", "value_json": json.dumps(value)}
-                    )
-                compact.append(
-                    {
-                        "study_id": study_id,
-                        "trial_id": trial_id,
-                        "number": number + offset,
-                        "digest": record.digest,
-                        "genes": record.genes,
-                        "objectives": json.dumps(record.values),
-                        "violation": record.violation,
-                        "generation": generation,
-                        "worker_id": worker_id,
-                    }
+            number = count_trials(conn, study_id)
+            trials = [
+                CompleteTrial(
+                    r.params,
+                    r.values,
+                    r.user_attrs,
+                    {f"{CONSTRAINTS_KEY}:{key}": value for key, value in r.constraints.items()},
                 )
-            conn.execute(insert(models.TrialParamModel.__table__), params)
-            conn.execute(insert(models.TrialValueModel.__table__), values)
-            if user_attrs:
-                conn.execute(insert(models.TrialUserAttributeModel.__table__), user_attrs)
-            if system_attrs:
-                conn.execute(insert(models.TrialSystemAttributeModel.__table__), system_attrs)
+                for r in fresh
+            ]
+            ids = insert_complete_trials(conn, study_id, number, trials, distributions)
+            compact = [
+                {
+                    "study_id": study_id,
+                    "trial_id": trial_id,
+                    "number": number + offset,
+                    "digest": record.digest,
+                    "genes": record.genes,
+                    "objectives": json.dumps(record.values),
+                    "violation": record.violation,
+                    "generation": generation,
+                    "worker_id": worker_id,
+                }
+                for offset, (trial_id, record) in enumerate(zip(ids, fresh, strict=True))
+            ]
             conn.execute(insert(tables.candidates), compact)
             return len(fresh)
 

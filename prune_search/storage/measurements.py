@@ -18,7 +18,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from prune_search.storage import tables
-from prune_search.storage.trial_records import pid_alive, set_finished_user_attr
+from prune_search.storage.optuna_tables import set_finished_user_attr
+from prune_search.storage.trial_records import pid_alive
 from prune_search.storage.url import with_retry
 
 STALE_S = 900.0

@@ -1,44 +1,19 @@
-"""Writing to finished trials, which Optuna's API refuses: user attrs, artifacts, finalize claims.
+"""Finalize claims: which trial a finalize worker took, and whether a claim's holder still runs.
 
-Rows are written in Optuna's own format (``trial_user_attributes``,
-``trial_system_attributes`` with ``artifacts:<id>`` keys), so Optuna and optuna-dashboard
-read them as if Optuna had written them.
+(Writing to the finished trials themselves, which Optuna's API refuses, is
+:mod:`prune_search.storage.optuna_tables`.)
 """
 
 import datetime
-import json
 import os
 import socket
-from typing import Any
 
-from optuna.storages._rdb import models
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from prune_search.storage import tables
 from prune_search.storage.url import with_retry
-
-
-def _upsert(engine: Engine, table, trial_id: int, key: str, value: Any) -> None:
-    def write() -> None:
-        with engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
-            conn.execute(insert(table).values(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-
-    with_retry(write)
-
-
-def set_finished_user_attr(engine: Engine, trial_id: int, key: str, value: Any) -> None:
-    """Set a user attribute of a (finished) trial."""
-    _upsert(engine, models.TrialUserAttributeModel.__table__, trial_id, key, value)
-
-
-def attach_artifact(engine: Engine, trial_id: int, artifact_id: str, filename: str, mimetype: str) -> None:
-    """Register an artifact already written to the artifact store on a (finished) trial."""
-    meta = {"artifact_id": artifact_id, "filename": filename, "mimetype": mimetype, "encoding": None}
-    key = f"artifacts:{artifact_id}"
-    _upsert(engine, models.TrialSystemAttributeModel.__table__, trial_id, key, json.dumps(meta))  # as Optuna stores it
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,7 +1,10 @@
 """Baselines trained on first use and cached, for the embedded default study."""
 
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from prune_search.data import DataSpec
 from prune_search.training.baseline import TrainConfig, train_baseline
@@ -13,10 +16,30 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "prune-search"
 
 
-def cached_baseline(model: str, data: DataSpec, *, device: str = "auto", progress: bool = True) -> Path:
-    """The checkpoint of ``model`` trained on ``data`` with the default recipe, trained if missing."""
-    out = cache_dir() / "baselines" / f"{data.name.replace(':', '_').replace('/', '_')}-{model}.pt"
+def cached_path(model: str, data: DataSpec, model_options: dict[str, Any] | None = None) -> Path:
+    """Where the baseline of ``model`` (built with ``model_options``) on ``data`` is cached.
+
+    The name carries a digest of the model options, so ``--model-option`` picks its own baseline.
+    """
+    stem = f"{data.name.replace(':', '_').replace('/', '_')}-{model.replace(':', '_').replace('/', '_')}"
+    if model_options:
+        digest = hashlib.sha256(json.dumps(model_options, sort_keys=True).encode()).hexdigest()[:10]
+        stem += f"-{digest}"
+    return cache_dir() / "baselines" / f"{stem}.pt"
+
+
+def cached_baseline(
+    model: str,
+    data: DataSpec,
+    *,
+    model_options: dict[str, Any] | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """The checkpoint of ``model`` (with ``model_options``) trained on ``data`` with the default recipe,
+    trained if missing."""
+    out = cached_path(model, data, model_options)
     if not out.is_file():
-        config = TrainConfig(model=model, data=data)
+        config = TrainConfig(model=model, model_options=dict(model_options or {}), data=data)
         train_baseline(config, out, overwrite=True, device=device, progress=progress)
     return out

@@ -1,4 +1,7 @@
-"""``prune-search iterative``: prune-retrain along a schedule, a table per step, the survivor exported."""
+"""``prune-search iterative``: prune-retrain along a schedule, a table per step, the survivor exported.
+
+Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
+"""
 
 import csv
 import json
@@ -9,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
-from prune_search.cli_options import (
+from prune_search.cli.options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
@@ -118,7 +121,6 @@ def iterative_command(
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
-    """Iterative prune-retrain (geometric or fixed-fraction schedule) with an accuracy stop and dead-network check."""
     tuning = FinalizeConfig(
         epochs_per_step, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed
     )

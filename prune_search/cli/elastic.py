@@ -1,11 +1,14 @@
-"""The ``prune-search elastic`` command."""
+"""The ``prune-search elastic`` command.
+
+Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
+"""
 
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from prune_search.cli_options import (
+from prune_search.cli.options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
@@ -72,7 +75,6 @@ def elastic_command(
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
-    """Store several front trials as nested widths of ONE checkpoint (prune-and-grow), optionally fine-tuned."""
     quiet_optuna()
     if nest not in NEST_RULES:
         raise PruneSearchError(f"--nest must be one of {', '.join(NEST_RULES)}, got '{nest}'")

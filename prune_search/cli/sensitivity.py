@@ -1,4 +1,7 @@
-"""``prune-search sensitivity``: scan every group, allocate keep ratios, write CSV/JSON/HTML."""
+"""``prune-search sensitivity``: scan every group, allocate keep ratios, write CSV/JSON/HTML.
+
+Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
+"""
 
 from dataclasses import asdict
 from pathlib import Path
@@ -8,7 +11,7 @@ import torch
 import typer
 from tqdm import tqdm
 
-from prune_search.cli_options import (
+from prune_search.cli.options import (
     DataRootOpt,
     DatasetOpt,
     DeviceOpt,
@@ -134,7 +137,6 @@ def sensitivity_command(
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
-    """Per-group sensitivity on the val split: prune one group at a time, allocate keep ratios by --max-drop."""
     if criterion not in CRITERIA:
         raise PruneSearchError(f"unknown criterion '{criterion}'; criteria are {', '.join(CRITERIA)}")
     if max_drop < 0:

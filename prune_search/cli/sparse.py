@@ -1,4 +1,7 @@
-"""``prune-search sparsify``: magnitude masks, fine-tuning with the masks held, sizes in three formats."""
+"""``prune-search sparsify``: magnitude masks, fine-tuning with the masks held, sizes in three formats.
+
+Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
+"""
 
 import copy
 import json
@@ -9,7 +12,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from prune_search.cli_options import (
+from prune_search.cli.options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
@@ -28,11 +31,11 @@ from prune_search.errors import PruneSearchError
 from prune_search.finalize.tune import FinalizeConfig, train_network
 from prune_search.models import ModelSpec
 from prune_search.sparse.checkpoint import save_sparse
-from prune_search.sparse.masks import check_sparsity, magnitude_masks, parse_sparsity_map
-from prune_search.sparse.size import storage_report
 from prune_search.training import load_model, read_checkpoint
 from prune_search.training.checkpoint import model_payload, save_checkpoint
 from prune_search.training.loop import evaluate
+from prune_search.training.masks import check_sparsity, magnitude_masks, parse_sparsity_map
+from prune_search.training.sparse_size import storage_report
 
 MODEL_FILE = "model.pt"
 MASKS_FILE = "masks.pt"
@@ -70,7 +73,6 @@ def sparsify_command(
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
-    """Unstructured magnitude pruning: exact per-layer sparsity, masks held while fine-tuning, CSR/bitmask sizes."""
     if sparsity is None and not sparsity_map:
         raise PruneSearchError("give --sparsity S (e.g. 0.8) and/or --sparsity-map LAYER=S,...")
     uniform = check_sparsity(sparsity or 0.0)

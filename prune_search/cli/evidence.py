@@ -1,4 +1,7 @@
-"""``prune-search compare`` and ``prune-search validate-proxy``."""
+"""``prune-search compare`` and ``prune-search validate-proxy``.
+
+Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
+"""
 
 import csv
 import json
@@ -7,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from prune_search.cli_options import (
+from prune_search.cli.options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
@@ -105,7 +108,6 @@ def compare_command(
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
-    """Fine-tune the front's trial and simple baselines at the same MACs budgets, and compare them."""
     quiet_optuna()
     config = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha)
     config.validate()
@@ -159,7 +161,6 @@ def validate_proxy_command(
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
-    """Rank correlation of every proxy with briefly fine-tuned accuracy, within narrow MACs bands."""
     quiet_optuna()
     config = ValidationConfig(_floats(bands, "--bands"), band_width, per_band, calibration_batches, val_batches, seed)
     tuning = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed)

@@ -1,0 +1,249 @@
+"""Option types and helpers shared by every ``prune-search`` command module."""
+
+import csv
+import io
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from torch import nn
+from tqdm import tqdm
+
+from prune_search.data import DatasetBundle, DataSpec, load_dataset
+from prune_search.errors import PruneSearchError
+from prune_search.finalize.tune import FinalizeConfig
+from prune_search.models import ModelSpec
+from prune_search.storage import DEFAULT_URL, ENV_VAR
+from prune_search.training import EpochRecord, load_model, read_checkpoint
+
+ModelOpt = Annotated[str, typer.Option("--model", help="Zoo name, tv:NAME or package.module:factory.")]
+ExpectedModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="The model the checkpoint or study holds (checked); a package.module:factory stored in a file or "
+        "study is built only when named here.",
+    ),
+]
+ModelOptions = Annotated[
+    list[str] | None,
+    typer.Option("--model-option", help="Factory option KEY=VALUE (JSON value), repeatable, e.g. head=512."),
+]
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", help="digits, fashion-mnist, mnist, cifar10, cifar100 or imagefolder:PATH.")
+]
+DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="Folder holding the dataset's files.")]
+ValFractionOpt = Annotated[float, typer.Option("--val-fraction", help="Share of train held out as val.")]
+SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the train/val(/test) split.")]
+ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="ImageFolder image size in px (default 224).")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow torchvision to download mnist/cifar.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+# The fine-tuning recipe (``finalize.tune.FinalizeConfig``), the same flags in every command that trains: their
+# defaults are the fields of ``TUNING`` (``--epochs`` is each command's own), and ``tuning_config`` makes the recipe.
+TUNING = FinalizeConfig()
+LrOpt = Annotated[float, typer.Option("--lr", help="Peak SGD learning rate (cosine schedule).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Samples per batch.")]
+KdOpt = Annotated[
+    bool, typer.Option("--kd/--no-kd", help="Distil from the unpruned model, or plain cross-entropy, same schedule.")
+]
+KdTemperatureOpt = Annotated[float, typer.Option("--kd-temperature", help="KD temperature T.")]
+KdAlphaOpt = Annotated[float, typer.Option("--kd-alpha", help="KD weight α (1−α on cross-entropy).")]
+TuneSeedOpt = Annotated[int, typer.Option("--seed", help="Fine-tuning seed.")]
+
+
+def tuning_config(
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    kd: bool,
+    kd_temperature: float,
+    kd_alpha: float,
+    seed: int = TUNING.seed,
+    sparsity: float = TUNING.sparsity,
+) -> FinalizeConfig:
+    """The fine-tuning recipe the flags give (``FinalizeConfig``), checked: a one-line error for a bad value."""
+    config = FinalizeConfig(
+        epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed, sparsity=sparsity
+    )
+    config.validate()
+    return config
+
+
+def parse_model_options(items: list[str] | None) -> dict[str, Any]:
+    """``["head=512", "hidden=[128,32]"]`` → ``{"head": 512, "hidden": [128, 32]}``."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise PruneSearchError(f"--model-option '{item}' must look like KEY=VALUE, e.g. head=512")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """``"0,1,2"`` → ``[0, 1, 2]``; a one-line error naming ``flag`` for anything else."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PruneSearchError(f"{flag} takes integers separated by commas, e.g. 0,1,2; got '{text}'") from None
+
+
+def root_text(data_root: Path | None) -> str | None:
+    """``--data-root`` as the layers below take it (None: the dataset's own place)."""
+    return str(data_root) if data_root else None
+
+
+def data_spec(
+    dataset: str, data_root: Path | None, val_fraction: float, split_seed: int, image_size: int | None
+) -> DataSpec:
+    return DataSpec(
+        name=dataset,
+        root=str(data_root) if data_root else None,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        image_size=image_size,
+    )
+
+
+def print_epoch(record: EpochRecord) -> None:
+    tqdm.write(
+        f"epoch {record.epoch:3d}  train loss {record.train_loss:.4f} acc {record.train_acc:.4f}  "
+        f"val loss {record.val_loss:.4f} acc {record.val_acc:.4f}  lr {record.lr:.4g}  {record.wall_s:.1f}s",
+        file=sys.stderr,
+    )
+
+
+CreateOrJoinStudyOpt = Annotated[
+    str, typer.Option("--study", help="Study name: created if missing, joined if present.")
+]
+ExistingStudyOpt = Annotated[
+    str, typer.Option("--study", help="Name of an existing study in the storage ('prune-search studies' lists them).")
+]
+StudyCheckpointOpt = Annotated[
+    Path | None,
+    typer.Option("--checkpoint", help="Path of the study's base checkpoint here (default: the path it recorded)."),
+]
+ArtifactDirOpt = Annotated[Path, typer.Option("--artifact-dir", help="Optuna artifact store folder.")]
+ARTIFACT_DIR = Path("prune-search-artifacts")
+StorageOpt = Annotated[
+    str | None, typer.Option("--storage", help=f"Storage URL (else ${ENV_VAR}, else {DEFAULT_URL}).")
+]
+FORMATS = ("table", "json", "csv")
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="Results on stdout as a table, json or csv; with json or csv every other line goes to stderr.",
+    ),
+]
+
+
+def _flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """One CSV row: nested dicts become ``key/sub`` columns, lists JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _flat(value, f"{name}/")
+        elif isinstance(value, list | tuple):
+            out[name] = json.dumps(value, default=str)
+        else:
+            out[name] = value
+    return out
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as CSV text: a header of every column any row has, nested dicts flattened (``keep/conv1``)."""
+    flat = [_flat(row) for row in rows]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for row in flat for k in row)), restval="")
+    writer.writeheader()
+    writer.writerows(flat)
+    return out.getvalue().rstrip()
+
+
+def echo_table(lines: list[list[str]], right: bool = False, echo: Callable[[str], None] = typer.echo) -> None:
+    """``lines`` (the first one the header) in aligned columns; ``right``: all but the first column right-aligned."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        cells = [
+            cell.rjust(width) if right and i else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        echo("  ".join(cells).rstrip())
+
+
+class Output:
+    """Where a command prints, by ``--format``: its results on stdout as a table, JSON or CSV.
+
+    With json or csv, every other line (progress, notes, the files written) goes to stderr, so stdout parses.
+    """
+
+    def __init__(self, fmt: str) -> None:
+        if fmt not in FORMATS:
+            raise PruneSearchError(f"--format must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, got '{fmt}'")
+        self.fmt = fmt
+
+    @property
+    def table(self) -> bool:
+        return self.fmt == "table"
+
+    def note(self, text: str) -> None:
+        """A line that is not the results: stdout under the table format, else stderr (between progress bars)."""
+        tqdm.write(text, file=sys.stdout if self.table else sys.stderr)
+
+    def results(
+        self, records: Any, table: Callable[[], None] | None = None, rows: list[dict[str, Any]] | None = None
+    ) -> None:
+        """``records`` as JSON; ``rows`` (default: ``records``, a list of dicts) as CSV; or ``table()`` (None: the
+        table is printed already, line by line through :meth:`note`)."""
+        if self.fmt == "json":
+            typer.echo(json.dumps(records, indent=1, default=str))
+        elif self.fmt == "csv":
+            typer.echo(csv_text(records if rows is None else rows))
+        elif table is not None:
+            table()
+
+
+def load_checkpoint(
+    checkpoint: Path,
+    model: str | None,
+    model_options: dict[str, Any] | None,
+    dataset: str | None,
+    data_root: Path | None,
+    download: bool = False,
+) -> tuple[nn.Module, ModelSpec, DataSpec, DatasetBundle]:
+    """The model a 'train' checkpoint holds (CPU), its spec, and its data, loaded: ``dataset``/``data_root`` override
+    the stored ones; ``model`` is checked against the stored architecture (and a factory of that name trusted);
+    ``model_options`` (None: the stored ones) likewise."""
+    stored = read_checkpoint(checkpoint)
+    data = DataSpec.from_dict(stored["data"])
+    data = replace(data, name=dataset or data.name, root=root_text(data_root) or data.root)
+    bundle = load_dataset(data, download=download)
+    stored_spec = ModelSpec.from_dict(stored["model"])
+    options = stored_spec.options if model_options is None else model_options
+    spec = ModelSpec(model or stored_spec.name, bundle.in_channels, bundle.num_classes, bundle.image_size, options)
+    net, _ = load_model(checkpoint, spec, trusted_factory=model)
+    return net, spec, data, bundle
+
+
+CheckpointDatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")
+]
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

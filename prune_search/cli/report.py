@@ -1,0 +1,24 @@
+"""``prune-search report``: the study's self-contained HTML report.
+
+Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prune_search.cli.options import StorageOpt, StudyOpt, quiet_optuna
+from prune_search.report import write_report
+from prune_search.search import open_study
+from prune_search.storage import resolve_url
+
+
+def report(
+    study: StudyOpt,
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    storage: StorageOpt = None,
+) -> None:
+    quiet_optuna()
+    path = write_report(open_study(resolve_url(storage), study), out)
+    typer.echo(f"wrote {path} (opens offline in any browser)")

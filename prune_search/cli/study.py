@@ -1,0 +1,269 @@
+"""Study commands: ``start``, ``front``, ``status``, ``studies``.
+
+Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
+"""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import optuna
+import typer
+from tqdm import tqdm
+
+from prune_search.cli.options import (
+    CreateOrJoinStudyOpt,
+    DataRootOpt,
+    DeviceOpt,
+    ExistingStudyOpt,
+    FormatOpt,
+    ModelOptions,
+    Output,
+    ProgressOpt,
+    StorageOpt,
+    echo_table,
+    parse_model_options,
+    quiet_optuna,
+    root_text,
+)
+from prune_search.device import resolve_device
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators import CRITERIA, PROXIES
+from prune_search.search import GenerationReport, StartOptions, open_study, run_worker
+from prune_search.search.config import CONFIG_ATTR, DEFAULTS, OBJECTIVES
+from prune_search.search.study import open_storage
+from prune_search.search.study_note import update_study_note
+from prune_search.search.summary import front_rows, spread, status
+from prune_search.sensitivity.result import SENSITIVITY_USES
+from prune_search.sensitivity.study import create_or_join_with_scan
+from prune_search.storage import redact, resolve_url
+from prune_search.storage.url import require_existing
+
+NOTE_EVERY = 10  # generations between refreshes of the study's dashboard note
+
+
+def _row_cells(row: dict[str, Any], proxy: str, measured: bool) -> list[str]:
+    keep = " ".join(str(v) for v in row["keep"].values())
+    strategy = "".join("m" if v == "min" else "d" for v in row["strategy"].values())
+    scores = [f"{row['measured']['kl']:.4g}", f"{100 * row['measured']['accuracy']:.1f}"] if measured else []
+    return [
+        str(row["trial"]),
+        f"{row['macs']:,} ({row['macs_pct']:.1f}%)",
+        f"{row['params']:,} ({row['params_pct']:.1f}%)",
+        f"{row[f'proxy_{proxy}']:.4g}",
+        *scores,
+        keep,
+        strategy,
+    ]
+
+
+def _print_front(rows: list[dict[str, Any]], proxy: str) -> None:
+    """The rows as a table; a measured front (multi-fidelity study) adds the whole-candidate KL and accuracy."""
+    measured = bool(rows) and all("measured" in row for row in rows)
+    scores = ["measured KL", "train acc % (BN re-estimated)"] if measured else []
+    headers = [
+        "trial",
+        "MACs (% base)",
+        "params (% base)",
+        proxy,
+        *scores,
+        "keep per group",
+        "strategy (m=min d=median)",
+    ]
+    echo_table([headers] + [_row_cells(row, proxy, measured) for row in rows])
+
+
+def start(
+    study: CreateOrJoinStudyOpt,
+    storage: StorageOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Base model (new study; default {DEFAULTS['model']}); joining a package.module:factory study, "
+            "name it."
+        ),
+    ] = None,
+    model_option: ModelOptions = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Trained base checkpoint (default: cached baseline).")] = None,
+    dataset: Annotated[str | None, typer.Option(help=f"Dataset (new study; default {DEFAULTS['dataset']}).")] = None,
+    data_root: DataRootOpt = None,
+    trials: Annotated[int, typer.Option(help="Run until the study holds this many COMPLETE trials.")] = 2000,
+    population: Annotated[
+        int | None, typer.Option(help=f"NSGA-II population size (default {DEFAULTS['population']}).")
+    ] = None,
+    objectives: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated, of {', '.join(OBJECTIVES)} (default {','.join(DEFAULTS['objectives'])})."
+        ),
+    ] = None,
+    max_macs: Annotated[str | None, typer.Option(help="MACs budget: absolute (2.5M) or % of the base (50%).")] = None,
+    max_params: Annotated[str | None, typer.Option(help="Params budget: absolute (100k) or % of the base.")] = None,
+    criterion: Annotated[
+        str | None,
+        typer.Option(help=f"Importance criterion, of {', '.join(CRITERIA)} (default {DEFAULTS['criterion']})."),
+    ] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Proxy objective, of {', '.join(PROXIES)} (default {DEFAULTS['proxy']}): bn_kl and bn_loss "
+            "measured one group at a time; taylor_loss and retained_fraction from importance alone."
+        ),
+    ] = None,
+    evaluations: Annotated[
+        int | None,
+        typer.Option(
+            help="Whole-candidate evaluations (BN-recalibrated KL on the train sample) the study may spend on "
+            f"promoted front candidates; they correct the proxy and rank the front (default "
+            f"{DEFAULTS['evaluations']}; 0: proxy only; see the README for when it helps)."
+        ),
+    ] = None,
+    calibration_batches: Annotated[
+        int | None,
+        typer.Option(help=f"Train batches for importance (default {DEFAULTS['calibration_batches']})."),
+    ] = None,
+    min_ratio: Annotated[
+        float | None, typer.Option(help=f"Smallest keep ratio (default {DEFAULTS['min_ratio']}).")
+    ] = None,
+    ratio_step: Annotated[
+        float | None, typer.Option(help=f"Keep-ratio grid step (default {DEFAULTS['ratio_step']}).")
+    ] = None,
+    round_to: Annotated[
+        int | None, typer.Option(help=f"Round keep counts to multiples of this (default {DEFAULTS['round_to']}).")
+    ] = None,
+    min_keep: Annotated[
+        int | None, typer.Option(help=f"Fewest channels a group keeps (default {DEFAULTS['min_keep']}).")
+    ] = None,
+    sensitivity: Annotated[
+        Path | None, typer.Option(help="A 'sensitivity' output folder or its sensitivity.json (new study).")
+    ] = None,
+    sensitivity_use: Annotated[
+        str | None,
+        typer.Option(
+            help=f"seed: allocation in generation 0; bound: it floors each group (default {SENSITIVITY_USES[0]})."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="This worker's seed (mixed with its ordinal in the study).")] = 0,
+    device: DeviceOpt = "auto",
+    progress: ProgressOpt = True,
+) -> None:
+    quiet_optuna()
+    if trials < 1:
+        raise PruneSearchError(f"--trials must be at least 1, got {trials}")
+    url = resolve_url(storage)
+    options = StartOptions(
+        model=model,
+        model_options=parse_model_options(model_option) if model_option else None,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        data_root=root_text(data_root),
+        population=population,
+        objectives=[o.strip() for o in objectives.split(",")] if objectives else None,
+        max_macs=max_macs,
+        max_params=max_params,
+        criterion=criterion,
+        proxy=proxy,
+        evaluations=evaluations,
+        calibration_batches=calibration_batches,
+        min_ratio=min_ratio,
+        ratio_step=ratio_step,
+        round_to=round_to,
+        min_keep=min_keep,
+    )
+    handle, created = create_or_join_with_scan(
+        url, study, options, sensitivity, sensitivity_use, device=device, progress=progress
+    )
+    verb = "created" if created else "joined"
+    typer.echo(f"{verb} study '{study}' in {redact(url)}: {len(handle.space)} groups, {handle.config['model']['name']}")
+    bar = tqdm(total=trials, desc="trials", disable=not progress, dynamic_ncols=True)
+
+    measured = [0]
+
+    def report(update: GenerationReport) -> None:
+        bar.n = update.complete
+        measured[0] += update.measured
+        extra = {"measured": measured[0]} if handle.config.get("evaluations") else {}
+        bar.set_postfix(front=update.front, hv=f"{update.hypervolume:.4f}", gen=update.generation, **extra)
+        if update.generation % NOTE_EVERY == 0:
+            update_study_note(handle)
+
+    added = run_worker(
+        handle,
+        trials,
+        seed=seed,
+        device=resolve_device(device),
+        on_generation=report,
+        checkpoint=checkpoint,
+        data_root=root_text(data_root),
+    )
+    bar.close()
+    update_study_note(handle)
+    rows = front_rows(handle)
+    typer.echo(f"this worker added {added} trials; the study's feasible front holds {len(rows)} trials:")
+    _print_front(spread(rows, 15), handle.config["proxy"])
+    typer.echo(f"all of it: prune-search front --study {study} --storage '{redact(url)}'")
+    typer.echo(
+        f"in the browser: prune-search dashboard --study {study} --storage '{redact(url)}' "
+        f"(or optuna-dashboard '{redact(url)}' --artifact-dir prune-search-artifacts)"
+    )
+
+
+def front(study: ExistingStudyOpt, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
+    quiet_optuna()
+    output = Output(fmt)
+    handle = open_study(resolve_url(storage), study)
+    rows = front_rows(handle)
+    output.results(rows, lambda: _print_front(rows, handle.config["proxy"]))
+
+
+def status_command(study: ExistingStudyOpt, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
+    """Under ``--format csv``: the hypervolume history, one row per generation."""
+    quiet_optuna()
+    output = Output(fmt)
+    info = status(open_study(resolve_url(storage), study))
+    output.results(info, lambda: _print_status(info), rows=info["history"])
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    typer.echo(f"study {info['study']}: objectives {', '.join(info['objectives'])}")
+    typer.echo("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(info["trials"].items())))
+    typer.echo(
+        f"feasible front: {info['front']} trials; hypervolume {info['hypervolume']:.5f} "
+        f"(objectives / base model, reference point {info['reference_point']})"
+    )
+    evaluations = info["evaluations"]
+    if evaluations["budget"]:
+        typer.echo(
+            f"whole-candidate evaluations: {evaluations['measured']} measured, "
+            f"{evaluations['claimed'] - evaluations['measured']} in progress, budget {evaluations['budget']}"
+        )
+    typer.echo("hypervolume history (generation, trials, hypervolume):")
+    for item in spread(info["history"], 10):
+        typer.echo(f"  {item['generation']:5d} {item['trials']:7d} {item['hypervolume']:.5f}")
+    typer.echo(f"workers seen: {len(info['workers'])}")
+    for worker in info["workers"]:
+        typer.echo(
+            f"  #{worker['worker_id']} {worker['host']} pid {worker['pid']}: {worker['trials']} trials, "
+            f"last seen {worker['last_seen']} UTC"
+        )
+
+
+def studies(storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
+    quiet_optuna()
+    output = Output(fmt)
+    url = resolve_url(storage)
+    require_existing(url)
+    _, rdb = open_storage(url)
+    rows = [
+        {
+            "study": summary.study_name,
+            "trials": summary.n_trials,
+            "kind": "prune-search" if CONFIG_ATTR in summary.user_attrs else "optuna",
+        }
+        for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False)
+    ]
+
+    def table() -> None:
+        for row in rows:
+            typer.echo(f"{row['study']}\t{row['trials']} trials\t{row['kind']}")
+
+    output.results(rows, table)

@@ -1,0 +1,193 @@
+"""Optuna's own tables, read and written directly: the one module that knows their private schema.
+
+Optuna's API cannot store a whole generation of trials in one transaction, nor write to a
+finished trial; prune-search does both on Optuna's tables (``optuna.storages._rdb.models``,
+not a public API), writing exactly the rows Optuna writes, so that Optuna, its CLI and
+optuna-dashboard read them unchanged. Every such access lives here, written against one
+revision of Optuna's table schema, :data:`SCHEMA_REVISION`; :func:`check_schema` refuses a
+database (or an Optuna installation) with another one before anything is written.
+"""
+
+import datetime
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
+from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy.engine import Connection, Engine
+
+from prune_search.errors import PruneSearchError
+from prune_search.storage.url import redact, with_retry
+
+SCHEMA_REVISION = "v3.2.0.a"
+"""The alembic revision of Optuna's tables that this module reads and writes (Optuna 5.0's)."""
+OPTUNA_REQUIREMENT = "optuna==5.0.*"
+"""An Optuna release whose tables are at :data:`SCHEMA_REVISION`."""
+
+_studies = models.StudyModel.__table__
+_trials = models.TrialModel.__table__
+_params = models.TrialParamModel.__table__
+_values = models.TrialValueModel.__table__
+_user_attrs = models.TrialUserAttributeModel.__table__
+_system_attrs = models.TrialSystemAttributeModel.__table__
+
+
+@dataclass(frozen=True)
+class CompleteTrial:
+    """One COMPLETE trial in Optuna's terms: parameters (external values), objective values, attributes."""
+
+    params: dict[str, Any]
+    values: list[float]
+    user_attrs: dict[str, Any]
+    system_attrs: dict[str, Any]
+
+
+@functools.cache
+def _known_revisions() -> tuple[str, frozenset[str]]:
+    """The installed Optuna's head schema revision, and every revision its migrations know."""
+    script = ScriptDirectory(str(Path(models.__file__).parent / "alembic"))
+    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
+
+
+def stored_revision(engine: Engine) -> str | None:
+    """The Optuna schema revision recorded in the database (``alembic_version``); None before Optuna set it up."""
+    with engine.connect() as conn:
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ",".join(heads) or None
+
+
+def check_schema(engine: Engine, url: str) -> None:
+    """Refuse, with a one-line :class:`PruneSearchError` and without writing anything, an installed Optuna
+    or a database ``url`` whose table schema is not :data:`SCHEMA_REVISION`. A new database passes."""
+    head, known = _known_revisions()
+    if head != SCHEMA_REVISION:
+        raise PruneSearchError(
+            f"the installed Optuna {optuna.__version__} has table schema {head}, this prune-search is written for "
+            f"{SCHEMA_REVISION}: pip install '{OPTUNA_REQUIREMENT}'"
+        )
+    stored = stored_revision(engine)
+    if stored is None or stored == SCHEMA_REVISION:
+        return
+    where = f"storage {redact(url)} has Optuna table schema {stored}, this prune-search needs {SCHEMA_REVISION}"
+    if stored in known:
+        raise PruneSearchError(f"{where}: back it up, then run 'optuna storage upgrade --storage {redact(url)}'")
+    raise PruneSearchError(f"{where}: a newer Optuna made it; use the Optuna and prune-search versions that made it")
+
+
+def lock_study(conn: Connection, study_id: int) -> None:
+    """Lock the study's row until ``conn``'s transaction ends (``SELECT … FOR UPDATE``)."""
+    conn.execute(select(_studies.c.study_id).where(_studies.c.study_id == study_id).with_for_update())
+
+
+def count_complete(conn: Connection, study_id: int) -> int:
+    """COMPLETE trials of the study."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(_trials)
+            .where(_trials.c.study_id == study_id, _trials.c.state == TrialState.COMPLETE)
+        ).scalar_one()
+    )
+
+
+def count_trials(conn: Connection, study_id: int) -> int:
+    """Trials of the study in any state: the number the next trial gets."""
+    query = select(func.count()).select_from(_trials).where(_trials.c.study_id == study_id)
+    return int(conn.execute(query).scalar_one())
+
+
+def _insert_ids(conn: Connection, rows: list[dict]) -> list[int]:
+    if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+        result = conn.execute(insert(_trials).returning(_trials.c.trial_id, sort_by_parameter_order=True), rows)
+        return [int(i) for i in result.scalars().all()]
+    return [int(conn.execute(insert(_trials), row).inserted_primary_key[0]) for row in rows]
+
+
+def insert_complete_trials(
+    conn: Connection,
+    study_id: int,
+    first_number: int,
+    trials: Sequence[CompleteTrial],
+    distributions: dict[str, BaseDistribution],
+) -> list[int]:
+    """Insert ``trials`` as COMPLETE trials numbered from ``first_number``, in ``conn``'s transaction, with
+    one multi-row insert per table. Returns their trial ids, in order."""
+    dist_json = {name: distribution_to_json(d) for name, d in distributions.items()}
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    ids = _insert_ids(
+        conn,
+        [
+            {
+                "number": first_number + i,
+                "study_id": study_id,
+                "state": TrialState.COMPLETE,
+                "datetime_start": now,
+                "datetime_complete": now,
+            }
+            for i in range(len(trials))
+        ],
+    )
+    params, values, user_attrs, system_attrs = [], [], [], []
+    for trial_id, trial in zip(ids, trials, strict=True):
+        for name, value in trial.params.items():
+            params.append(
+                {
+                    "trial_id": trial_id,
+                    "param_name": name,
+                    "param_value": distributions[name].to_internal_repr(value),
+                    "distribution_json": dist_json[name],
+                }
+            )
+        for objective, value in enumerate(trial.values):
+            stored, kind = models.TrialValueModel.value_to_stored_repr(float(value))
+            values.append({"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind})
+        for key, value in trial.user_attrs.items():
+            user_attrs.append({"trial_id": trial_id, "key": key, "value_json": json.dumps(value)})
+        for key, value in trial.system_attrs.items():
+            system_attrs.append({"trial_id": trial_id, "key": key, "value_json": json.dumps(value)})
+    for table, rows in ((_params, params), (_values, values), (_user_attrs, user_attrs), (_system_attrs, system_attrs)):
+        if rows:
+            conn.execute(insert(table), rows)
+    return ids
+
+
+def _upsert(engine: Engine, table: Table, trial_id: int, key: str, value: Any) -> None:
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
+            conn.execute(insert(table).values(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+
+    with_retry(write)
+
+
+def set_finished_user_attr(engine: Engine, trial_id: int, key: str, value: Any) -> None:
+    """Set a user attribute of a (finished) trial, which Optuna's API refuses."""
+    _upsert(engine, _user_attrs, trial_id, key, value)
+
+
+def attach_artifact(engine: Engine, trial_id: int, artifact_id: str, filename: str, mimetype: str) -> None:
+    """Register an artifact already written to the artifact store on a (finished) trial, as
+    ``optuna.artifacts.upload_artifact`` does (an ``artifacts:<id>`` system attribute)."""
+    meta = {"artifact_id": artifact_id, "filename": filename, "mimetype": mimetype, "encoding": None}
+    _upsert(engine, _system_attrs, trial_id, f"artifacts:{artifact_id}", json.dumps(meta))  # as Optuna stores it
+
+
+def user_attr_of_trials(engine: Engine, study_id: int, key: str) -> list[tuple[int, Any]]:
+    """``(trial number, value)`` of every trial of the study with user attribute ``key``, by number."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(_trials.c.number, _user_attrs.c.value_json)
+            .join(_user_attrs, _user_attrs.c.trial_id == _trials.c.trial_id)
+            .where(_trials.c.study_id == study_id, _user_attrs.c.key == key)
+            .order_by(_trials.c.number)
+        )
+        return [(int(number), json.loads(value)) for number, value in rows]

@@ -1,0 +1,48 @@
+"""What the test environment offers: database servers and offline datasets, each with a reason when missing."""
+
+import functools
+import os
+
+POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
+MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
+SERVERS = {"postgresql": POSTGRES, "mariadb": MARIADB}
+STRICT_ENV = "PRUNE_SEARCH_NO_SKIPS"
+
+
+def strict() -> bool:
+    """True where every test must run (CI sets ``PRUNE_SEARCH_NO_SKIPS=1``): a skip there is a failure."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+@functools.cache
+def server_missing(url: str) -> str | None:
+    """Why the database server at ``url`` cannot be used, or None when it answers ``SELECT 1``."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver or connection failure means the service is not there
+        return f"database server {url} unreachable ({type(exc).__name__}); start it or run with it"
+    finally:
+        engine.dispose()
+    return None
+
+
+def databases_missing() -> str | None:
+    """Why the db-marked tests cannot run (first missing server), or None when PostgreSQL and MariaDB answer."""
+    for url in SERVERS.values():
+        reason = server_missing(url)
+        if reason:
+            return reason
+    return None
+
+
+def fashion_mnist_missing() -> str | None:
+    """Why the dataset-marked tests cannot run, or None when the Debian package's IDX files are present."""
+    from prune_search.data.catalog import FASHION_MNIST_DIR
+
+    if any(FASHION_MNIST_DIR.glob("train-images-idx3-ubyte*")):
+        return None
+    return f"no Fashion-MNIST in {FASHION_MNIST_DIR}: apt-get install -y dataset-fashion-mnist"

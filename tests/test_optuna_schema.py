@@ -1,0 +1,100 @@
+"""Optuna's private schema lives in one module, which refuses a database with another schema version."""
+
+import ast
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+
+import prune_search
+from prune_search.errors import PruneSearchError
+from prune_search.storage import optuna_tables
+from prune_search.storage.url import create_engine
+
+PACKAGE = Path(prune_search.__file__).parent
+PRIVATE = "optuna.storages._rdb"
+STUDY = "plain"
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {str(path.relative_to(PACKAGE)): ast.parse(path.read_text()) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports_private(tree: ast.Module) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PRIVATE):
+            return True
+        if isinstance(node, ast.Import) and any(alias.name.startswith(PRIVATE) for alias in node.names):
+            return True
+    return False
+
+
+def test_one_module_holds_optunas_private_schema():
+    modules = _modules()
+    assert [name for name, tree in modules.items() if _imports_private(tree)] == ["storage/optuna_tables.py"]
+    trial_id_users = [
+        name
+        for name, tree in modules.items()
+        if any(isinstance(node, ast.Attribute) and node.attr == "_trial_id" for node in ast.walk(tree))
+    ]
+    assert trial_id_users == []
+
+
+@pytest.fixture
+def plain_study(tmp_path) -> tuple[str, Path]:
+    """An SQLite file holding an Optuna study with one trial, at Optuna's current schema."""
+    path = tmp_path / "study.db"
+    url = f"sqlite:///{path}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=url, study_name=STUDY)
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    del study
+    return url, path
+
+
+def _set_revision(path: Path, revision: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    conn.close()
+
+
+def _rows(path: Path) -> dict[str, list[tuple]]:
+    with sqlite3.connect(path) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        rows = {name: sorted(conn.execute(f'SELECT * FROM "{name}"').fetchall(), key=repr) for name in names}
+    conn.close()
+    return rows
+
+
+def test_current_schema_passes(plain_study):
+    url, _ = plain_study
+    optuna_tables.check_schema(create_engine(url), url)
+    assert optuna_tables.stored_revision(create_engine(url)) == optuna_tables.SCHEMA_REVISION
+
+
+def test_new_database_passes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    optuna_tables.check_schema(create_engine(url), url)
+
+
+@pytest.mark.parametrize(
+    ("revision", "needle"),
+    [("v3.0.0.d", "optuna storage upgrade --storage sqlite:///"), ("v9.0.0.a", "a newer Optuna made it")],
+)
+def test_other_schema_is_refused_and_left_unchanged(plain_study, revision, needle):
+    url, path = plain_study
+    _set_revision(path, revision)
+    before_bytes, before_rows = path.read_bytes(), _rows(path)
+    result = run_cli("status", "--study", STUDY, "--storage", url)
+    assert_one_line_error(result, f"has Optuna table schema {revision}", optuna_tables.SCHEMA_REVISION, needle)
+    assert path.read_bytes() == before_bytes
+    assert _rows(path) == before_rows
+
+
+def test_an_optuna_with_another_schema_is_refused(plain_study, monkeypatch):
+    url, _ = plain_study
+    monkeypatch.setattr(optuna_tables, "SCHEMA_REVISION", "v9.0.0.a")
+    with pytest.raises(PruneSearchError, match=r"^the installed Optuna .* pip install 'optuna==5\.0\.\*'$"):
+        optuna_tables.check_schema(create_engine(url), url)
