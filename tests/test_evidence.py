@@ -12,7 +12,7 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, compute_importance
-from prune_search.evidence.context import StudyBase
+from prune_search.evidence.context import Bench
 from prune_search.evidence.peers import _peer_widths, peer_candidate
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.baselines import BASELINES, _global_removed, baseline
@@ -83,7 +83,7 @@ def test_group_normalised_global_ranking_compares_importance_relative_to_its_gro
 def test_torch_pruning_global_widths_become_a_candidate_within_the_budget(study):
     handle, _ = study
     space, base_macs = handle.space, handle.config["base"]["macs"]
-    base = StudyBase.open(handle, torch.device("cpu"))
+    base = Bench.open(handle, torch.device("cpu"))
     assert torch.equal(_peer_widths(base, "tp_global", 0.0), space.sizes)
     halved = _peer_widths(base, "tp_global", 0.5)
     assert int(halved.sum()) < int(space.sizes.sum()) and bool((halved >= 1).all())
@@ -150,7 +150,7 @@ def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(stud
     handle, url = study
     out = tmp_path / "val"
     args = ["validate-proxy", "--study", "ev", "--storage", url, "--bands", "0.5", "--band-width", "0.2"]
-    args += ["--per-band", "4", "--epochs", "1", "--calibration-batches", "2", "--val-batches", "1"]
+    args += ["--per-band", "4", "--epochs", "1", "--bn-batches", "2", "--val-batches", "1"]
     result = run_cli(*args, "--device", "cpu", "--no-progress", "--out", str(out))
     assert result.returncode == 0, result.stderr
     stored = json.loads(get_data(handle.engine, handle.study_id, "proxy_validation"))
@@ -174,7 +174,7 @@ def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(stud
     )
     assert done.returncode == 0, done.stderr
     text = report.read_text()
-    assert "prune-search validate-proxy --study ev" in text and "--calibration-batches 2" in text
+    assert "prune-search validate-proxy --study ev" in text and "--bn-batches 2" in text
     assert text.count("| 50% |") == 4 and "| taylor_loss | " in text
 
 

@@ -24,7 +24,7 @@ from prune_search.finalize.rerank import RERANKED, bn_rerank, kl_rerank
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.codec import CandidateCodec
-from prune_search.search.study import fitness_batches, load_study_base
+from prune_search.search.study import fitness_batches, open_base
 from prune_search.search.summary import front_rows
 from prune_search.training.loop import evaluate
 
@@ -176,7 +176,8 @@ def test_bad_choices_are_refused_with_one_line(study, tmp_path):
 def test_a_budget_picks_the_best_after_bn_recalibration_unless_told_not_to(study, tmp_path):
     handle, url, checkpoint = study
     fitting = fitting_rows(handle, front_rows(handle), "50%", None)
-    model, bundle = load_study_base(handle, checkpoint)
+    base = open_base(handle, checkpoint)
+    model, bundle = base.model, base.bundle
     chosen, accuracy = bn_rerank(handle, fitting, model, bundle, torch.device("cpu"))
     nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
     assert chosen in nearest and all(r["macs"] <= handle.config["base"]["macs"] / 2 for r in nearest)
@@ -205,7 +206,8 @@ def test_a_budget_picks_the_best_after_bn_recalibration_unless_told_not_to(study
 def test_kl_rerank_picks_the_least_whole_candidate_kl_on_the_train_sample(study):
     handle, _, checkpoint = study
     fitting = fitting_rows(handle, front_rows(handle), "35%", None)
-    model, bundle = load_study_base(handle, checkpoint)
+    base = open_base(handle, checkpoint)
+    model, bundle = base.model, base.bundle
     chosen, kl = kl_rerank(handle, fitting, model, bundle, torch.device("cpu"))
     nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
     sample = fitness_batches(bundle)

@@ -8,7 +8,7 @@ import torch
 import prune_search.evidence.peers as peers
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel
-from prune_search.evidence.context import StudyBase
+from prune_search.evidence.context import Bench
 from prune_search.evidence.peers import MISSING_MODELOPT, PEERS, _fit, peer_candidate
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.space import CandidateBatch
@@ -22,7 +22,7 @@ def base(tmp_path_factory, digits_checkpoint):
     )
     handle, _ = create_or_join(f"sqlite:///{folder / 'study.db'}", "peers", options, device="cpu", progress=False)
     run_worker(handle, 200)
-    return StudyBase.open(handle, torch.device("cpu"))
+    return Bench.open(handle, torch.device("cpu"))
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from prune_search.finalize import FinalizeConfig, finalize_trial
 from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import CONFIG_ATTR
-from prune_search.search.study import base_checkpoint, load_study_base
+from prune_search.search.study import open_base
 from prune_search.search.summary import front_rows
 from prune_search.sparse import load_sparse, save_sparse
 from prune_search.training import TrainConfig, load_model, train_baseline
@@ -156,7 +156,7 @@ def test_a_study_row_naming_torch_hub_is_refused_by_joining_workers(factory_stud
         open_study(url, "edited", model=FACTORY)
     handle = open_study(url, "edited")
     with pytest.raises(PruneSearchError):
-        load_study_base(handle, base_checkpoint(handle, None))
+        open_base(handle)
     assert not marker.exists()
 
 
@@ -206,7 +206,7 @@ def test_a_users_own_factory_works_from_the_cli_when_named(factory_study, nets, 
     env = _env(nets)
     refused = run_cli("evaluate", "--checkpoint", str(checkpoint), env=env)
     assert_one_line_error(refused, "names the model factory 'trusty_nets:tiny'", "--model trusty_nets:tiny")
-    scored = run_cli("evaluate", "--checkpoint", str(checkpoint), "--model", FACTORY, "--json", env=env)
+    scored = run_cli("evaluate", "--checkpoint", str(checkpoint), "--model", FACTORY, "--format", "json", env=env)
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["samples"] > 0
     joined = run_cli("start", "--study", "own", "--storage", url, "--model", FACTORY, "--trials", "240", env=env)

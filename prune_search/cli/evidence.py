@@ -11,41 +11,42 @@ from typing import Annotated, Any
 import typer
 
 from prune_search.cli.options import (
+    TUNING,
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
+    ExistingStudyOpt,
     ExpectedModelOpt,
+    FormatOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
     LrOpt,
+    Output,
     ProgressOpt,
     StorageOpt,
-    StudyOpt,
+    StudyCheckpointOpt,
+    int_list,
     quiet_optuna,
+    root_text,
+    tuning_config,
 )
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.compare import METHODS, parse_methods, run_comparison, summarize
-from prune_search.evidence.context import StudyBase
+from prune_search.evidence.context import Bench
 from prune_search.evidence.figures import comparison_figure, proxy_figure, write_html
 from prune_search.evidence.proxy_validation import ValidationConfig, validate_proxies
-from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.study import open_study
 from prune_search.storage import resolve_url
 from prune_search.storage.study_data import put_data
 
 VALIDATION_KEY = "proxy_validation"
+COMPARE_EPOCHS = 5  # fine-tuning epochs of every compared model
+VALIDATION_EPOCHS = 1  # fine-tuning epochs of every candidate of a band
+VALIDATION = ValidationConfig()
 
 EpochsOpt = Annotated[int, typer.Option(help="Fine-tuning epochs of every candidate (the same budget for all).")]
-CheckpointOpt = Annotated[Path | None, typer.Option(help="Path of the study's base checkpoint here.")]
-
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise PruneSearchError(f"{flag} must be comma-separated integers, e.g. 0,1,2; got '{text}'") from None
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:
@@ -88,7 +89,7 @@ def _merged(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def compare_command(
-    study: StudyOpt,
+    study: ExistingStudyOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for the runs, results.csv, summary.csv, figure.")],
     storage: StorageOpt = None,
     max_macs: Annotated[str, typer.Option(help="Comma-separated MACs budgets, e.g. 50%,35%,20%.")] = "50%,35%,20%",
@@ -96,30 +97,32 @@ def compare_command(
         str, typer.Option(help=f"Comma-separated, of {', '.join(METHODS)}.")
     ] = "search,uniform,global_mean",
     seeds: Annotated[str, typer.Option(help="Comma-separated fine-tuning seeds.")] = "0",
-    epochs: EpochsOpt = 5,
-    lr: LrOpt = 0.01,
-    batch_size: BatchSizeOpt = 128,
-    kd: KdOpt = True,
-    kd_temperature: KdTemperatureOpt = 4.0,
-    kd_alpha: KdAlphaOpt = 0.9,
-    checkpoint: CheckpointOpt = None,
+    epochs: EpochsOpt = COMPARE_EPOCHS,
+    lr: LrOpt = TUNING.lr,
+    batch_size: BatchSizeOpt = TUNING.batch_size,
+    kd: KdOpt = TUNING.kd,
+    kd_temperature: KdTemperatureOpt = TUNING.temperature,
+    kd_alpha: KdAlphaOpt = TUNING.alpha,
+    checkpoint: StudyCheckpointOpt = None,
     model: ExpectedModelOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
+    fmt: FormatOpt = "table",
 ) -> None:
+    """Under ``--format json`` or ``csv``: the summary (one row per budget and method)."""
     quiet_optuna()
-    config = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha)
-    config.validate()
+    output = Output(fmt)
+    config = tuning_config(epochs, lr, batch_size, kd, kd_temperature, kd_alpha)
     budgets = [b.strip() for b in max_macs.split(",") if b.strip()]
-    chosen, seed_list = parse_methods(methods), _ints(seeds, "--seeds")
+    chosen, seed_list = parse_methods(methods), int_list(seeds, "--seeds")
     if not budgets or not seed_list:
         raise PruneSearchError("give at least one --max-macs budget and one --seeds value")
     handle = open_study(resolve_url(storage), study, model=model)
-    base = StudyBase.open(handle, resolve_device(device), checkpoint, str(data_root) if data_root else None)
+    base = Bench.open(handle, resolve_device(device), checkpoint, root_text(data_root))
 
     def report(row: dict[str, Any]) -> None:
-        typer.echo(
+        output.note(
             f"{row['budget']:>6} {row['method']:<14} seed {row['seed']}: MACs −{row['macs_reduction_pct']:.1f}%  "
             f"val {100 * row['val_acc']:.2f}%  test {100 * row['test_acc']:.2f}%"
         )
@@ -130,48 +133,64 @@ def compare_command(
     _write_csv(rows, out / "results.csv")
     _write_csv(summary, out / "summary.csv")
     write_html(comparison_figure(summary, None, f"{study}: front vs baselines"), out / "comparison.html")
+    output.results(summary, lambda: _print_summary(summary))
+    output.note(f"wrote {out / 'summary.csv'}, {out / 'results.csv'}, {out / 'comparison.html'}")
+
+
+def _print_summary(summary: list[dict[str, Any]]) -> None:
     typer.echo("budget  method          MACs↓    params↓  val % (mean ± std)   test % (mean ± std)")
     for s in summary:
         typer.echo(
             f"{s['budget']:>6}  {s['method']:<14} {s['macs_reduction_pct']:5.1f}%  {s['params_reduction_pct']:6.1f}%  "
             f"{s['val_mean']:6.2f} ± {s['val_std']:.2f}       {s['test_mean']:6.2f} ± {s['test_std']:.2f}"
         )
-    typer.echo(f"wrote {out / 'summary.csv'}, {out / 'results.csv'}, {out / 'comparison.html'}")
 
 
 def validate_proxy_command(
-    study: StudyOpt,
+    study: ExistingStudyOpt,
     storage: StorageOpt = None,
-    bands: Annotated[str, typer.Option(help="MACs reductions of the bands, e.g. 0.5,0.65,0.8.")] = "0.5,0.65,0.8",
-    band_width: Annotated[float, typer.Option(help="Full width of a band, as a fraction of base MACs.")] = 0.04,
-    per_band: Annotated[int, typer.Option(help="Candidates fine-tuned per band.")] = 10,
-    epochs: EpochsOpt = 1,
-    lr: LrOpt = 0.01,
-    batch_size: BatchSizeOpt = 128,
-    kd: KdOpt = True,
-    kd_temperature: KdTemperatureOpt = 4.0,
-    kd_alpha: KdAlphaOpt = 0.9,
-    calibration_batches: Annotated[int, typer.Option(help="Train batches for BN recalibration.")] = 8,
-    val_batches: Annotated[int, typer.Option(help="Val batches scoring the BN-recalibrated candidates.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling and of fine-tuning.")] = 0,
+    bands: Annotated[str, typer.Option(help="MACs reductions of the bands, e.g. 0.5,0.65,0.8.")] = ",".join(
+        f"{band:g}" for band in VALIDATION.bands
+    ),
+    band_width: Annotated[
+        float, typer.Option(help="Full width of a band, as a fraction of base MACs.")
+    ] = VALIDATION.width,
+    per_band: Annotated[int, typer.Option(help="Candidates fine-tuned per band.")] = VALIDATION.per_band,
+    epochs: EpochsOpt = VALIDATION_EPOCHS,
+    lr: LrOpt = TUNING.lr,
+    batch_size: BatchSizeOpt = TUNING.batch_size,
+    kd: KdOpt = TUNING.kd,
+    kd_temperature: KdTemperatureOpt = TUNING.temperature,
+    kd_alpha: KdAlphaOpt = TUNING.alpha,
+    bn_batches: Annotated[
+        int, typer.Option(help="Train batches for BN recalibration.")
+    ] = VALIDATION.calibration_batches,
+    val_batches: Annotated[
+        int, typer.Option(help="Val batches scoring the BN-recalibrated candidates.")
+    ] = VALIDATION.val_batches,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling and of fine-tuning.")] = VALIDATION.seed,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for runs, CSVs and the figure.")] = None,
-    checkpoint: CheckpointOpt = None,
+    checkpoint: StudyCheckpointOpt = None,
     model: ExpectedModelOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
+    fmt: FormatOpt = "table",
 ) -> None:
+    """Under ``--format json``: the whole result (as stored in the study); ``csv``: the correlations table."""
     quiet_optuna()
-    config = ValidationConfig(_floats(bands, "--bands"), band_width, per_band, calibration_batches, val_batches, seed)
-    tuning = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed)
+    output = Output(fmt)
+    if bn_batches < 1 or val_batches < 1:
+        raise PruneSearchError("--bn-batches and --val-batches must be at least 1")
+    config = ValidationConfig(_floats(bands, "--bands"), band_width, per_band, bn_batches, val_batches, seed)
     config.validate()
-    tuning.validate()
+    tuning = tuning_config(epochs, lr, batch_size, kd, kd_temperature, kd_alpha, seed)
     handle = open_study(resolve_url(storage), study, model=model)
     folder = out or Path("runs") / f"validate-proxy-{study}"
-    base = StudyBase.open(handle, resolve_device(device), checkpoint, str(data_root) if data_root else None)
+    base = Bench.open(handle, resolve_device(device), checkpoint, root_text(data_root))
 
     def report(row: dict[str, Any]) -> None:
-        typer.echo(
+        output.note(
             f"band {row['band']:.0%} trial {row['trial']}: MACs −{row['macs_reduction_pct']:.1f}%, "
             f"val {100 * row['val_acc']:.2f}%"
         )
@@ -186,7 +205,14 @@ def validate_proxy_command(
     _write_csv(result["rows"], folder / "candidates.csv")
     _write_csv(table, folder / "correlations.csv")
     write_html(proxy_figure(result), folder / "proxy_validation.html")
-    default = handle.config["proxy"]
+    output.results(result, lambda: _print_correlations(result, handle.config["proxy"]), rows=table)
+    output.note(
+        f"stored in the study (key '{VALIDATION_KEY}'); wrote {folder}/correlations.csv, candidates.csv, "
+        "proxy_validation.html"
+    )
+
+
+def _print_correlations(result: dict[str, Any], default: str) -> None:
     typer.echo("predictor          " + "  ".join(f"ρ@{b['band']:.0%}  τ@{b['band']:.0%}" for b in result["bands"]))
     for name in result["summary"]:
         cells = "  ".join(
@@ -198,7 +224,3 @@ def validate_proxy_command(
         typer.echo(
             f"{name:<18} {cells}  mean ρ {total['spearman_mean']:+.2f}  top-5 hit {total['top5_hit_rate']:.0%}{mark}"
         )
-    typer.echo(
-        f"stored in the study (key '{VALIDATION_KEY}'); wrote {folder}/correlations.csv, candidates.csv, "
-        "proxy_validation.html"
-    )

@@ -9,9 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from prune_search.cli.options import (
+    ARTIFACT_DIR,
+    TUNING,
+    ArtifactDirOpt,
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
+    ExistingStudyOpt,
     ExpectedModelOpt,
     KdAlphaOpt,
     KdOpt,
@@ -19,25 +23,26 @@ from prune_search.cli.options import (
     LrOpt,
     ProgressOpt,
     StorageOpt,
-    StudyOpt,
+    StudyCheckpointOpt,
     TuneSeedOpt,
     print_epoch,
     quiet_optuna,
+    root_text,
+    tuning_config,
 )
 from prune_search.device import resolve_device
-from prune_search.errors import PruneSearchError
-from prune_search.finalize import FinalizeConfig, choose, finalize_trial
-from prune_search.finalize.rerank import RERANKED, kl_rerank
+from prune_search.finalize import choose, finalize_trial
+from prune_search.finalize.rerank import CALIBRATION_BATCHES, RERANKED, VAL_BATCHES, kl_rerank
 from prune_search.finalize.rerank import bn_rerank as bn_rerank_rows
 from prune_search.search import open_study
 from prune_search.search.fidelity import multi_fidelity
-from prune_search.search.study import base_checkpoint, load_study_base
+from prune_search.search.study import open_base
 from prune_search.storage import resolve_url
 from prune_search.storage.trial_records import claim
 
 
 def finalize(
-    study: StudyOpt,
+    study: ExistingStudyOpt,
     out: Annotated[Path, typer.Option("--out", help="Output folder (with --front K: one sub-folder per trial).")],
     storage: StorageOpt = None,
     trial: Annotated[int | None, typer.Option(help="Trial number to finalize.")] = None,
@@ -48,45 +53,41 @@ def finalize(
         bool | None,
         typer.Option(
             "--bn-rerank/--no-bn-rerank",
-            help="With a budget: the best of its 16 largest front trials by val accuracy after BN recalibration, "
-            "or the best score (default: on; in a study with --evaluations the least whole-candidate KL of the 16 "
+            help=f"With a budget: the best of its {RERANKED} largest front trials by val accuracy after BN "
+            f"recalibration on {CALIBRATION_BATCHES} train batches (scored on {VAL_BATCHES} val batches), or the best "
+            f"score (default: on; in a study with --evaluations the least whole-candidate KL of the {RERANKED} "
             "largest candidates of the corrected front).",
         ),
     ] = None,
     front: Annotated[int | None, typer.Option(help="Finalize K front trials spread across MACs.")] = None,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 15,
-    lr: LrOpt = 0.01,
-    batch_size: BatchSizeOpt = 128,
-    kd_temperature: KdTemperatureOpt = 4.0,
-    kd_alpha: KdAlphaOpt = 0.9,
-    kd: KdOpt = True,
-    seed: TuneSeedOpt = 0,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = TUNING.epochs,
+    lr: LrOpt = TUNING.lr,
+    batch_size: BatchSizeOpt = TUNING.batch_size,
+    kd_temperature: KdTemperatureOpt = TUNING.temperature,
+    kd_alpha: KdAlphaOpt = TUNING.alpha,
+    kd: KdOpt = TUNING.kd,
+    seed: TuneSeedOpt = TUNING.seed,
     sparsity: Annotated[
         float, typer.Option(help="Also zero this share of each Conv/Linear weight (magnitude masks, held).")
-    ] = 0.0,
+    ] = TUNING.sparsity,
     onnx: Annotated[bool, typer.Option("--onnx", help="Also export model.onnx.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Finalize a trial that is not on the front.")] = False,
     model: ExpectedModelOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out (also automatic).")] = False,
-    checkpoint: Annotated[Path | None, typer.Option(help="Path of the study's base checkpoint here.")] = None,
+    checkpoint: StudyCheckpointOpt = None,
     data_root: DataRootOpt = None,
-    artifact_dir: Annotated[Path, typer.Option(help="Optuna artifact store folder.")] = Path("prune-search-artifacts"),
+    artifact_dir: ArtifactDirOpt = ARTIFACT_DIR,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
     quiet_optuna()
-    config = FinalizeConfig(
-        epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed, sparsity=sparsity
-    )
-    config.validate()
+    config = tuning_config(epochs, lr, batch_size, kd, kd_temperature, kd_alpha, seed, sparsity)
     url = resolve_url(storage)
     handle = open_study(url, study, model=model)
     torch_device = resolve_device(device)
 
     def rerank(fitting: list[dict[str, Any]]) -> dict[str, Any]:
-        model, bundle = load_study_base(
-            handle, base_checkpoint(handle, checkpoint), str(data_root) if data_root else None
-        )
+        base = open_base(handle, checkpoint, root_text(data_root))
+        model, bundle = base.model, base.bundle
         shown = min(len(fitting), RERANKED)
         if multi_fidelity(handle) and bn_rerank is None:
             row, kl = kl_rerank(handle, fitting, model.to(torch_device), bundle, torch_device)
@@ -114,8 +115,6 @@ def finalize(
     )
     for note in notes:
         typer.echo(f"warning: {note}", err=True)
-    if resume and not (out / "run.json").is_file() and front is None:
-        raise PruneSearchError(f"nothing to resume in {out}; drop --resume to start")
     for number in numbers:
         target = out / f"trial-{number}" if front is not None else out
         if front is not None and not claim(handle.engine, handle.study_id, number, str(target.resolve())):
@@ -127,7 +126,7 @@ def finalize(
             config,
             target,
             checkpoint=checkpoint,
-            data_root=str(data_root) if data_root else None,
+            data_root=root_text(data_root),
             onnx=onnx,
             artifact_dir=artifact_dir,
             device=torch_device,

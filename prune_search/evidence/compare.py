@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from prune_search.errors import PruneSearchError
-from prune_search.evidence.context import StudyBase
+from prune_search.evidence.context import Bench
 from prune_search.evidence.peers import PEERS, peer_candidate
 from prune_search.finalize.rerank import bn_rerank, kl_rerank
 from prune_search.finalize.select import fitting_rows, within_budget
@@ -43,7 +43,7 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict[str, Any]]:
+def candidates_at(base: Bench, budget: str, methods: list[str]) -> list[dict[str, Any]]:
     """One entry per method: ``method``, ``trial`` (front only), ``candidate``, MACs, params, proxies."""
     handle = base.handle
     macs_budget = parse_budget(budget, handle.config["base"]["macs"], "--max-macs")
@@ -64,7 +64,7 @@ def candidates_at(base: StudyBase, budget: str, methods: list[str]) -> list[dict
 
 
 def _candidate(
-    base: StudyBase, method: str, budget: str, macs_budget: int, rows: list[dict[str, Any]]
+    base: Bench, method: str, budget: str, macs_budget: int, rows: list[dict[str, Any]]
 ) -> tuple[CandidateBatch, int | None]:
     """The candidate ``method`` picks at ``budget`` (``macs_budget`` MACs), and its trial number (None off the
     study); ``rows`` is the study's front."""
@@ -89,7 +89,7 @@ def _candidate(
 
 
 def run_comparison(
-    base: StudyBase,
+    base: Bench,
     budgets: list[str],
     methods: list[str],
     seeds: list[int],

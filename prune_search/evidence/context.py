@@ -11,7 +11,7 @@ from torch import nn
 from prune_search.data import DatasetBundle
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.tune import FinalizeConfig, Tuned, fine_tune
-from prune_search.search.study import StudyHandle, base_checkpoint, load_study_base
+from prune_search.search.study import StudyHandle, open_base
 from prune_search.space import CandidateBatch
 
 RESULT_FILE = "result.json"
@@ -19,8 +19,9 @@ STATE_FILE = "state.pt"
 
 
 @dataclass
-class StudyBase:
-    """The study's base model (eval mode, on ``device``) and its dataset with the study's splits."""
+class Bench:
+    """Where candidates of a study are fine-tuned side by side: the study's base model (eval mode,
+    on ``device``, see :func:`~prune_search.search.study.open_base`) and its dataset with the study's splits."""
 
     handle: StudyHandle
     model: nn.Module
@@ -30,9 +31,9 @@ class StudyBase:
     @classmethod
     def open(
         cls, handle: StudyHandle, device: torch.device, checkpoint: Path | None = None, data_root: str | None = None
-    ) -> "StudyBase":
-        model, bundle = load_study_base(handle, base_checkpoint(handle, checkpoint), data_root)
-        return cls(handle, model.to(device), bundle, device)
+    ) -> "Bench":
+        base = open_base(handle, checkpoint, data_root)
+        return cls(handle, base.model.to(device), base.bundle, device)
 
     def tune(
         self, candidate: CandidateBatch, config: FinalizeConfig, folder: Path, tag: dict[str, Any], progress: bool

@@ -46,7 +46,7 @@ from torch import nn
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel
-from prune_search.evidence.context import StudyBase
+from prune_search.evidence.context import Bench
 from prune_search.search.baselines import snap
 from prune_search.space import CandidateBatch, PruningSpace
 
@@ -62,7 +62,7 @@ FASTNAS_SCORE_BATCH_SIZE = 128
 MISSING_MODELOPT = "peer fastnas needs NVIDIA ModelOpt: pip install 'prune-search[peers]'"
 
 
-def _peer_widths(base: StudyBase, method: str, ratio: float) -> torch.Tensor:
+def _peer_widths(base: Bench, method: str, ratio: float) -> torch.Tensor:
     """Keep count per group ``[G]`` that Torch-Pruning's global pruning leaves at ``ratio``."""
     space = base.handle.space
     model = copy.deepcopy(base.model).cpu().eval()
@@ -87,7 +87,7 @@ def _peer_widths(base: StudyBase, method: str, ratio: float) -> torch.Tensor:
     return _widths(model, base)
 
 
-def _widths(model: nn.Module, base: StudyBase) -> torch.Tensor:
+def _widths(model: nn.Module, base: Bench) -> torch.Tensor:
     """Output count ``[G]`` of each group's root module in a pruned copy of the base model."""
     modules = dict(model.named_modules())
     widths = []
@@ -109,7 +109,7 @@ def _fastnas_rules(mtp) -> dict:
     return rules
 
 
-def _fastnas_widths(base: StudyBase, max_macs: int) -> torch.Tensor:
+def _fastnas_widths(base: Bench, max_macs: int) -> torch.Tensor:
     """Keep count per group ``[G]`` of the subnet FastNAS finds within ``2 × max_macs`` FLOPs."""
     try:
         with warnings.catch_warnings():
@@ -181,7 +181,7 @@ def _fit(space: PruningSpace, keep: torch.Tensor, max_macs: int, method: str) ->
     return keep
 
 
-def peer_candidate(base: StudyBase, method: str, max_macs: int) -> CandidateBatch:
+def peer_candidate(base: Bench, method: str, max_macs: int) -> CandidateBatch:
     """The ``method`` peer's widths (one of :data:`PEERS`) with the most MACs ≤ ``max_macs`` (per sample)."""
     if method not in PEERS:
         raise PruneSearchError(f"unknown peer '{method}'; peers are {', '.join(PEERS)}")

@@ -29,7 +29,7 @@ from scipy import stats
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator, CostModel
-from prune_search.evidence.context import StudyBase
+from prune_search.evidence.context import Bench
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.fidelity import features, study_surrogate
 from prune_search.search.runner import Scorer
@@ -61,7 +61,7 @@ class ValidationConfig:
             raise PruneSearchError("--calibration-batches and --val-batches must be at least 1")
 
 
-def sample_bands(base: StudyBase, config: ValidationConfig) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+def sample_bands(base: Bench, config: ValidationConfig) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """Per band: trial numbers ``[K]`` and genes ``[K, 2G]`` drawn without replacement (feasible trials)."""
     archive = load_archive(base.handle)
     _, macs, _ = Scorer(base.handle, torch.device("cpu")).measure(archive.X)
@@ -87,7 +87,7 @@ def sample_bands(base: StudyBase, config: ValidationConfig) -> dict[float, tuple
     return out
 
 
-def predictors(base: StudyBase, genes: np.ndarray, config: ValidationConfig) -> dict[str, np.ndarray]:
+def predictors(base: Bench, genes: np.ndarray, config: ValidationConfig) -> dict[str, np.ndarray]:
     """Every predictor ``[K]`` for the individuals ``genes``, oriented so that higher predicts better."""
     handle = base.handle
     scorer = Scorer(handle, torch.device("cpu"))
@@ -113,7 +113,7 @@ def predictors(base: StudyBase, genes: np.ndarray, config: ValidationConfig) -> 
     }
 
 
-def _batches(base: StudyBase, split: str, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(base: Bench, split: str, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     loader = base.bundle.loader(split, 128)
     return [batch for _, batch in zip(range(count), loader, strict=False)]
 
@@ -132,7 +132,7 @@ def correlations(scores: dict[str, np.ndarray], accuracy: np.ndarray) -> dict[st
 
 
 def validate_proxies(
-    base: StudyBase,
+    base: Bench,
     config: ValidationConfig,
     tuning: FinalizeConfig,
     out: Path,

@@ -18,7 +18,7 @@ from prune_search.data import DataSpec
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.finalize.tune import FinalizeConfig, fine_tune
-from prune_search.search.study import StudyHandle, base_checkpoint, load_study_base
+from prune_search.search.study import StudyHandle, base_checkpoint, open_base
 from prune_search.search.summary import load_archive
 from prune_search.storage.optuna_tables import attach_artifact, set_finished_user_attr
 from prune_search.training.fit import EpochRecord
@@ -91,7 +91,7 @@ def finalize_trial(
     """
     config.validate()
     device = torch.device(device)
-    base_path = base_checkpoint(handle, checkpoint)
+    base_path = base_checkpoint(handle, checkpoint)  # refused before anything is written
     identity = {"study": handle.study.study_name, "trial": number, "base_sha256": handle.config["checkpoint_sha256"]}
     identity |= asdict(config)
     finished = _check_out(out, identity)
@@ -102,7 +102,8 @@ def finalize_trial(
     (out / RUN_FILE).write_text(json.dumps(identity))
     spec = handle.model_spec()
     data = DataSpec.from_dict(handle.config["data"])
-    base, bundle = load_study_base(handle, base_path, data_root)
+    opened = open_base(handle, base_path, data_root)
+    base, bundle = opened.model, opened.bundle
     tuned = fine_tune(
         base,
         handle.space,

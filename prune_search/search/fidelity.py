@@ -24,7 +24,7 @@ from prune_search.evaluators import BatchedEvaluator
 from prune_search.search.archive import Archive
 from prune_search.search.codec import CandidateCodec
 from prune_search.search.front import front_indices
-from prune_search.search.study import StudyHandle, base_checkpoint, fitness_batches, load_study_base
+from prune_search.search.study import StudyHandle, fitness_batches, open_base
 from prune_search.storage.measurements import (
     Promotion,
     claim_promotions,
@@ -139,7 +139,7 @@ class Promoter:
         self.scorer = scorer
         self.budget = int(handle.config.get("evaluations", 0))
         self.column = handle.config["objectives"].index("proxy")
-        model, bundle = load_study_base(handle, base_checkpoint(handle, checkpoint), data_root)
+        model, bundle = (base := open_base(handle, checkpoint, data_root)).model, base.bundle
         self.whole = BatchedEvaluator(
             model.to(device), handle.space, handle.importance, fitness_batches(bundle), device
         )

@@ -142,7 +142,10 @@ def _get(options: StartOptions, key: str) -> Any:
 
 @dataclass
 class BaseModel:
-    """A study's starting point: the trained model (eval mode, on the device), its data and pruning space."""
+    """A study's starting point: the trained model (eval mode), its data and pruning space.
+
+    :func:`load_base` makes it from the options of a new study, :func:`open_base` from an existing study.
+    """
 
     spec: ModelSpec
     data: DataSpec
@@ -332,15 +335,18 @@ def base_checkpoint(handle: StudyHandle, override: Path | None) -> Path:
     return path
 
 
-def load_study_base(handle: StudyHandle, path: Path, data_root: str | None = None) -> tuple[nn.Module, DatasetBundle]:
-    """The study's base model from ``path`` (see :func:`base_checkpoint`; CPU, eval mode) and its dataset
-    with the study's splits (files under ``data_root`` when given)."""
-    model, _ = load_model(path, handle.model_spec(), trusted_factory=handle.trusted_factory)
-    data = DataSpec.from_dict(handle.config["data"])
-    bundle = load_dataset(
-        DataSpec(data.name, data_root or data.root, data.val_fraction, data.split_seed, data.image_size)
-    )
-    return model.eval(), bundle
+def open_base(handle: StudyHandle, checkpoint: Path | None = None, data_root: str | None = None) -> BaseModel:
+    """The base model of an existing study (CPU, eval mode) with its dataset and the study's splits.
+
+    ``checkpoint`` overrides the stored path (it must be the same file, see :func:`base_checkpoint`);
+    ``data_root`` the folder holding the dataset's files.
+    """
+    path = base_checkpoint(handle, checkpoint)
+    spec = handle.model_spec()
+    model, _ = load_model(path, spec, trusted_factory=handle.trusted_factory)
+    stored = DataSpec.from_dict(handle.config["data"])
+    data = DataSpec(stored.name, data_root or stored.root, stored.val_fraction, stored.split_seed, stored.image_size)
+    return BaseModel(spec, data, load_dataset(data), path, model.eval(), handle.space)
 
 
 def study_exists(storage: RDBStorage, name: str) -> bool:
