@@ -1,6 +1,6 @@
 """Nested levels of one elastic checkpoint vs standalone fine-tuned models of the same widths.
 
-For K front trials of a study (``--widths K``, spread across MACs) or ``--trials a,b,c``,
+For K front trials of a study (``--front K``, spread across MACs) or ``--trial-numbers a,b,c``,
 nested by ``--nest``:
 - elastic: ``make_elastic`` with ``--epochs`` per level (smallest first, smaller levels frozen);
 - standalone: each level's nested candidate pruned from the base model and fine-tuned alone
@@ -10,7 +10,7 @@ identical in both by construction); the checkpoint size vs the sum of the standa
 the time of a width switch on the CPU.
 
 Run:  python benchmarks/elastic_vs_standalone.py --study el --storage sqlite:////tmp/el/el.db \
-          --trials 955,1048,1594 --epochs 15 --out /tmp/el/compare
+          --trial-numbers 955,1048,1594 --epochs 15 --out /tmp/el/compare
 """
 
 import argparse
@@ -52,8 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True)
     parser.add_argument("--storage", default=None)
-    parser.add_argument("--widths", type=int, default=None)
-    parser.add_argument("--trials", default=None, help="e.g. 12,40,77 (instead of --widths)")
+    parser.add_argument("--front", type=int, default=None)
+    parser.add_argument("--trial-numbers", default=None, help="e.g. 12,40,77 (instead of --front)")
     parser.add_argument("--nest", default="max")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--device", default="auto")
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     handle = open_study(resolve_url(args.storage), args.study)
-    numbers = pick_trials(handle, args.widths, parse_trials(args.trials) if args.trials else None)
+    numbers = pick_trials(handle, args.front, parse_trials(args.trial_numbers) if args.trial_numbers else None)
     config = FinalizeConfig(epochs=args.epochs)
 
     _, untuned = make_elastic(handle, numbers, args.out / "elastic-0", rule=args.nest, device=device, progress=False)

@@ -67,7 +67,8 @@ def run(command: list[str], log: list[str]) -> str:
 def baseline_accuracy(checkpoint: Path, log: list[str]) -> tuple[float, float]:
     accs = []
     for split in ("val", "test"):
-        out = run(["evaluate", "--checkpoint", str(checkpoint), "--split", split, "--json", "--device", "cpu"], log)
+        command = ["evaluate", "--checkpoint", str(checkpoint), "--split", split, "--format", "json"]
+        out = run([*command, "--device", "cpu"], log)
         accs.append(100 * float(json.loads(out)["accuracy"]))
     return accs[0], accs[1]
 

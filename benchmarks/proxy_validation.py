@@ -4,7 +4,7 @@ Runs the command as a user would (finished fine-tuning runs in ``--out`` are rea
 rerun only adds what is missing) and writes ``--results``: the command, Spearman ρ / Kendall τ
 of every predictor per MACs band and over the bands, whether the best fine-tuned candidate is
 in each predictor's top 5, and every candidate's predictors and accuracies. Options it does not
-know (``--calibration-batches 4``, ``--lr 0.02`` ...) go to ``validate-proxy`` as they are.
+know (``--bn-batches 4``, ``--lr 0.02`` ...) go to ``validate-proxy`` as they are.
 
 Run (the quality benchmark's resnet20 study on Fashion-MNIST; about 1 CPU-minute per candidate):
     python benchmarks/proxy_validation.py --study quality-fashion-mnist-resnet20 \

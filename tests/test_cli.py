@@ -18,7 +18,7 @@ def test_train_then_evaluate_reports_the_stored_test_accuracy(mlp_checkpoint):
     import torch
 
     stored = torch.load(mlp_checkpoint, weights_only=True)["metrics"]["test_acc"]
-    result = run_cli("evaluate", "--checkpoint", str(mlp_checkpoint), "--split", "test", "--json")
+    result = run_cli("evaluate", "--checkpoint", str(mlp_checkpoint), "--split", "test", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["accuracy"] == stored
 
@@ -72,3 +72,61 @@ def test_resume_with_other_flags_is_one_line_and_keeps_the_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "epoch   2" in resumed.stderr
     assert "epoch   1 " not in resumed.stderr
+
+
+def _help_lines(command: str) -> dict[str, str]:
+    """``prune-search COMMAND --help`` on a wide terminal (one line per option), each option's line by its flag."""
+    shown = run_cli(command, "--help", env={"COLUMNS": "1000", "TERMINAL_WIDTH": "1000"})
+    assert shown.returncode == 0, shown.stderr
+    lines = {}
+    for line in shown.stdout.splitlines():
+        words = line.strip("│ ").split()
+        if words and words[0].startswith("--"):
+            lines[words[0]] = line
+    return lines
+
+
+def _defaults_shown() -> list[tuple[str, str, list[object]]]:
+    """(command, flag, values its help must show), every value read from where the default is defined."""
+    from prune_search.evidence.proxy_validation import ValidationConfig
+    from prune_search.finalize.rerank import CALIBRATION_BATCHES, RERANKED, VAL_BATCHES
+    from prune_search.finalize.tune import FinalizeConfig
+    from prune_search.iterative.loop import IterativeConfig
+    from prune_search.search.config import DEFAULTS
+    from prune_search.space import SpaceOptions
+
+    tuning, space = FinalizeConfig(), SpaceOptions()
+    return [
+        ("start", "--calibration-batches", [DEFAULTS["calibration_batches"]]),
+        ("start", "--population", [DEFAULTS["population"]]),
+        ("start", "--criterion", [DEFAULTS["criterion"]]),
+        ("start", "--ratio-step", [space.ratio_step]),
+        ("start", "--min-ratio", [space.min_ratio]),
+        ("sensitivity", "--min-keep", [space.min_keep]),
+        ("finalize", "--epochs", [tuning.epochs]),
+        ("finalize", "--kd-temperature", [tuning.temperature]),
+        ("finalize", "--bn-rerank", [RERANKED, CALIBRATION_BATCHES, VAL_BATCHES]),
+        ("compare", "--lr", [tuning.lr]),
+        ("validate-proxy", "--bn-batches", [ValidationConfig().calibration_batches]),
+        ("iterative", "--max-drop", [IterativeConfig().max_drop]),
+    ]
+
+
+@pytest.mark.parametrize("command", sorted({command for command, _, _ in _defaults_shown()}))
+def test_help_shows_the_defaults_where_they_are_defined(command):
+    lines = _help_lines(command)
+    for name, flag, values in _defaults_shown():
+        if name != command:
+            continue
+        assert flag in lines, f"{command} --help has no {flag}"
+        line = lines[flag]
+        if len(values) == 1:
+            assert f"default {values[0]}" in line or f"[default: {values[0]}]" in line, line
+        else:
+            assert all(f" {value} " in line for value in values), line
+
+
+def test_one_output_switch_prints_json_and_csv():
+    assert json.loads(run_cli("models", "--format", "json").stdout)[0] == "resnet20"
+    assert run_cli("datasets", "--format", "csv").stdout.splitlines()[:2] == ["dataset", "digits"]
+    assert_one_line_error(run_cli("models", "--format", "yaml"), "--format must be table, json or csv")

@@ -183,7 +183,7 @@ def test_cli_writes_the_checkpoint_and_a_table_that_matches_it(study, tmp_path, 
     handle, url = study
     numbers = pick_trials(handle, 2, None)
     out = tmp_path / "el"
-    args = ["elastic", "--study", "el", "--storage", url, "--trials", ",".join(map(str, numbers))]
+    args = ["elastic", "--study", "el", "--storage", url, "--trial-numbers", ",".join(map(str, numbers))]
     done = run_cli(*args, "--epochs", "1", "--out", str(out), "--no-progress", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     assert "val acc" in done.stdout and "MACs (% base)" in done.stdout
@@ -208,13 +208,13 @@ def _main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
-        (["--trials", "3"], "at least 2 widths"),
-        (["--widths", "1"], "at least 2 widths"),
-        (["--trials", "0,99999"], "no trial 99999"),
-        (["--trials", "0,x"], "trial numbers separated by commas"),
-        (["--widths", "2", "--trials", "0,1"], "one way"),
-        (["--widths", "2", "--nest", "mid"], "--nest must be one of"),
-        (["--widths", "2", "--checkpoint", "/nonexistent/base.pt"], "missing on this machine"),
+        (["--trial-numbers", "3"], "at least 2 widths"),
+        (["--front", "1"], "at least 2 widths"),
+        (["--trial-numbers", "0,99999"], "no trial 99999"),
+        (["--trial-numbers", "0,x"], "trial numbers separated by commas"),
+        (["--front", "2", "--trial-numbers", "0,1"], "one way"),
+        (["--front", "2", "--nest", "mid"], "--nest must be one of"),
+        (["--front", "2", "--checkpoint", "/nonexistent/base.pt"], "missing on this machine"),
     ],
 )
 def test_bad_input_is_one_line(study, tmp_path, monkeypatch, capsys, flags, needle):

@@ -210,7 +210,7 @@ def test_optuna_cli_and_our_commands_read_the_study(sqlite_url, checkpoint):
     csv_out = run_cli("front", "--study", "shown", "--storage", sqlite_url, "--format", "csv").stdout.splitlines()
     assert len(csv_out) == len(numbers) + 1
     assert "keep/conv1" in csv_out[0]
-    shown = run_cli("status", "--study", "shown", "--storage", sqlite_url, "--json")
+    shown = run_cli("status", "--study", "shown", "--storage", sqlite_url, "--format", "json")
     info = json.loads(shown.stdout)
     assert info["trials"] == {"COMPLETE": 150}
     assert info["hypervolume"] > 0

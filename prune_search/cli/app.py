@@ -44,7 +44,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "status": Command(
         "prune_search.cli.study:status_command",
-        "Trials by state, workers seen, hypervolume (pymoo) and its history.",
+        "Trials by state, workers seen, hypervolume (pymoo) and its history (--format csv: the history).",
     ),
     "finalize": Command(
         "prune_search.cli.finalize:finalize",

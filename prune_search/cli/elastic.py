@@ -9,27 +9,41 @@ from typing import Annotated, Any
 import typer
 
 from prune_search.cli.options import (
+    TUNING,
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
+    ExistingStudyOpt,
     ExpectedModelOpt,
+    FormatOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
     LrOpt,
+    Output,
     ProgressOpt,
     StorageOpt,
+    StudyCheckpointOpt,
     TuneSeedOpt,
+    echo_table,
     print_epoch,
     quiet_optuna,
+    root_text,
+    tuning_config,
 )
 from prune_search.device import resolve_device
-from prune_search.elastic.nesting import NEST_RULES, parse_trials, pick_trials
+from prune_search.elastic.nesting import NEST_RULES, check_levels, parse_trials, pick_trials
 from prune_search.elastic.run import make_elastic
 from prune_search.errors import PruneSearchError
-from prune_search.finalize import FinalizeConfig
 from prune_search.search import open_study
 from prune_search.storage import resolve_url
+
+
+def _levels(front: int | None, trial_numbers: str | None) -> list[int] | None:
+    """The trial numbers ``--trial-numbers`` names (None: ``--front K`` chooses), after the checks on the flags."""
+    numbers = parse_trials(trial_numbers) if trial_numbers is not None else None
+    check_levels(front, numbers)
+    return numbers
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
@@ -45,17 +59,17 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         ]
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
-    for line in cells:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    echo_table(cells)
 
 
 def elastic_command(
-    study: Annotated[str, typer.Option("--study", help="Study whose trials become the levels.")],
+    study: ExistingStudyOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for elastic.pt and levels.csv.")],
     storage: StorageOpt = None,
-    widths: Annotated[int | None, typer.Option(help="Use K front trials spread across MACs as the levels.")] = None,
-    trials: Annotated[str | None, typer.Option(help="Use these trials as the levels, e.g. 12,40,77.")] = None,
+    front: Annotated[
+        int | None, typer.Option(help="Use K front trials spread across MACs as the levels (as finalize --front K).")
+    ] = None,
+    trial_numbers: Annotated[str | None, typer.Option(help="Use these trials as the levels, e.g. 12,40,77.")] = None,
     nest: Annotated[
         str, typer.Option(help="max: a level keeps the most of the trials up to it; min: the least from it up.")
     ] = "max",
@@ -63,32 +77,29 @@ def elastic_command(
     bn_batches: Annotated[
         int, typer.Option(help="Re-estimate each level's own BatchNorm statistics on this many train batches.")
     ] = 0,
-    lr: LrOpt = 0.01,
-    batch_size: BatchSizeOpt = 128,
-    kd_temperature: KdTemperatureOpt = 4.0,
-    kd_alpha: KdAlphaOpt = 0.9,
-    kd: KdOpt = True,
-    seed: TuneSeedOpt = 0,
-    checkpoint: Annotated[Path | None, typer.Option(help="Path of the study's base checkpoint here.")] = None,
+    lr: LrOpt = TUNING.lr,
+    batch_size: BatchSizeOpt = TUNING.batch_size,
+    kd_temperature: KdTemperatureOpt = TUNING.temperature,
+    kd_alpha: KdAlphaOpt = TUNING.alpha,
+    kd: KdOpt = TUNING.kd,
+    seed: TuneSeedOpt = TUNING.seed,
+    checkpoint: StudyCheckpointOpt = None,
     model: ExpectedModelOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
+    fmt: FormatOpt = "table",
 ) -> None:
     quiet_optuna()
+    output = Output(fmt)
     if nest not in NEST_RULES:
         raise PruneSearchError(f"--nest must be one of {', '.join(NEST_RULES)}, got '{nest}'")
     if epochs < 0:
         raise PruneSearchError(f"--epochs must be 0 or more, got {epochs}")
-    tuning = None
-    if epochs > 0:
-        tuning = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed)
-        tuning.validate()
-    numbers = parse_trials(trials) if trials is not None else None
-    if (widths is None) == (numbers is None):
-        raise PruneSearchError("choose the levels one way: --widths K or --trials a,b,c")
+    tuning = tuning_config(epochs, lr, batch_size, kd, kd_temperature, kd_alpha, seed) if epochs > 0 else None
+    numbers = _levels(front, trial_numbers)
     handle = open_study(resolve_url(storage), study, model=model)
-    chosen = pick_trials(handle, widths, numbers)
+    chosen = pick_trials(handle, front, numbers)
 
     def notes(lines: list[str]) -> None:
         for line in lines:
@@ -105,13 +116,13 @@ def elastic_command(
         tuning=tuning,
         bn_batches=bn_batches,
         checkpoint=checkpoint,
-        data_root=str(data_root) if data_root else None,
+        data_root=root_text(data_root),
         device=resolve_device(device),
         progress=progress,
         on_notes=notes,
         on_level_start=level_start,
         on_epoch_end=print_epoch,
     )
-    _print_table(rows)
-    typer.echo(f"{len(rows)} nested levels in {out / 'elastic.pt'} (table: {out / 'levels.csv'})")
-    typer.echo("load: prune_search.elastic.load_elastic(path).set_width(level)")
+    output.results(rows, lambda: _print_table(rows))
+    output.note(f"{len(rows)} nested levels in {out / 'elastic.pt'} (table: {out / 'levels.csv'})")
+    output.note("load: prune_search.elastic.load_elastic(path).set_width(level)")

@@ -164,7 +164,7 @@ def validate_proxy_command(
     kd_alpha: KdAlphaOpt = TUNING.alpha,
     bn_batches: Annotated[
         int, typer.Option(help="Train batches for BN recalibration.")
-    ] = VALIDATION.calibration_batches,
+    ] = VALIDATION.bn_batches,
     val_batches: Annotated[
         int, typer.Option(help="Val batches scoring the BN-recalibrated candidates.")
     ] = VALIDATION.val_batches,

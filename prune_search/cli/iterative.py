@@ -5,7 +5,7 @@ Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists the
 
 import csv
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,32 +14,36 @@ from tqdm import tqdm
 
 from prune_search.cli.options import (
     BatchSizeOpt,
+    CheckpointDatasetOpt,
     DataRootOpt,
     DeviceOpt,
     ExpectedModelOpt,
+    FormatOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
     LrOpt,
     ModelOptions,
+    Output,
     ProgressOpt,
+    load_checkpoint,
     parse_model_options,
+    require_empty_folder,
+    tuning_config,
 )
-from prune_search.data import DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import CostModel
+from prune_search.evaluators import CRITERIA, CostModel
 from prune_search.finalize.export import export
-from prune_search.finalize.tune import FinalizeConfig
 from prune_search.iterative.loop import DEAD, IterativeConfig, IterativeResult, StepRecord, run_iterative, step_space
 from prune_search.iterative.schedule import ScheduleStep, fraction_schedule, geometric_schedule, parse_fractions
-from prune_search.models import ModelSpec
-from prune_search.training import load_model, read_checkpoint
+from prune_search.search.config import DEFAULTS
 
 STEPS_FILE = "steps.csv"
 RESULT_FILE = "result.json"
 STATE_FILE = "state.pt"
 HEADER = ("step", "t", "status", "keep", "MACs (% base)", "params (% base)", "val pruned", "val retrained", "top class")
+ITERATIVE = IterativeConfig()  # the defaults of the stopping rule and the recipe
 
 
 def _schedule(
@@ -95,7 +99,7 @@ def iterative_command(
     out: Annotated[Path, typer.Option("--out", help="Empty or new folder for steps.csv, result.json, the model.")],
     model: ExpectedModelOpt = None,
     model_option: ModelOptions = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")] = None,
+    dataset: CheckpointDatasetOpt = None,
     data_root: DataRootOpt = None,
     schedule: Annotated[
         str | None, typer.Option(help="geometric or fractions (default: fractions when --fractions is given).")
@@ -105,39 +109,39 @@ def iterative_command(
         str | None, typer.Option(help="Share of the current channels each step removes, e.g. 0.2,0.2,0.2.")
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Run at most this many schedule steps.")] = None,
-    min_keep: Annotated[int, typer.Option(help="Fewest channels a group keeps.")] = 1,
-    epochs_per_step: Annotated[int, typer.Option(help="Retraining epochs after each pruning step.")] = 2,
+    min_keep: Annotated[int, typer.Option(help="Fewest channels a group keeps.")] = DEFAULTS["min_keep"],
+    epochs_per_step: Annotated[
+        int, typer.Option(help="Retraining epochs after each pruning step.")
+    ] = ITERATIVE.tuning.epochs,
     max_drop: Annotated[
         float, typer.Option(help="Stop when val accuracy falls more than this many points below the base.")
-    ] = 1.0,
-    criterion: Annotated[str, typer.Option(help="Importance criterion, recomputed every step.")] = "taylor",
-    calibration_batches: Annotated[int, typer.Option(help="Train batches for importance.")] = 8,
-    lr: LrOpt = 0.01,
-    batch_size: BatchSizeOpt = 128,
-    kd: KdOpt = True,
-    kd_temperature: KdTemperatureOpt = 4.0,
-    kd_alpha: KdAlphaOpt = 0.9,
-    seed: Annotated[int, typer.Option(help="Seed of importance and retraining.")] = 0,
+    ] = ITERATIVE.max_drop,
+    criterion: Annotated[
+        str, typer.Option(help=f"Importance criterion, of {', '.join(CRITERIA)}; recomputed every step.")
+    ] = ITERATIVE.criterion,
+    calibration_batches: Annotated[
+        int, typer.Option(help="Train batches for importance.")
+    ] = ITERATIVE.calibration_batches,
+    lr: LrOpt = ITERATIVE.tuning.lr,
+    batch_size: BatchSizeOpt = ITERATIVE.tuning.batch_size,
+    kd: KdOpt = ITERATIVE.tuning.kd,
+    kd_temperature: KdTemperatureOpt = ITERATIVE.tuning.temperature,
+    kd_alpha: KdAlphaOpt = ITERATIVE.tuning.alpha,
+    seed: Annotated[int, typer.Option(help="Seed of importance and retraining.")] = ITERATIVE.tuning.seed,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
+    fmt: FormatOpt = "table",
 ) -> None:
-    tuning = FinalizeConfig(
-        epochs_per_step, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed
-    )
+    """Under ``--format json``: what result.json holds; ``csv``: the steps (as steps.csv)."""
+    output = Output(fmt)
+    tuning = tuning_config(epochs_per_step, lr, batch_size, kd, kd_temperature, kd_alpha, seed)
     config = IterativeConfig(tuning, max_drop=max_drop, criterion=criterion, calibration_batches=calibration_batches)
     config.validate()
     if max_steps is not None and max_steps < 1:
         raise PruneSearchError(f"--max-steps must be at least 1, got {max_steps}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PruneSearchError(f"{out} exists and is not an empty folder; choose another --out")
-    stored = read_checkpoint(checkpoint)
-    data = DataSpec.from_dict(stored["data"])
-    data = replace(data, name=dataset or data.name, root=str(data_root) if data_root else data.root)
-    bundle = load_dataset(data)
-    stored_spec = ModelSpec.from_dict(stored["model"])
-    name, options = (model, parse_model_options(model_option)) if model else (stored_spec.name, stored_spec.options)
-    spec = ModelSpec(name, bundle.in_channels, bundle.num_classes, bundle.image_size, options)
-    base, _ = load_model(checkpoint, spec, trusted_factory=model)
+    require_empty_folder(out)
+    options = parse_model_options(model_option) if model else None
+    base, spec, data, bundle = load_checkpoint(checkpoint, model, options, dataset, data_root)
     torch_device = resolve_device(device)
     base = base.to(torch_device).eval()
     space = step_space(base, [1, bundle.in_channels, bundle.image_size, bundle.image_size], min_keep)
@@ -146,16 +150,16 @@ def iterative_command(
     if not steps:
         raise PruneSearchError("the schedule prunes nothing (every group is already at --min-keep)")
     out.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"{spec.describe()} on {data.name}: {len(space)} groups ({'/'.join(map(str, sizes.values()))})")
-    typer.echo(_line(HEADER))
+    output.note(f"{spec.describe()} on {data.name}: {len(space)} groups ({'/'.join(map(str, sizes.values()))})")
+    output.note(_line(HEADER))
     bar = tqdm(total=len(steps), desc="steps", disable=not progress, dynamic_ncols=True)
     base_costs = CostModel(space).base()
 
     def on_step(record: StepRecord) -> None:
         bar.update(1)
-        tqdm.write(_line(_cells(record, base_costs)))
+        output.note(_line(_cells(record, base_costs)))
         if record.status == DEAD:
-            tqdm.write(
+            output.note(
                 f"step {record.step}: DEAD NETWORK: it predicts class {record.top_class} for "
                 f"{100 * record.top_class_share:.1f} % of val samples (constant-class output); "
                 "this step is not a result, stopping"
@@ -188,16 +192,17 @@ def iterative_command(
         info = {"iterative": {"step": asdict(result.best), "test_acc": result.test_acc}, "data": data.to_dict()}
         export(result.model, result.plan, spec, info, out)
     (out / RESULT_FILE).write_text(json.dumps(summary, indent=1))
+    output.results(summary, rows=summary["steps"])  # the table: streamed above, a line per step
     reason = {
         "schedule-end": "the schedule ended",
         "below-threshold": f"val accuracy fell more than {max_drop} points below the base",
         "dead": "the network died (constant-class output)",
     }[result.stop_reason]
     if result.best is None:
-        typer.echo(f"stopped at step 1 ({reason}); no step stayed within --max-drop, nothing exported → {out}")
+        output.note(f"stopped at step 1 ({reason}); no step stayed within --max-drop, nothing exported → {out}")
         return
     best = result.best
-    typer.echo(
+    output.note(
         f"stopped: {reason}. Kept step {best.step} ({'/'.join(map(str, best.keep.values()))}): "
         f"val acc {best.val_acc:.4f} (base {result.base_val_acc:.4f}), test acc {result.test_acc:.4f} "
         f"(base {result.base_test_acc:.4f}), MACs {best.macs:,} of {result.base_macs:,} → {out}"

@@ -14,7 +14,8 @@ import typer
 from torch import nn
 from tqdm import tqdm
 
-from prune_search.data import DatasetBundle, DataSpec, load_dataset
+from prune_search.data import DatasetBundle, DataSpec, available_datasets, load_dataset
+from prune_search.data.catalog import IMAGEFOLDER_SIZE
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.models import ModelSpec
@@ -34,13 +35,13 @@ ModelOptions = Annotated[
     list[str] | None,
     typer.Option("--model-option", help="Factory option KEY=VALUE (JSON value), repeatable, e.g. head=512."),
 ]
-DatasetOpt = Annotated[
-    str, typer.Option("--dataset", help="digits, fashion-mnist, mnist, cifar10, cifar100 or imagefolder:PATH.")
-]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help=f"One of {', '.join(available_datasets())}.")]
 DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="Folder holding the dataset's files.")]
 ValFractionOpt = Annotated[float, typer.Option("--val-fraction", help="Share of train held out as val.")]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the train/val(/test) split.")]
-ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="ImageFolder image size in px (default 224).")]
+ImageSizeOpt = Annotated[
+    int | None, typer.Option("--image-size", help=f"ImageFolder image size in px (default {IMAGEFOLDER_SIZE}).")
+]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow torchvision to download mnist/cifar.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
@@ -90,12 +91,18 @@ def parse_model_options(items: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def int_list(text: str, flag: str) -> list[int]:
-    """``"0,1,2"`` → ``[0, 1, 2]``; a one-line error naming ``flag`` for anything else."""
+def int_list(text: str, flag: str, what: str = "integers", example: str = "0,1,2") -> list[int]:
+    """``"0,1,2"`` → ``[0, 1, 2]``; a one-line error naming ``flag`` (and ``what`` it takes) for anything else."""
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise PruneSearchError(f"{flag} takes integers separated by commas, e.g. 0,1,2; got '{text}'") from None
+        raise PruneSearchError(f"{flag} takes {what} separated by commas, e.g. {example}; got '{text}'") from None
+
+
+def require_empty_folder(out: Path) -> None:
+    """A one-line error unless ``--out`` is a new or empty folder."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PruneSearchError(f"{out} exists and is not an empty folder; choose another --out")
 
 
 def root_text(data_root: Path | None) -> str | None:
@@ -108,7 +115,7 @@ def data_spec(
 ) -> DataSpec:
     return DataSpec(
         name=dataset,
-        root=str(data_root) if data_root else None,
+        root=root_text(data_root),
         val_fraction=val_fraction,
         split_seed=split_seed,
         image_size=image_size,
@@ -237,9 +244,7 @@ def load_checkpoint(
     return net, spec, data, bundle
 
 
-CheckpointDatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")
-]
+CheckpointDatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")]
 
 
 def quiet_optuna() -> None:

@@ -8,14 +8,14 @@ from typing import Annotated
 
 import typer
 
-from prune_search.cli.options import StorageOpt, StudyOpt, quiet_optuna
+from prune_search.cli.options import ExistingStudyOpt, StorageOpt, quiet_optuna
 from prune_search.report import write_report
 from prune_search.search import open_study
 from prune_search.storage import resolve_url
 
 
 def report(
-    study: StudyOpt,
+    study: ExistingStudyOpt,
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
     storage: StorageOpt = None,
 ) -> None:

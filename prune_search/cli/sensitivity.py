@@ -15,16 +15,20 @@ from prune_search.cli.options import (
     DataRootOpt,
     DatasetOpt,
     DeviceOpt,
+    FormatOpt,
     ModelOpt,
     ModelOptions,
+    Output,
     ProgressOpt,
+    echo_table,
     parse_model_options,
+    root_text,
 )
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import CRITERIA, AdaptiveBNEvaluator, CostModel
+from prune_search.evaluators import CRITERIA, AdaptiveBNEvaluator, CostModel, check_criterion
 from prune_search.evaluators.adaptive_bn import accuracy
-from prune_search.search.config import StartOptions, sha256_of, versions
+from prune_search.search.config import DEFAULTS, StartOptions, sha256_of, versions
 from prune_search.search.study import BaseModel, base_importance, load_base
 from prune_search.sensitivity.allocate import allocate
 from prune_search.sensitivity.figure import write_figure
@@ -35,6 +39,8 @@ from prune_search.space import SpaceOptions
 BATCH_SIZE = 128
 VAL_BATCH_SIZE = 512
 SCAN_RATIOS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+BN_BATCHES = 8  # train batches re-estimating the BN statistics before scoring
+MAX_DROP = 1.0  # allowed val-accuracy drop per group, in points
 _SPACE = SpaceOptions()
 
 
@@ -86,18 +92,15 @@ def _config(base: BaseModel, options: StartOptions, evaluator: AdaptiveBNEvaluat
     }
 
 
-def _print_summary(result: SensitivityResult, out: Path) -> None:
+def _print_summary(result: SensitivityResult) -> None:
     ratios, allocation, config = result.config["ratios"], result.allocation, result.config
     drops = {(row.group, row.ratio): row.drop_pts for row in result.rows}
     lines = [["group", "size", *(f"{r:g}" for r in ratios), "allocated"]]
     for group, size in result.groups.items():
         chosen = f"{allocation['ratios'][group]:g} ({allocation['keep'][group]}/{size})"
         lines.append([group, str(size), *(f"{drops[group, r]:.2f}" for r in ratios), chosen])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     typer.echo("val-accuracy drop in points with one group at each keep ratio (others full):")
-    for line in lines:
-        cells = [cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))]
-        typer.echo("  ".join(cells))
+    echo_table(lines, right=True)
     how = f"BN recalibrated on {config['bn_batches']} train batches" if config["recalibrate_bn"] else "no BN recal"
     typer.echo(f"base val accuracy {100 * result.base_val_acc:.2f}% ({config['val_samples']} val samples, {how})")
     typer.echo(
@@ -107,26 +110,28 @@ def _print_summary(result: SensitivityResult, out: Path) -> None:
         f"(−{allocation['params_reduction_pct']:.1f}%), val accuracy {100 * allocation['val_acc']:.2f}% "
         f"(drop {allocation['drop_pts']:.2f} pts, all groups pruned together)"
     )
-    typer.echo(f"wrote sensitivity.csv, sensitivity.json and sensitivity.html in {out}")
-    typer.echo(
-        f"use it in a study: prune-search start --study NAME ... --sensitivity {out} --sensitivity-use seed|bound"
-    )
 
 
 def sensitivity_command(
-    model: ModelOpt = "resnet20",
+    model: ModelOpt = DEFAULTS["model"],
     model_option: ModelOptions = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Trained base checkpoint (default: cached baseline).")] = None,
-    dataset: DatasetOpt = "digits",
+    dataset: DatasetOpt = DEFAULTS["dataset"],
     data_root: DataRootOpt = None,
-    criterion: Annotated[str, typer.Option(help="Importance criterion choosing the kept channels.")] = "taylor",
-    calibration_batches: Annotated[int, typer.Option(help="Train batches for importance.")] = 8,
+    criterion: Annotated[
+        str, typer.Option(help=f"Importance criterion choosing the kept channels, of {', '.join(CRITERIA)}.")
+    ] = DEFAULTS["criterion"],
+    calibration_batches: Annotated[int, typer.Option(help="Train batches for importance.")] = DEFAULTS[
+        "calibration_batches"
+    ],
     ratios: Annotated[str, typer.Option(help="Keep ratios to scan, comma-separated.")] = SCAN_RATIOS,
     recalibrate_bn: Annotated[
         bool, typer.Option("--recalibrate-bn/--no-recalibrate-bn", help="Re-estimate BN statistics before scoring.")
     ] = True,
-    bn_batches: Annotated[int, typer.Option(help="Train batches of 128 for BN recalibration.")] = 8,
-    max_drop: Annotated[float, typer.Option(help="Allowed val-accuracy drop per group, in percentage points.")] = 1.0,
+    bn_batches: Annotated[int, typer.Option(help=f"Train batches of {BATCH_SIZE} for BN recalibration.")] = BN_BATCHES,
+    max_drop: Annotated[
+        float, typer.Option(help="Allowed val-accuracy drop per group, in percentage points.")
+    ] = MAX_DROP,
     min_ratio: Annotated[float, typer.Option(help="Smallest keep ratio of the grid (as in start).")] = _SPACE.min_ratio,
     ratio_step: Annotated[float, typer.Option(help="Keep-ratio grid step (as in start).")] = _SPACE.ratio_step,
     round_to: Annotated[
@@ -136,9 +141,11 @@ def sensitivity_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for sensitivity.csv/.json/.html.")] = Path("sensitivity"),
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
+    fmt: FormatOpt = "table",
 ) -> None:
-    if criterion not in CRITERIA:
-        raise PruneSearchError(f"unknown criterion '{criterion}'; criteria are {', '.join(CRITERIA)}")
+    """Under ``--format json``: what sensitivity.json holds; ``csv``: the scan (as sensitivity.csv)."""
+    output = Output(fmt)
+    check_criterion(criterion)
     if max_drop < 0:
         raise PruneSearchError(f"--max-drop is an allowed accuracy drop in points, at least 0; got {max_drop:g}")
     if bn_batches < 1 or calibration_batches < 1:
@@ -152,7 +159,7 @@ def sensitivity_command(
         model_options=parse_model_options(model_option),
         checkpoint=checkpoint,
         dataset=dataset,
-        data_root=str(data_root) if data_root else None,
+        data_root=root_text(data_root),
         criterion=criterion,
         calibration_batches=calibration_batches,
         min_ratio=min_ratio,
@@ -176,4 +183,8 @@ def sensitivity_command(
     result = SensitivityResult(_config(base, options, evaluator, scanned), base_acc, groups, rows, allocation)
     result.write(out)
     write_figure(result, out)
-    _print_summary(result, out)
+    output.results(result.to_dict(), lambda: _print_summary(result), rows=[asdict(row) for row in result.rows])
+    output.note(f"wrote sensitivity.csv, sensitivity.json and sensitivity.html in {out}")
+    output.note(
+        f"use it in a study: prune-search start --study NAME ... --sensitivity {out} --sensitivity-use seed|bound"
+    )

@@ -5,7 +5,6 @@ Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists the
 
 import copy
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +12,9 @@ import torch
 import typer
 
 from prune_search.cli.options import (
+    TUNING,
     BatchSizeOpt,
+    CheckpointDatasetOpt,
     DataRootOpt,
     DeviceOpt,
     ExpectedModelOpt,
@@ -23,15 +24,15 @@ from prune_search.cli.options import (
     LrOpt,
     ProgressOpt,
     TuneSeedOpt,
+    load_checkpoint,
     print_epoch,
+    require_empty_folder,
+    tuning_config,
 )
-from prune_search.data import DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
-from prune_search.finalize.tune import FinalizeConfig, train_network
-from prune_search.models import ModelSpec
+from prune_search.finalize.tune import train_network
 from prune_search.sparse.checkpoint import save_sparse
-from prune_search.training import load_model, read_checkpoint
 from prune_search.training.checkpoint import model_payload, save_checkpoint
 from prune_search.training.loop import evaluate
 from prune_search.training.masks import check_sparsity, magnitude_masks, parse_sparsity_map
@@ -42,6 +43,7 @@ MASKS_FILE = "masks.pt"
 SPARSE_FILE = "sparse.pt"
 REPORT_FILE = "report.json"
 STATE_FILE = "state.pt"
+SPARSIFY_EPOCHS = 3  # fine-tuning epochs with the masks held
 
 
 def _kib(count: int) -> str:
@@ -61,15 +63,17 @@ def sparsify_command(
         bool, typer.Option("--include-classifier", help="Sparsify the classifier at --sparsity too.")
     ] = False,
     model: ExpectedModelOpt = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset (default: the checkpoint's).")] = None,
+    dataset: CheckpointDatasetOpt = None,
     data_root: DataRootOpt = None,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs with the masks held (best epoch on val).")] = 3,
-    lr: LrOpt = 0.01,
-    batch_size: BatchSizeOpt = 128,
-    kd: KdOpt = True,
-    kd_temperature: KdTemperatureOpt = 4.0,
-    kd_alpha: KdAlphaOpt = 0.9,
-    seed: TuneSeedOpt = 0,
+    epochs: Annotated[
+        int, typer.Option(help="Fine-tuning epochs with the masks held (best epoch on val).")
+    ] = SPARSIFY_EPOCHS,
+    lr: LrOpt = TUNING.lr,
+    batch_size: BatchSizeOpt = TUNING.batch_size,
+    kd: KdOpt = TUNING.kd,
+    kd_temperature: KdTemperatureOpt = TUNING.temperature,
+    kd_alpha: KdAlphaOpt = TUNING.alpha,
+    seed: TuneSeedOpt = TUNING.seed,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
 ) -> None:
@@ -77,18 +81,9 @@ def sparsify_command(
         raise PruneSearchError("give --sparsity S (e.g. 0.8) and/or --sparsity-map LAYER=S,...")
     uniform = check_sparsity(sparsity or 0.0)
     overrides = parse_sparsity_map(sparsity_map)
-    config = FinalizeConfig(epochs, lr, batch_size, kd=kd, temperature=kd_temperature, alpha=kd_alpha, seed=seed)
-    config.validate()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PruneSearchError(f"{out} exists and is not an empty folder; choose another --out")
-    stored = read_checkpoint(checkpoint)
-    data = DataSpec.from_dict(stored["data"])
-    data = replace(data, name=dataset or data.name, root=str(data_root) if data_root else data.root)
-    bundle = load_dataset(data)
-    stored_spec = ModelSpec.from_dict(stored["model"])
-    name = model or stored_spec.name
-    spec = ModelSpec(name, bundle.in_channels, bundle.num_classes, bundle.image_size, stored_spec.options)
-    base, _ = load_model(checkpoint, spec, trusted_factory=model)
+    config = tuning_config(epochs, lr, batch_size, kd, kd_temperature, kd_alpha, seed)
+    require_empty_folder(out)
+    base, spec, data, bundle = load_checkpoint(checkpoint, model, None, dataset, data_root)
     torch_device = resolve_device(device)
     base = base.to(torch_device).eval()
     student = copy.deepcopy(base)

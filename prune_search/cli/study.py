@@ -92,9 +92,7 @@ def start(
     ] = None,
     objectives: Annotated[
         str | None,
-        typer.Option(
-            help=f"Comma-separated, of {', '.join(OBJECTIVES)} (default {','.join(DEFAULTS['objectives'])})."
-        ),
+        typer.Option(help=f"Comma-separated, of {', '.join(OBJECTIVES)} (default {','.join(DEFAULTS['objectives'])})."),
     ] = None,
     max_macs: Annotated[str | None, typer.Option(help="MACs budget: absolute (2.5M) or % of the base (50%).")] = None,
     max_params: Annotated[str | None, typer.Option(help="Params budget: absolute (100k) or % of the base.")] = None,

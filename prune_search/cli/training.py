@@ -35,23 +35,25 @@ from prune_search.errors import PruneSearchError
 from prune_search.training import TrainConfig, train_baseline
 from prune_search.training.loop import evaluate
 
+TRAINING = TrainConfig()  # the defaults of 'train'
+
 
 def train(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (best epoch on val).")],
-    model: ModelOpt = "resnet20",
+    model: ModelOpt = TRAINING.model,
     model_option: ModelOptions = None,
-    dataset: DatasetOpt = "digits",
+    dataset: DatasetOpt = TRAINING.data.name,
     data_root: DataRootOpt = None,
-    val_fraction: ValFractionOpt = 0.1,
-    split_seed: SplitSeedOpt = 0,
+    val_fraction: ValFractionOpt = TRAINING.data.val_fraction,
+    split_seed: SplitSeedOpt = TRAINING.data.split_seed,
     image_size: ImageSizeOpt = None,
     download: DownloadOpt = False,
-    epochs: Annotated[int, typer.Option(help="Epochs; the cosine schedule spans exactly these.")] = 30,
-    batch_size: BatchSizeOpt = 128,
-    lr: LrOpt = 0.1,
-    momentum: Annotated[float, typer.Option(help="SGD (Nesterov) momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 5e-4,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and augmentation.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Epochs; the cosine schedule spans exactly these.")] = TRAINING.epochs,
+    batch_size: BatchSizeOpt = TRAINING.batch_size,
+    lr: LrOpt = TRAINING.lr,
+    momentum: Annotated[float, typer.Option(help="SGD (Nesterov) momentum.")] = TRAINING.momentum,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = TRAINING.weight_decay,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and augmentation.")] = TRAINING.seed,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run writing --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out and its state.")] = False,

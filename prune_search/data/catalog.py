@@ -32,6 +32,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_TEST_FRACTION = 0.2
 IMAGEFOLDER_TEST_FRACTION = 0.2
+IMAGEFOLDER_SIZE = 224  # px, of an ImageFolder image when the spec names no image_size
 
 
 def available_datasets() -> list[str]:
@@ -159,7 +160,7 @@ def _image_folder_bundle(spec: DataSpec) -> DatasetBundle:
         raise PruneSearchError(
             f"imagefolder path {root} is not a folder; pass imagefolder:PATH with one sub-folder per class"
         )
-    size = int(spec.image_size or 224)
+    size = int(spec.image_size or IMAGEFOLDER_SIZE)
     finish = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     train_tf = v2.Compose([v2.RandomResizedCrop(size, scale=(0.35, 1.0)), v2.RandomHorizontalFlip(), *finish])
     eval_tf = v2.Compose([v2.Resize(round(size * 8 / 7)), v2.CenterCrop(size), *finish])

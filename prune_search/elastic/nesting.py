@@ -61,32 +61,36 @@ def parse_trials(text: str) -> list[int]:
         numbers = [int(part) for part in text.split(",")]
     except ValueError:
         raise PruneSearchError(
-            f"--trials takes trial numbers separated by commas, e.g. 12,40,77; got '{text}'"
+            f"--trial-numbers takes trial numbers separated by commas, e.g. 12,40,77; got '{text}'"
         ) from None
     if len(set(numbers)) != len(numbers):
-        raise PruneSearchError(f"--trials names a trial twice: '{text}'")
+        raise PruneSearchError(f"--trial-numbers names a trial twice: '{text}'")
     return numbers
 
 
-def pick_trials(handle: StudyHandle, widths: int | None, trials: list[int] | None) -> list[int]:
-    """The chosen trial numbers: ``trials`` as given, or ``widths`` front trials spread across MACs."""
-    if (widths is None) == (trials is None):
+def check_levels(front: int | None, trials: list[int] | None) -> None:
+    """One way of choosing at least 2 levels: ``front`` (K front trials) or ``trials`` (their numbers)."""
+    if (front is None) == (trials is None):
         raise PruneSearchError(
-            "choose the levels one way: --widths K (front trials spread across MACs) or --trials a,b,c"
+            "choose the levels one way: --front K (front trials spread across MACs) or --trial-numbers a,b,c"
         )
+    count, given = (len(trials), "--trial-numbers names") if trials is not None else (front, "--front is")
+    if count is not None and count < 2:
+        raise PruneSearchError(f"an elastic model needs at least 2 widths; {given} {count}")
+
+
+def pick_trials(handle: StudyHandle, front: int | None, trials: list[int] | None) -> list[int]:
+    """The chosen trial numbers: ``trials`` as given, or ``front`` front trials spread across MACs."""
+    check_levels(front, trials)
     if trials is not None:
-        if len(trials) < 2:
-            raise PruneSearchError(f"an elastic model needs at least 2 widths; --trials names {len(trials)}")
         return trials
-    assert widths is not None
-    if widths < 2:
-        raise PruneSearchError(f"an elastic model needs at least 2 widths; --widths is {widths}")
+    assert front is not None
     rows = front_rows(handle)
     if len(rows) < 2:
         raise PruneSearchError(
             f"the study's feasible front holds {len(rows)} trial(s); run 'prune-search start' longer first"
         )
-    return [row["trial"] for row in spread(rows, widths)]
+    return [row["trial"] for row in spread(rows, front)]
 
 
 def trial_candidates(handle: StudyHandle, numbers: list[int]) -> CandidateBatch:

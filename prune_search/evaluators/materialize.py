@@ -41,9 +41,42 @@ class PruningPlan:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PruneSearchError(f"the pruning plan is not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "PruningPlan":
+        """The plan stored as ``data`` (parsed JSON); a one-line error saying what is missing or malformed."""
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise PruneSearchError("the file is not a prune-search pruning plan")
+        problem = plan_problem(data)
+        if problem is not None:
+            raise PruneSearchError(f"the pruning plan is damaged: {problem}")
         return cls(data["kept"], data["strategies"], data["history"], data["input_shape"])
+
+
+def _indices(value: Any) -> bool:
+    return type(value) is list and all(type(i) is int and i >= 0 for i in value)
+
+
+def plan_problem(data: dict[str, Any]) -> str | None:
+    """What is missing or of the wrong type in a stored plan ``data``, or None."""
+    missing = [key for key in ("kept", "strategies", "history", "input_shape") if key not in data]
+    if missing:
+        return f"it lacks {', '.join(repr(key) for key in missing)}"
+    kept, strategies, history, shape = data["kept"], data["strategies"], data["history"], data["input_shape"]
+    if type(kept) is not dict or not all(type(k) is str and _indices(v) for k, v in kept.items()):
+        return "'kept' is not a map of group names to lists of channel indices"
+    if type(strategies) is not dict or not all(type(k) is str and type(v) is str for k, v in strategies.items()):
+        return "'strategies' is not a map of group names to strategy names"
+    steps_ok = type(history) is list and all(
+        type(step) is list and len(step) == 3 and type(step[0]) is str and type(step[1]) is bool and _indices(step[2])
+        for step in history
+    )
+    if not steps_ok:
+        return "'history' is not a list of [module name, true/false, channel indices] steps"
+    if type(shape) is not list or len(shape) < 2 or not all(type(d) is int and d > 0 for d in shape):
+        return "'input_shape' is not a list of positive integers"
+    return None
 
 
 def _example(model: nn.Module, shape: list[int]) -> torch.Tensor:

@@ -46,7 +46,7 @@ class ValidationConfig:
     bands: tuple[float, ...] = (0.5, 0.65, 0.8)
     width: float = 0.04
     per_band: int = 10
-    calibration_batches: int = 8
+    bn_batches: int = 8
     val_batches: int = 4
     seed: int = 0
 
@@ -57,8 +57,8 @@ class ValidationConfig:
             raise PruneSearchError(f"--band-width must be in (0, 1), got {self.width}")
         if self.per_band < 3:
             raise PruneSearchError(f"--per-band must be at least 3 to rank anything, got {self.per_band}")
-        if self.calibration_batches < 1 or self.val_batches < 1:
-            raise PruneSearchError("--calibration-batches and --val-batches must be at least 1")
+        if self.bn_batches < 1 or self.val_batches < 1:
+            raise PruneSearchError("--bn-batches and --val-batches must be at least 1")
 
 
 def sample_bands(base: Bench, config: ValidationConfig) -> dict[float, tuple[np.ndarray, np.ndarray]]:
@@ -93,7 +93,7 @@ def predictors(base: Bench, genes: np.ndarray, config: ValidationConfig) -> dict
     scorer = Scorer(handle, torch.device("cpu"))
     proxies, _, params = scorer.measure(genes)
     batch = scorer.codec.batch(genes)
-    calibration = _batches(base, "train", config.calibration_batches)
+    calibration = _batches(base, "train", config.bn_batches)
     validation = _batches(base, "val", config.val_batches)
     bn = AdaptiveBNEvaluator(base.model, handle.space, handle.importance, calibration, validation, base.device)
     ratios = batch.keep.to(torch.float64) / handle.space.sizes.to(torch.float64)

@@ -1,6 +1,7 @@
 """Finalizing a trial: prune the base model for real, fine-tune (KD), export, record in the study."""
 
 import json
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from prune_search.finalize.tune import FinalizeConfig, fine_tune
 from prune_search.search.study import StudyHandle, base_checkpoint, open_base
 from prune_search.search.summary import load_archive
 from prune_search.storage.optuna_tables import attach_artifact, set_finished_user_attr
+from prune_search.storage.study_data import check_writable
 from prune_search.training.fit import EpochRecord
 from prune_search.training.loop import evaluate
 
@@ -45,6 +47,32 @@ def _check_out(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     elif out.exists() and any(out.iterdir()):
         raise PruneSearchError(f"{out} is not empty and holds no finalize run; choose another --out")
     return None
+
+
+def writable_folder(path: Path, flag: str) -> None:
+    """A one-line error unless ``path`` is a folder this process can write in, or one it can create (its
+    nearest existing ancestor is a writable folder). Nothing is left behind."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PruneSearchError(f"cannot make {flag} {path}: {existing} is not a folder; choose another {flag}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise PruneSearchError(
+            f"cannot write in {existing} for {flag} {path} ({exc.strerror or exc}); choose another {flag} or make "
+            "it writable"
+        ) from None
+
+
+def check_can_record(handle: StudyHandle, out: Path, artifact_dir: Path) -> None:
+    """Refuse in one line, before anything is fine-tuned or written, a run whose result could not be kept: an
+    ``out`` or ``artifact_dir`` that cannot be created or written, or a study storage that refuses writes."""
+    writable_folder(out, "--out")
+    writable_folder(artifact_dir, "--artifact-dir")
+    check_writable(handle.engine, handle.study_id)
 
 
 def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path, artifact_dir: Path) -> None:
@@ -97,6 +125,7 @@ def finalize_trial(
     finished = _check_out(out, identity)
     if finished is not None:
         return finished, None
+    check_can_record(handle, out, artifact_dir)  # before hours of fine-tuning whose result could not be kept
     candidate = load_archive(handle).candidates([number])
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(identity))

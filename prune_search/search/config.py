@@ -1,6 +1,7 @@
 """A study's configuration: what the first worker decides, every later worker reads."""
 
 import hashlib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ SPACE_KEY = "space"
 IMPORTANCE_KEY = "importance"
 FITNESS_KEY = "fitness_table"
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+_BUDGET_UNITS = {"--max-macs": " MACs", "--max-params": " params"}
 
 
 @dataclass
@@ -77,17 +79,49 @@ DEFAULTS = {
 }
 
 
-def parse_budget(text: str | None, base: int, flag: str) -> int | None:
-    """``"50%"`` → half of ``base``; ``"2.5M"``/``"300k"``/``"1e6"`` → absolute count."""
-    if text is None:
-        return None
+def _budget(text: str, flag: str) -> tuple[float, str]:
+    """The number and unit (``%`` or a suffix) of budget ``text``; a one-line error for a malformed one, or
+    one outside (0, 100 %] of the base model as far as the text alone tells."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*(%|[kKmMgG]?)\s*", str(text))
     if not match:
         raise PruneSearchError(f"{flag} '{text}' is not a budget; use e.g. 50% (of the base model) or 2.5M")
     number, unit = float(match.group(1)), match.group(2)
+    if number <= 0:
+        raise PruneSearchError(f"{flag} '{text}' leaves no budget; give a positive value")
+    if unit == "%" and number > 100:
+        raise PruneSearchError(f"{flag} '{text}' is more than the base model; a budget lies in (0, 100%]")
+    return number, unit
+
+
+def check_budget(text: str | None, flag: str) -> None:
+    """Refuse, before the base model is known, a budget that no base model makes valid (see :func:`_budget`)."""
+    if text is not None:
+        _budget(text, flag)
+
+
+def parse_budget(text: str | None, base: int, flag: str, smallest: int | None = None) -> int | None:
+    """``"50%"`` → half of ``base``; ``"2.5M"``/``"300k"``/``"1e6"`` → absolute count.
+
+    A one-line error for a budget outside (0, 100 %] of ``base``, or below ``smallest`` (when given: the
+    smallest candidate of the space, which no search can go under)."""
+    if text is None:
+        return None
+    number, unit = _budget(text, flag)
     limit = int(base * number / 100) if unit == "%" else int(number * _SUFFIX[unit.lower()])
+    what = _BUDGET_UNITS.get(flag, "")
     if limit <= 0:
         raise PruneSearchError(f"{flag} '{text}' leaves no budget; give a positive value")
+    if limit > base:
+        raise PruneSearchError(
+            f"{flag} '{text}' ({limit:,}{what}) is more than the base model's {base:,}{what}; a budget lies in "
+            "(0, 100%] of the base model"
+        )
+    if smallest is not None and limit < smallest:
+        least = math.ceil(1000 * smallest / base) / 10
+        raise PruneSearchError(
+            f"{flag} '{text}' ({limit:,}{what}) is below the smallest candidate of the space, {smallest:,}{what} "
+            f"({least:.1f}% of the base model); give at least that, or lower --min-ratio"
+        )
     return limit
 
 

@@ -22,8 +22,9 @@ from prune_search.search.codec import CandidateCodec
 from prune_search.search.fidelity import Promoter, multi_fidelity, promotions_per_generation
 from prune_search.search.front import hypervolume
 from prune_search.search.study import StudyHandle
-from prune_search.storage.bulk import TrialRecord, count_complete, persist_generation
+from prune_search.storage.bulk import TrialRecord, complete_trials, persist_generation
 from prune_search.storage.study_data import heartbeat, register_worker
+from prune_search.storage.url import reported
 
 STALL_LIMIT = 5
 
@@ -157,8 +158,24 @@ def run_worker(
     generation also promotes candidates to the whole-candidate evaluator (:mod:`~prune_search.search.fidelity`;
     the base model from ``checkpoint``, default the study's stored path, and its data under ``data_root``),
     and the rest of the budget is spent on the corrected front once the target is reached.
+
+    Every read and write of the storage rides out an outage of up to
+    :data:`~prune_search.storage.url.RETRY_WINDOW_S`; a longer one (or a read-only or full database) ends
+    in a one-line error: what is stored stays, and running the worker again resumes the study.
     """
-    device = torch.device(device)
+    with reported(handle.url):
+        return _run(handle, target, seed, torch.device(device), on_generation, checkpoint, data_root)
+
+
+def _run(
+    handle: StudyHandle,
+    target: int,
+    seed: int,
+    device: torch.device,
+    on_generation: Callable[[GenerationReport], None] | None,
+    checkpoint: Path | None,
+    data_root: str | None,
+) -> int:
     scorer = Scorer(handle, device)
     codec = scorer.codec
     seeds = codec.seeds(handle.config.get("seeds", []))
@@ -172,8 +189,7 @@ def run_worker(
     added_total = stalls = 0
     while True:
         archive.refresh()
-        with handle.engine.connect() as conn:
-            complete = count_complete(conn, handle.study_id)
+        complete = complete_trials(handle.engine, handle.study_id)
         if complete >= target:
             if promoter is not None:
                 promoter.promote(archive, worker_id, promoter.budget)

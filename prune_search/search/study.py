@@ -1,5 +1,6 @@
 """Creating a study (configuration, importance, space stored once) or joining an existing one."""
 
+import contextlib
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +39,7 @@ from prune_search.search.config import (
     OBJECTIVES,
     SPACE_KEY,
     StartOptions,
+    check_budget,
     contradictions,
     parse_budget,
     sha256_of,
@@ -45,8 +47,16 @@ from prune_search.search.config import (
 )
 from prune_search.space import PruningSpace
 from prune_search.storage.optuna_tables import check_schema
-from prune_search.storage.study_data import ensure_tables, get_data, put_data
-from prune_search.storage.url import create_engine, redact, require_existing
+from prune_search.storage.study_data import drop_data, ensure_tables, get_data, put_data
+from prune_search.storage.url import (
+    create_engine,
+    database_error,
+    redact,
+    refused_write,
+    reported,
+    require_existing,
+    storage_error,
+)
 from prune_search.training.cache import cached_baseline
 from prune_search.training.checkpoint import load_model
 
@@ -92,13 +102,20 @@ class StudyHandle:
         return spec
 
 
-def open_storage(url: str) -> tuple[Engine, RDBStorage]:
+def open_storage(url: str, *, create: bool = False) -> tuple[Engine, RDBStorage]:
     """The project's engine and Optuna's RDB storage (heartbeats, stale-trial retries, pre-ping).
 
     A database whose Optuna table schema is not the one :mod:`prune_search.storage.optuna_tables` is
-    written for is refused, before Optuna or prune-search writes to it (one-line error)."""
+    written for is refused, before Optuna or prune-search writes to it (one-line error). Only with
+    ``create`` (``start``: create or join a study) are Optuna's and the project's tables created in a
+    new database; for reading, a missing SQLite file or a database without Optuna's tables is refused in
+    one line and nothing is created."""
+    if not create:
+        require_existing(url)
     engine = create_engine(url)
-    check_schema(engine, url)
+    if check_schema(engine, url) is None and not create:
+        engine.dispose()
+        raise PruneSearchError(f"no prune-search studies in {redact(url)}: create one with prune-search start")
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             with warnings.catch_warnings():
@@ -109,10 +126,17 @@ def open_storage(url: str) -> tuple[Engine, RDBStorage]:
                     heartbeat_interval=60,
                     grace_period=120,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    skip_table_creation=not create,
                 )
-            ensure_tables(engine)
+            if create:
+                ensure_tables(engine)
             return engine, storage
+        except PruneSearchError:
+            raise
         except Exception as exc:  # workers racing to create the schema of a fresh database
+            cause = database_error(exc)
+            if cause is not None and refused_write(cause):  # a read-only file or a full disk: no retry helps
+                raise storage_error(exc, url) from None
             if attempt == SCHEMA_ATTEMPTS - 1:
                 reason = str(exc).strip().splitlines()[0][:160]
                 raise PruneSearchError(f"cannot open Optuna storage {redact(url)}: {reason}") from None
@@ -133,6 +157,8 @@ def validate(options: StartOptions) -> None:
         raise PruneSearchError(f"--evaluations must be 0 (fast fitness only) or more, got {options.evaluations}")
     if (options.population or DEFAULTS["population"]) < 4:
         raise PruneSearchError("--population must be at least 4")
+    check_budget(options.max_macs, "--max-macs")
+    check_budget(options.max_params, "--max-params")
 
 
 def _get(options: StartOptions, key: str) -> Any:
@@ -239,10 +265,16 @@ def _prepare(
     get = lambda key: _get(options, key)  # noqa: E731
     base = load_base(options, device, progress)
     space, resolved = _resolved(options, base.space)
+    cost = CostModel(space)
+    base_macs, base_params = cost.base()
+    least_macs, least_params = (int(column[0]) for column in cost(space.smallest()))
+    constraints = {  # refused before anything is computed: outside (0, 100 %], or below the smallest candidate
+        "max_macs": parse_budget(options.max_macs, base_macs, "--max-macs", least_macs),
+        "max_params": parse_budget(options.max_params, base_params, "--max-params", least_params),
+    }
     importance = base_importance(base, options, device)
     fitness = base_fitness(base, space, importance, device, progress) if get("proxy") in TABLE_PROXIES else None
     spec, data, checkpoint = base.spec, base.data, base.checkpoint
-    base_macs, base_params = CostModel(space).base()
     proxy_ref = float(ProxyEvaluator(space, importance, fitness=fitness)(space.smallest(), get("proxy"))[0])
     flags = {
         key: get(key) for key in ("model", "dataset", "population", "objectives", "criterion", "proxy", "evaluations")
@@ -264,10 +296,7 @@ def _prepare(
         "objectives": get("objectives"),
         "population": get("population"),
         "evaluations": get("evaluations"),
-        "constraints": {
-            "max_macs": parse_budget(options.max_macs, base_macs, "--max-macs"),
-            "max_params": parse_budget(options.max_params, base_params, "--max-params"),
-        },
+        "constraints": constraints,
         "base": {"macs": base_macs, "params": base_params, "proxy_ref": proxy_ref},
         "dead_groups": importance.dead,
         "versions": versions(),
@@ -363,12 +392,12 @@ def open_study(url: str, name: str, *, model: str | None = None) -> StudyHandle:
     ``model`` is the user's ``--model``: it must be the study's model, and it is the one
     ``package.module:factory`` that may be built from the stored spec (``handle.trusted_factory``).
     """
-    require_existing(url)
     engine, storage = open_storage(url)
-    if not study_exists(storage, name):
-        known = optuna.get_all_study_names(storage)
-        raise PruneSearchError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(known) or 'none'}")
-    return _load(url, engine, storage, name, model)
+    with reported(url):
+        if not study_exists(storage, name):
+            known = optuna.get_all_study_names(storage)
+            raise PruneSearchError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(known) or 'none'}")
+        return _load(url, engine, storage, name, model)
 
 
 def clash_error(name: str, clash: str) -> PruneSearchError:
@@ -386,7 +415,31 @@ def create_or_join(
     Group floors, generation-0 seeds and recorded entries come resolved in ``options`` (a
     sensitivity scan: ``prune_search.sensitivity.create_or_join_with_scan``)."""
     validate(options)
-    engine, storage = open_storage(url)
+    engine, storage = open_storage(url, create=True)
+    with reported(url):
+        return _create_or_join(url, engine, storage, name, options, device, progress)
+
+
+def _configure(
+    engine: Engine, storage: RDBStorage, study: optuna.Study, options: StartOptions, device: str, progress: bool
+) -> None:
+    """Compute and store the configuration, space, importance and fitness table of the new ``study``."""
+    config, space, importance, fitness = _prepare(options, resolve_device(device), progress)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    put_data(engine, study_id, SPACE_KEY, space.to_json())
+    put_data(engine, study_id, IMPORTANCE_KEY, importance.to_json())
+    if fitness is not None:
+        put_data(engine, study_id, FITNESS_KEY, fitness.to_json())
+    metric = {"proxy": config["proxy"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric.get(o, o) for o in config["objectives"]])
+    study.set_user_attr(CONFIG_ATTR, config)
+
+
+def _create_or_join(
+    url: str, engine: Engine, storage: RDBStorage, name: str, options: StartOptions, device: str, progress: bool
+) -> tuple[StudyHandle, bool]:
     created = False
     if not study_exists(storage, name):
         directions = ["minimize"] * len(options.objectives or DEFAULTS["objectives"])
@@ -396,20 +449,12 @@ def create_or_join(
             study = None
         if study is not None:
             try:
-                config, space, importance, fitness = _prepare(options, resolve_device(device), progress)
-            except BaseException:
-                optuna.delete_study(study_name=name, storage=storage)
+                _configure(engine, storage, study, options, device, progress)
+            except BaseException:  # a study without its configuration is of no use: the next start makes it again
+                with contextlib.suppress(Exception):  # the storage may be what failed
+                    drop_data(engine, storage.get_study_id_from_name(name))
+                    optuna.delete_study(study_name=name, storage=storage)
                 raise
-            study_id = storage.get_study_id_from_name(name)
-            put_data(engine, study_id, SPACE_KEY, space.to_json())
-            put_data(engine, study_id, IMPORTANCE_KEY, importance.to_json())
-            if fitness is not None:
-                put_data(engine, study_id, FITNESS_KEY, fitness.to_json())
-            metric = {"proxy": config["proxy"]}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names([metric.get(o, o) for o in config["objectives"]])
-            study.set_user_attr(CONFIG_ATTR, config)
             created = True
     handle = _load(url, engine, storage, name, options.model, wait_s=CONFIG_WAIT_S)
     if not created:

@@ -102,15 +102,29 @@ def persist_generation(
             conn.execute(insert(tables.candidates), compact)
             return len(fresh)
 
-    return with_retry(write)
+    return with_retry(write, engine)
 
 
 def read_candidates(engine: Engine, study_id: int, after_id: int = 0) -> list[dict]:
     """Compact rows of the study's trials with row id > ``after_id``, in insertion order."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(tables.candidates)
-            .where(tables.candidates.c.study_id == study_id, tables.candidates.c.id > after_id)
-            .order_by(tables.candidates.c.id)
-        )
-        return [dict(row._mapping) for row in rows]
+
+    def read() -> list[dict]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(tables.candidates)
+                .where(tables.candidates.c.study_id == study_id, tables.candidates.c.id > after_id)
+                .order_by(tables.candidates.c.id)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    return with_retry(read, engine)
+
+
+def complete_trials(engine: Engine, study_id: int) -> int:
+    """COMPLETE trials of the study (read with the retries of :func:`~prune_search.storage.url.with_retry`)."""
+
+    def read() -> int:
+        with engine.connect() as conn:
+            return count_complete(conn, study_id)
+
+    return with_retry(read, engine)

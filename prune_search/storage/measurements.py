@@ -91,7 +91,7 @@ def claim_promotions(
                 )
             return taken + fresh
 
-    return with_retry(write)
+    return with_retry(write, engine)
 
 
 def record_scores(engine: Engine, study_id: int, promotion: Promotion, scores: dict[str, float]) -> None:
@@ -107,21 +107,28 @@ def record_scores(engine: Engine, study_id: int, promotion: Promotion, scores: d
             )
 
     set_finished_user_attr(engine, promotion.trial_id, MEASURED_ATTR, scores)
-    with_retry(write)
+    with_retry(write, engine)
 
 
 def read_scores(engine: Engine, study_id: int) -> dict[str, dict[str, float]]:
     """``{digest: scores}`` of every measured candidate of the study."""
     m = tables.measurements
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(m.c.digest, m.c.scores).where(m.c.study_id == study_id, m.c.scores.is_not(None))
-        ).all()
-    return {r.digest: json.loads(r.scores) for r in rows}
+
+    def read() -> list:
+        with engine.connect() as conn:
+            return conn.execute(
+                select(m.c.digest, m.c.scores).where(m.c.study_id == study_id, m.c.scores.is_not(None))
+            ).all()
+
+    return {r.digest: json.loads(r.scores) for r in with_retry(read, engine)}
 
 
 def count_claims(engine: Engine, study_id: int) -> int:
     """Measurements of the study, done or claimed."""
     m = tables.measurements
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(m).where(m.c.study_id == study_id)).scalar_one())
+
+    def read() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(m).where(m.c.study_id == study_id)).scalar_one())
+
+    return with_retry(read, engine)

@@ -65,9 +65,11 @@ def stored_revision(engine: Engine) -> str | None:
     return ",".join(heads) or None
 
 
-def check_schema(engine: Engine, url: str) -> None:
+def check_schema(engine: Engine, url: str) -> str | None:
     """Refuse, with a one-line :class:`PruneSearchError` and without writing anything, an installed Optuna
-    or a database ``url`` whose table schema is not :data:`SCHEMA_REVISION`. A new database passes."""
+    or a database ``url`` whose table schema is not :data:`SCHEMA_REVISION`. A new database passes.
+
+    Returns the stored revision: None for a database without Optuna's tables."""
     head, known = _known_revisions()
     if head != SCHEMA_REVISION:
         raise PruneSearchError(
@@ -76,7 +78,7 @@ def check_schema(engine: Engine, url: str) -> None:
         )
     stored = stored_revision(engine)
     if stored is None or stored == SCHEMA_REVISION:
-        return
+        return stored
     where = f"storage {redact(url)} has Optuna table schema {stored}, this prune-search needs {SCHEMA_REVISION}"
     if stored in known:
         raise PruneSearchError(f"{where}: back it up, then run 'optuna storage upgrade --storage {redact(url)}'")
@@ -166,7 +168,7 @@ def _upsert(engine: Engine, table: Table, trial_id: int, key: str, value: Any) -
             conn.execute(delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
             conn.execute(insert(table).values(trial_id=trial_id, key=key, value_json=json.dumps(value)))
 
-    with_retry(write)
+    with_retry(write, engine)
 
 
 def set_finished_user_attr(engine: Engine, trial_id: int, key: str, value: Any) -> None:
@@ -183,11 +185,15 @@ def attach_artifact(engine: Engine, trial_id: int, artifact_id: str, filename: s
 
 def user_attr_of_trials(engine: Engine, study_id: int, key: str) -> list[tuple[int, Any]]:
     """``(trial number, value)`` of every trial of the study with user attribute ``key``, by number."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(_trials.c.number, _user_attrs.c.value_json)
-            .join(_user_attrs, _user_attrs.c.trial_id == _trials.c.trial_id)
-            .where(_trials.c.study_id == study_id, _user_attrs.c.key == key)
-            .order_by(_trials.c.number)
-        )
-        return [(int(number), json.loads(value)) for number, value in rows]
+
+    def read() -> list[tuple[int, Any]]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(_trials.c.number, _user_attrs.c.value_json)
+                .join(_user_attrs, _user_attrs.c.trial_id == _trials.c.trial_id)
+                .where(_trials.c.study_id == study_id, _user_attrs.c.key == key)
+                .order_by(_trials.c.number)
+            )
+            return [(int(number), json.loads(value)) for number, value in rows]
+
+    return with_retry(read, engine)

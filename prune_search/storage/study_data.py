@@ -4,16 +4,18 @@ import datetime
 import os
 import socket
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from prune_search.storage import tables
 from prune_search.storage.url import with_retry
 
+WRITE_CHECK_KEY = "prune-search write check"
+
 
 def ensure_tables(engine: Engine) -> None:
     """Create the project's tables where missing (idempotent, safe with concurrent workers)."""
-    with_retry(lambda: tables.metadata.create_all(engine, checkfirst=True))
+    with_retry(lambda: tables.metadata.create_all(engine, checkfirst=True), engine)
 
 
 def put_data(engine: Engine, study_id: int, key: str, value: str) -> None:
@@ -29,17 +31,46 @@ def put_data(engine: Engine, study_id: int, key: str, value: str) -> None:
             if found is None:
                 conn.execute(insert(tables.study_data).values(study_id=study_id, key=key, value=value))
 
-    with_retry(write)
+    with_retry(write, engine)
+
+
+def drop_data(engine: Engine, study_id: int) -> None:
+    """Remove everything stored for the study (a study whose creation failed, before it is deleted)."""
+
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.execute(delete(tables.study_data).where(tables.study_data.c.study_id == study_id))
+
+    with_retry(write, engine)
 
 
 def get_data(engine: Engine, study_id: int, key: str) -> str | None:
     """The value stored under ``key`` for the study, or None."""
-    with engine.connect() as conn:
-        return conn.execute(
-            select(tables.study_data.c.value).where(
-                tables.study_data.c.study_id == study_id, tables.study_data.c.key == key
-            )
-        ).scalar()
+
+    def read() -> str | None:
+        with engine.connect() as conn:
+            return conn.execute(
+                select(tables.study_data.c.value).where(
+                    tables.study_data.c.study_id == study_id, tables.study_data.c.key == key
+                )
+            ).scalar()
+
+    return with_retry(read, engine)
+
+
+def check_writable(engine: Engine, study_id: int) -> None:
+    """A one-line error (:func:`~prune_search.storage.url.storage_error`) if the database refuses writes
+    (a read-only file or database, a full disk): a row is written and rolled back, so nothing changes."""
+
+    def write() -> None:
+        with engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                conn.execute(insert(tables.study_data).values(study_id=study_id, key=WRITE_CHECK_KEY, value=""))
+            finally:
+                transaction.rollback()
+
+    with_retry(write, engine)
 
 
 def _now() -> datetime.datetime:
@@ -70,7 +101,7 @@ def register_worker(engine: Engine, study_id: int) -> tuple[int, int]:
             ).scalar_one()
             return worker_id, int(ordinal)
 
-    return with_retry(write)
+    return with_retry(write, engine)
 
 
 def heartbeat(engine: Engine, worker_id: int, added: int) -> None:
@@ -84,13 +115,17 @@ def heartbeat(engine: Engine, worker_id: int, added: int) -> None:
                 .values(last_seen=_now(), trials=tables.workers.c.trials + added)
             )
 
-    with_retry(write)
+    with_retry(write, engine)
 
 
 def workers_of(engine: Engine, study_id: int) -> list[dict]:
     """Every worker registered for the study, oldest first."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(tables.workers).where(tables.workers.c.study_id == study_id).order_by(tables.workers.c.worker_id)
-        )
-        return [dict(row._mapping) for row in rows]
+
+    def read() -> list[dict]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(tables.workers).where(tables.workers.c.study_id == study_id).order_by(tables.workers.c.worker_id)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    return with_retry(read, engine)

@@ -53,4 +53,4 @@ def claim(engine: Engine, study_id: int, number: int, out: str) -> bool:
                     return True
             return False
 
-    return with_retry(write)
+    return with_retry(write, engine)

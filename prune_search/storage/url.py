@@ -2,7 +2,8 @@
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +17,21 @@ from prune_search.errors import PruneSearchError
 DEFAULT_URL = "sqlite:///prune-search.db"
 ENV_VAR = "PRUNE_SEARCH_STORAGE"
 T = TypeVar("T")
+
+# Retries of a transient database error (lost connection, deadlock, lock timeout): the first after
+# RETRY_FIRST_DELAY_S, each later one twice as late (at most RETRY_MAX_DELAY_S), until RETRY_WINDOW_S have
+# passed since the first failure: a database server restarting, a failover or a network blip of up to a
+# minute costs a worker nothing; a longer outage ends in one line (what is stored stays; rerun to resume).
+RETRY_WINDOW_S = 60.0
+RETRY_FIRST_DELAY_S = 0.2
+RETRY_MAX_DELAY_S = 5.0
+# SQLite's primary result codes of a write the database will not take however often it is retried.
+_SQLITE_REFUSALS = {
+    8: "it is read-only",
+    13: "the disk is full",
+    10: "the disk reports an I/O error",
+    14: "it cannot be opened for writing",
+}
 
 
 def resolve_url(url: str | None) -> str:
@@ -56,8 +72,14 @@ def create_engine(url: str) -> Engine:
             f"storage URL {redact(url)!s} is malformed; use e.g. sqlite:///prune-search.db or "
             "postgresql+psycopg://user@host/db"
         ) from None
+    backend = parsed.get_backend_name()
+    if backend != "sqlite" and not parsed.host and not {"host", "unix_socket"} & set(parsed.query):
+        raise PruneSearchError(
+            f"storage URL {redact(url)} names no database server; write its host, e.g. "
+            f"{parsed.drivername}://user@127.0.0.1/db (a local socket: add ?host=/path/to/socket)"
+        )
     kwargs: dict = {"pool_pre_ping": True}
-    if parsed.get_backend_name() == "sqlite":
+    if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": 60}
     else:
         kwargs["pool_recycle"] = 3600
@@ -82,20 +104,45 @@ def create_engine(url: str) -> Engine:
 def require_existing(url: str) -> None:
     """For a read-only command: a SQLite URL must name an existing file (else a one-line error), so that
     reading never leaves an empty database behind. Server URLs are left to the connection."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return  # create_engine reports it
-    path = parsed.database
-    if parsed.get_backend_name() == "sqlite" and path not in (None, "", ":memory:") and not Path(path).is_file():
+    path = sqlite_file(url)  # a malformed URL: create_engine reports it
+    if path is not None and not Path(path).is_file():
         raise PruneSearchError(
             f"no database file {path}: fix --storage (or $PRUNE_SEARCH_STORAGE), or create a study there with "
             "'prune-search start'"
         )
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file an SQLite ``url`` names (``file:`` URI form too), or None (another backend, in memory)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return None
+    return path.removeprefix("file:") if parsed.query.get("uri") == "true" else path
+
+
+def refused_write(exc: BaseException) -> str | None:
+    """Why the database refuses writes for good (a read-only file or database, a full disk), or None."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_REFUSALS:
+        return _SQLITE_REFUSALS[code & 0xFF]
+    text = str(orig if orig is not None else exc).lower()
+    if "readonly database" in text or "read-only transaction" in text:
+        return "it is read-only"
+    if any(words in text for words in ("disk is full", "no space left", "table is full", "disk full")):
+        return "the disk is full"
+    return None
+
+
 def transient(exc: BaseException) -> bool:
-    """True for database errors worth retrying: lost connections, deadlocks, lock timeouts."""
+    """True for database errors worth retrying: lost connections, deadlocks, lock timeouts (not a write the
+    database refuses for good, :func:`refused_write`)."""
+    if refused_write(exc):
+        return False
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, OperationalError):
@@ -104,13 +151,82 @@ def transient(exc: BaseException) -> bool:
     return any(word in text for word in ("deadlock", "lock wait timeout", "could not serialize", "database is locked"))
 
 
-def with_retry(action: Callable[[], T], attempts: int = 6, delay_s: float = 0.2) -> T:
-    """Run ``action``, retrying transient database errors with exponential backoff."""
-    for attempt in range(attempts):
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:160]
+
+
+def database_error(exc: BaseException) -> DBAPIError | None:
+    """The database error behind ``exc``: itself, or the cause it was raised from (Optuna's
+    StorageInternalError is raised from the SQLAlchemy error), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DBAPIError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None
+
+
+def storage_error(exc: BaseException, url: str | None) -> PruneSearchError | None:
+    """The one-line error for a database failure behind ``exc`` that no retry fixes (a write refused for good)
+    or that outlasted the retries (the storage unreachable), or None for any other error (a bug: re-raise it).
+    ``url`` names the storage (None: unknown)."""
+    error = database_error(exc)
+    if error is None:
+        return None
+    reason = _reason(error)
+    refusal = refused_write(error)
+    if refusal is not None:
+        where = (sqlite_file(url) or f"storage {redact(url)}") if url else "the storage"
+        fix = "free disk space" if refusal == "the disk is full" else "make it writable (or use another --storage)"
+        return PruneSearchError(
+            f"cannot write to {where}: {refusal} ({reason}); what is stored stays: {fix}, then rerun the same "
+            "command to resume"
+        )
+    if transient(error):
+        where = f"storage {redact(url)}" if url else "the storage"
+        return PruneSearchError(
+            f"{where} is unreachable ({reason}); what is stored stays: rerun the same command to resume once the "
+            "database answers again"
+        )
+    return None
+
+
+@contextmanager
+def reported(url: str) -> Iterator[None]:
+    """Turn a database failure of the block that no retry fixes into its one-line :func:`storage_error`."""
+    try:
+        yield
+    except PruneSearchError:
+        raise
+    except Exception as exc:
+        error = storage_error(exc, url)
+        if error is None:
+            raise
+        raise error from None
+
+
+def with_retry(action: Callable[[], T], engine: Engine | None = None) -> T:
+    """Run ``action``, retrying transient database errors with exponential backoff for up to
+    :data:`RETRY_WINDOW_S`. A write the database refuses for good, or a transient error that outlasts the
+    retries, ends in a one-line :class:`PruneSearchError` (:func:`storage_error`; naming ``engine``'s URL)."""
+    url = engine.url.render_as_string(hide_password=True) if engine is not None else None
+    deadline = None
+    delay = RETRY_FIRST_DELAY_S
+    while True:
         try:
             return action()
         except DBAPIError as exc:
-            if attempt == attempts - 1 or not transient(exc):
-                raise
-            time.sleep(delay_s * 2**attempt)
-    raise AssertionError("unreachable")
+            if not transient(exc):
+                error = storage_error(exc, url)
+                if error is None:
+                    raise
+                raise error from None
+            now = time.monotonic()
+            deadline = deadline if deadline is not None else now + RETRY_WINDOW_S
+            if now + delay > deadline:
+                raise storage_error(exc, url) from None
+            time.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX_DELAY_S)

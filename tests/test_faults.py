@@ -1,0 +1,336 @@
+"""Faults that lose nothing (issue 17): reading creates nothing, outages and read-only or full databases end in
+one line with what is stored kept, damaged exports and unwritable finalize targets are refused before any work,
+budgets outside the space are refused."""
+
+import json
+import shutil
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+from sqlalchemy import create_engine, event, inspect
+
+import prune_search
+from prune_search.errors import PruneSearchError
+from prune_search.evaluators import compute_importance
+from prune_search.evaluators.materialize import materialize
+from prune_search.finalize import FinalizeConfig, finalize_trial
+from prune_search.finalize.export import export
+from prune_search.models import ModelSpec, build_model
+from prune_search.search import StartOptions, create_or_join, open_study, run_worker
+from prune_search.search.config import parse_budget
+from prune_search.search.study import open_storage
+from prune_search.space import PruningSpace
+from prune_search.storage import url as storage_url
+from prune_search.storage.bulk import complete_trials
+from prune_search.storage.url import create_engine as storage_engine
+
+
+def _options(checkpoint: Path, **kwargs) -> StartOptions:
+    return StartOptions(evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2, **kwargs)
+
+
+def _tables(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    conn.close()
+    return names
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert "\n" not in message and len(message) < 500, message
+    return message
+
+
+# 1. Reading creates nothing --------------------------------------------------------------------------------------
+
+
+def test_status_on_an_empty_sqlite_file_creates_no_tables(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    url = f"sqlite:///{empty}"
+    assert_one_line_error(
+        run_cli("status", "--study", "x", "--storage", url), f"no prune-search studies in {url}", "prune-search start"
+    )
+    with pytest.raises(PruneSearchError, match="^no prune-search studies in .*: create one with prune-search start$"):
+        open_storage(url)
+    assert empty.stat().st_size == 0 and _tables(empty) == []
+
+
+@pytest.mark.db
+def test_reading_an_empty_server_database_creates_no_tables(fresh_database):
+    with pytest.raises(PruneSearchError, match="no prune-search studies in") as refused:
+        open_study(fresh_database, "x")
+    _one_line(refused)
+    engine = create_engine(fresh_database)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://", "mysql+pymysql://", "postgresql+psycopg:///test"])
+def test_a_server_url_without_a_host_is_refused(url):
+    with pytest.raises(PruneSearchError, match="names no database server; write its host") as refused:
+        storage_engine(url)
+    _one_line(refused)
+
+
+# 2. Database outages -----------------------------------------------------------------------------------------------
+
+
+class Outage:
+    """New connections of ``engine`` fail, as with a database server gone, from :meth:`begin` for ``seconds``."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.until = 0.0
+        self.refused = 0
+        event.listen(engine, "do_connect", self._connect)
+
+    def _connect(self, *_args) -> None:
+        if time.monotonic() < self.until:
+            self.refused += 1
+            raise sqlite3.OperationalError("server closed the connection unexpectedly (test outage)")
+
+    def begin(self, seconds: float) -> None:
+        self.engine.dispose()  # the pooled connections die with the server
+        self.until = time.monotonic() + seconds
+
+    def end(self) -> None:
+        self.until = 0.0
+
+
+def test_a_worker_rides_out_a_short_outage(sqlite_url, digits_checkpoint):
+    handle, _ = create_or_join(sqlite_url, "short", _options(digits_checkpoint), device="cpu", progress=False)
+    outage = Outage(handle.engine)
+    started = []
+
+    def down_after_first(report) -> None:
+        if not started:
+            started.append(report.generation)
+            outage.begin(1.5)
+
+    assert run_worker(handle, 60, on_generation=down_after_first) == 60
+    assert outage.refused > 0
+    assert complete_trials(handle.engine, handle.study_id) == 60
+
+
+def test_a_long_outage_ends_in_one_line_and_a_rerun_resumes(sqlite_url, digits_checkpoint, monkeypatch):
+    handle, _ = create_or_join(sqlite_url, "long", _options(digits_checkpoint), device="cpu", progress=False)
+    monkeypatch.setattr(storage_url, "RETRY_WINDOW_S", 1.0)
+    outage = Outage(handle.engine)
+    stored = []
+
+    def down_after_first(report) -> None:
+        if not stored:
+            stored.append(report.complete)
+            outage.begin(3600)
+
+    started = time.monotonic()
+    with pytest.raises(PruneSearchError, match="is unreachable") as lost:
+        run_worker(handle, 60, on_generation=down_after_first)
+    assert time.monotonic() - started < 30
+    message = _one_line(lost)
+    assert "test outage" in message and "what is stored stays" in message and "rerun the same command" in message
+    outage.end()
+    assert complete_trials(handle.engine, handle.study_id) == stored[0] == 20
+    run_worker(handle, 60)
+    assert complete_trials(handle.engine, handle.study_id) == 60
+    assert len(optuna.load_study(study_name="long", storage=sqlite_url).trials) == 60
+
+
+# 3. Read-only or full SQLite files ---------------------------------------------------------------------------------
+
+
+def test_start_on_a_read_only_database_file_is_one_line_and_changes_nothing(tmp_path, digits_checkpoint):
+    path = tmp_path / "study.db"
+    create_or_join(f"sqlite:///{path}", "ro", _options(digits_checkpoint), device="cpu", progress=False)
+    before = path.read_bytes()
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"  # SQLite refuses writes as for a read-only file, even to root
+    result = run_cli("start", "--study", "ro", "--storage", read_only, "--trials", "40", "--no-progress")
+    assert_one_line_error(result, f"cannot write to {path}: it is read-only", "what is stored stays")
+    assert path.read_bytes() == before
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(PruneSearchError, match=f"cannot write to {empty}: it is read-only") as refused:
+        create_or_join(f"sqlite:///file:{empty}?mode=ro&uri=true", "new", _options(digits_checkpoint), device="cpu")
+    _one_line(refused)
+    assert empty.stat().st_size == 0
+
+
+def test_a_full_disk_during_start_is_one_line_and_a_rerun_resumes(tmp_path, digits_checkpoint):
+    path = tmp_path / "study.db"
+    url = f"sqlite:///{path}"
+    handle, _ = create_or_join(url, "full", _options(digits_checkpoint), device="cpu", progress=False)
+    run_worker(handle, 40)
+    with sqlite3.connect(path) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+
+    def cap(dbapi_connection, _record) -> None:  # SQLite's own limit: writes past it fail with SQLITE_FULL
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(handle.engine, "connect", cap)
+    handle.engine.dispose()
+    with pytest.raises(PruneSearchError, match=f"cannot write to {path}: the disk is full") as full:
+        run_worker(handle, 400)
+    assert "free disk space, then rerun the same command" in _one_line(full)
+    assert complete_trials(handle.engine, handle.study_id) == 40
+    event.remove(handle.engine, "connect", cap)
+    handle.engine.dispose()
+    run_worker(handle, 80)
+    assert complete_trials(handle.engine, handle.study_id) == 80
+
+
+# 4. load_pruned checks what it reads -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """A pruned resnet20 (untrained) exported as finalize does, with the base model's size recorded."""
+    torch.manual_seed(0)
+    spec = ModelSpec("resnet20", 1, 10, 8, {})
+    model = build_model(spec).eval()
+    space = PruningSpace.from_model(model, torch.zeros(2, 1, 8, 8))
+    pruned, plan = materialize(model, space, compute_importance(model, space, "l1"), space.smallest())
+    out = tmp_path_factory.mktemp("export") / "model"
+    base_params = sum(p.numel() for p in model.parameters())
+    export(pruned, plan, spec, {"result": {"base_params": base_params}}, out)
+    return out
+
+
+def _edited(exported: Path, tmp_path: Path, name: str, change) -> Path:
+    folder = tmp_path / "edited"
+    shutil.copytree(exported, folder)
+    path = folder / name
+    if name.endswith(".json"):
+        data = json.loads(path.read_text())
+        result = change(data)
+        path.write_text(result if isinstance(result, str) else json.dumps(data))
+    else:
+        change(path)
+    return folder
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "needle"),
+    [
+        ("model.json", lambda d: json.dumps(d)[:40], "model.json is damaged or truncated: not valid JSON"),
+        ("plan.json", lambda d: json.dumps(d)[:300], "plan.json is damaged or truncated: not valid JSON"),
+        ("plan.json", lambda d: d.pop("history"), "plan.json: the pruning plan is damaged: it lacks 'history'"),
+        ("plan.json", lambda d: d.update(kept=[1, 2]), "'kept' is not a map of group names"),
+        ("plan.json", lambda d: d.update(input_shape="big"), "'input_shape' is not a list of positive integers"),
+        ("plan.json", lambda d: d["history"][0].__setitem__(0, "nowhere"), "plan.json does not fit the model of"),
+        ("model.json", lambda d: d.pop("model"), "model.json is not a prune-search model description"),
+        ("model.json", lambda d: d["model"].update(num_classes="10"), "model.json is damaged: the stored model spec"),
+        ("model.json", lambda d: d["model"].update(num_classes=0), "model.json is damaged: the model has num_classes 0"),
+        ("model.json", lambda d: d["model"].update(options={"width_mult": 2}), "has 1,084,010 parameters, but"),
+        ("weights.pt", _truncate, "weights.pt is damaged or truncated"),
+        ("weights.pt", lambda p: torch.save({"fc.weight": torch.zeros(1)}, p), "weights.pt does not fit the model"),
+    ],
+)
+def test_load_pruned_names_the_damaged_file_in_one_line(exported, tmp_path, name, change, needle):
+    assert prune_search.load_pruned(exported)(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    folder = _edited(exported, tmp_path, name, change)
+    with pytest.raises(PruneSearchError) as refused:
+        prune_search.load_pruned(folder)
+    message = _one_line(refused)
+    assert needle in message and str(folder) in message
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("model.json", lambda d: d["model"].update(options={"width_mult": 400})),
+        ("plan.json", lambda d: d.update(input_shape=[1, 1, 100_000, 100_000])),
+    ],
+)
+def test_load_pruned_refuses_an_absurd_size_before_allocating_it(exported, tmp_path, name, change, monkeypatch):
+    folder = _edited(exported, tmp_path, name, change)
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", lambda *_: pytest.fail("loaded an absurd model"))
+    started = time.monotonic()
+    with pytest.raises(PruneSearchError, match="describes an absurd model: .* GiB, more than 50% of this machine"):
+        prune_search.load_pruned(folder)
+    assert time.monotonic() - started < 5
+
+
+# 5. finalize checks that it can record its result before it fine-tunes ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory, digits_checkpoint):
+    folder = tmp_path_factory.mktemp("faults-finalize")
+    url = f"sqlite:///{folder / 'study.db'}"
+    handle, _ = create_or_join(url, "fin", _options(digits_checkpoint), device="cpu", progress=False)
+    run_worker(handle, 40)
+    return url, folder / "study.db"
+
+
+@pytest.mark.parametrize("target", ["out", "artifacts", "storage"])
+def test_finalize_that_could_not_record_its_result_is_refused_before_training(
+    small_study, tmp_path, monkeypatch, target
+):
+    url, path = small_study
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out, artifacts = tmp_path / "out", tmp_path / "art"
+    if target == "out":
+        out = blocker / "out"
+    elif target == "artifacts":
+        artifacts = blocker / "art"
+    else:
+        url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    handle = open_study(url, "fin")
+    monkeypatch.setattr("prune_search.finalize.run.fine_tune", lambda *_, **__: pytest.fail("fine-tuned"))
+    before = path.read_bytes()
+    needle = {
+        "out": f"cannot make --out {out}: {blocker} is not a folder",
+        "artifacts": f"cannot make --artifact-dir {artifacts}: {blocker} is not a folder",
+        "storage": f"cannot write to {path}: it is read-only",
+    }[target]
+    with pytest.raises(PruneSearchError) as refused:
+        finalize_trial(handle, 0, FinalizeConfig(epochs=1), out, artifact_dir=artifacts, progress=False)
+    assert needle in _one_line(refused)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "art").exists()
+    assert path.read_bytes() == before
+
+
+# 6. Budgets --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("150%", "--max-macs '150%' is more than the base model; a budget lies in (0, 100%]"),
+        ("0%", "--max-macs '0%' leaves no budget"),
+        ("2M", "--max-macs '2M' (2,000,000 MACs) is more than the base model's 1,000,000 MACs"),
+        ("1k", "--max-macs '1k' (1,000 MACs) is below the smallest candidate of the space, 5,000 MACs (0.5% of"),
+    ],
+)
+def test_budgets_outside_the_space_are_refused(text, needle):
+    with pytest.raises(PruneSearchError) as refused:
+        parse_budget(text, 1_000_000, "--max-macs", 5_000)
+    assert needle in _one_line(refused)
+    assert parse_budget("100%", 1_000_000, "--max-macs", 5_000) == 1_000_000
+
+
+def test_start_refuses_a_budget_below_the_smallest_candidate(sqlite_url, digits_checkpoint, monkeypatch):
+    monkeypatch.setattr("prune_search.search.study.compute_importance", lambda *_, **__: pytest.fail("computed"))
+    with pytest.raises(PruneSearchError, match="--max-params '200%' is more than the base model"):
+        create_or_join(sqlite_url, "b", _options(digits_checkpoint, max_params="200%"), device="cpu", progress=False)
+    name = f"b-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(PruneSearchError, match=r"--max-macs '0.1%' \(.* MACs\) is below the smallest candidate") as low:
+        create_or_join(sqlite_url, name, _options(digits_checkpoint, max_macs="0.1%"), device="cpu", progress=False)
+    assert "% of the base model); give at least that, or lower --min-ratio" in _one_line(low)
+    assert optuna.get_all_study_names(sqlite_url) == []
