@@ -5,15 +5,17 @@ A command's module is imported only when the command runs or shows its own ``--h
 the search stack (Optuna, SQLAlchemy, pymoo, optuna-dashboard, plotly, ...).
 """
 
+import os
 import sys
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from prune_search.errors import PruneSearchError
+from prune_search.threads import SMALL_MACS, THREADS_ENV, requested_threads
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,19 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
-    """Typer builds a group (rather than a single command) only for an app with a callback or commands."""
+def _root(
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Torch's CPU intra-op threads (or ${THREADS_ENV}). Default: 1 for small models (under "
+            f"{SMALL_MACS // 1_000_000} M MACs per sample), else torch's own choice or OMP_NUM_THREADS.",
+        ),
+    ] = None,
+) -> None:
+    """Options of every command (Typer builds a group only for an app with a callback or commands)."""
+    if threads is not None:
+        os.environ[THREADS_ENV] = str(threads)
+    requested_threads()  # a bad value is refused before any work
 
 
 def main() -> None:

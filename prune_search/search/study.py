@@ -57,6 +57,7 @@ from prune_search.storage.url import (
     require_existing,
     storage_error,
 )
+from prune_search.threads import set_threads_for
 from prune_search.training.cache import cached_baseline
 from prune_search.training.checkpoint import load_model
 
@@ -197,6 +198,7 @@ def load_base(options: StartOptions, device: torch.device, progress: bool) -> Ba
     model, _ = load_model(Path(checkpoint), spec, trusted_factory=options.model)
     model = model.to(device).eval()
     example, _ = next(iter(bundle.loader("train", 2)))
+    set_threads_for(model, example.to(device))
     space = PruningSpace.from_model(
         model,
         example.to(device),
@@ -375,7 +377,9 @@ def open_base(handle: StudyHandle, checkpoint: Path | None = None, data_root: st
     model, _ = load_model(path, spec, trusted_factory=handle.trusted_factory)
     stored = DataSpec.from_dict(handle.config["data"])
     data = DataSpec(stored.name, data_root or stored.root, stored.val_fraction, stored.split_seed, stored.image_size)
-    return BaseModel(spec, data, load_dataset(data), path, model.eval(), handle.space)
+    bundle = load_dataset(data)
+    set_threads_for(model.eval(), torch.zeros(1, bundle.in_channels, bundle.image_size, bundle.image_size))
+    return BaseModel(spec, data, bundle, path, model, handle.space)
 
 
 def study_exists(storage: RDBStorage, name: str) -> bool:

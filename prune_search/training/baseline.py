@@ -15,6 +15,7 @@ from prune_search.data import DataSpec, load_dataset
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.models import ModelSpec, build_model, resolve_factory
+from prune_search.threads import set_threads_for
 from prune_search.training.checkpoint import model_payload, save_checkpoint
 from prune_search.training.fit import EpochRecord, Recipe, fit
 from prune_search.training.loop import evaluate
@@ -116,6 +117,9 @@ def train_baseline(
     torch_device = resolve_device(device)
     torch.manual_seed(config.seed)
     model = build_model(spec, trusted_factory=config.model).to(torch_device)
+    set_threads_for(
+        model, torch.zeros(1, bundle.in_channels, bundle.image_size, bundle.image_size, device=torch_device)
+    )
     recipe = Recipe(config.epochs, config.batch_size, config.lr, config.momentum, config.weight_decay, config.seed)
     result = fit(
         model,

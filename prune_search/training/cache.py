@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ def cached_baseline(
     trained if missing."""
     out = cached_path(model, data, model_options)
     if not out.is_file():
+        if progress:
+            print(f"training the baseline {model} on {data.name} (first use only; cached in {out})", file=sys.stderr)
         config = TrainConfig(model=model, model_options=dict(model_options or {}), data=data)
         train_baseline(config, out, overwrite=True, device=device, progress=progress)
     return out
