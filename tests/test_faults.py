@@ -58,7 +58,7 @@ def test_status_on_an_empty_sqlite_file_creates_no_tables(tmp_path):
     assert_one_line_error(
         run_cli("status", "--study", "x", "--storage", url), f"no prune-search studies in {url}", "prune-search start"
     )
-    with pytest.raises(PruneSearchError, match="^no prune-search studies in .*: create one with prune-search start$"):
+    with pytest.raises(PruneSearchError, match=r"^no prune-search studies in .*: create one with prune-search start$"):
         open_storage(url)
     assert empty.stat().st_size == 0 and _tables(empty) == []
 
@@ -234,7 +234,7 @@ def _truncate(path: Path) -> None:
         ("plan.json", lambda d: d["history"][0].__setitem__(0, "nowhere"), "plan.json does not fit the model of"),
         ("model.json", lambda d: d.pop("model"), "model.json is not a prune-search model description"),
         ("model.json", lambda d: d["model"].update(num_classes="10"), "model.json is damaged: the stored model spec"),
-        ("model.json", lambda d: d["model"].update(num_classes=0), "model.json is damaged: the model has num_classes 0"),
+        ("model.json", lambda d: d["model"].update(num_classes=0), "model.json is damaged: the model has num_classes"),
         ("model.json", lambda d: d["model"].update(options={"width_mult": 2}), "has 1,084,010 parameters, but"),
         ("weights.pt", _truncate, "weights.pt is damaged or truncated"),
         ("weights.pt", lambda p: torch.save({"fc.weight": torch.zeros(1)}, p), "weights.pt does not fit the model"),
@@ -260,7 +260,7 @@ def test_load_pruned_refuses_an_absurd_size_before_allocating_it(exported, tmp_p
     folder = _edited(exported, tmp_path, name, change)
     monkeypatch.setattr(torch.nn.Module, "load_state_dict", lambda *_: pytest.fail("loaded an absurd model"))
     started = time.monotonic()
-    with pytest.raises(PruneSearchError, match="describes an absurd model: .* GiB, more than 50% of this machine"):
+    with pytest.raises(PruneSearchError, match=r"describes an absurd model: .* GiB, more than 50% of this machine"):
         prune_search.load_pruned(folder)
     assert time.monotonic() - started < 5
 

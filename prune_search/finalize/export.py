@@ -65,7 +65,9 @@ def load_pruned(directory: str | Path, *, trusted_factory: str | None = None) ->
     model_file, plan_file, weights_file = folder / MODEL_FILE, folder / PLAN_FILE, folder / WEIGHTS_FILE
     described = _read_json(model_file)
     if not isinstance(described, dict) or not isinstance(described.get("model"), dict):
-        raise PruneSearchError(f"{model_file} is not a prune-search model description (no 'model' entry); export the model again")
+        raise PruneSearchError(
+            f"{model_file} is not a prune-search model description (no 'model' entry); export the model again"
+        )
     try:
         spec = ModelSpec.from_dict(described["model"])
     except PruneSearchError as exc:
