@@ -107,7 +107,7 @@ def _defaults_shown() -> list[tuple[str, str, list[object]]]:
         ("finalize", "--kd-temperature", [tuning.temperature]),
         ("finalize", "--bn-rerank", [RERANKED, CALIBRATION_BATCHES, VAL_BATCHES]),
         ("compare", "--lr", [tuning.lr]),
-        ("validate-proxy", "--bn-batches", [ValidationConfig().calibration_batches]),
+        ("validate-proxy", "--bn-batches", [ValidationConfig().bn_batches]),
         ("iterative", "--max-drop", [IterativeConfig().max_drop]),
     ]
 

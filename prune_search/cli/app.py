@@ -160,3 +160,13 @@ def main() -> None:
     except PruneSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        if "sqlalchemy" not in sys.modules:  # no database was touched: a bug, shown as such
+            raise
+        from prune_search.storage.url import storage_error
+
+        error = storage_error(exc, None)  # a database failure outside the retried paths (e.g. Optuna's reads)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

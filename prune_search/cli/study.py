@@ -36,7 +36,6 @@ from prune_search.search.summary import front_rows, spread, status
 from prune_search.sensitivity.result import SENSITIVITY_USES
 from prune_search.sensitivity.study import create_or_join_with_scan
 from prune_search.storage import redact, resolve_url
-from prune_search.storage.url import require_existing
 
 NOTE_EVERY = 10  # generations between refreshes of the study's dashboard note
 
@@ -248,9 +247,7 @@ def _print_status(info: dict[str, Any]) -> None:
 def studies(storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
     quiet_optuna()
     output = Output(fmt)
-    url = resolve_url(storage)
-    require_existing(url)
-    _, rdb = open_storage(url)
+    _, rdb = open_storage(resolve_url(storage))
     rows = [
         {
             "study": summary.study_name,

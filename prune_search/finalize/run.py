@@ -23,6 +23,7 @@ from prune_search.search.study import StudyHandle, base_checkpoint, open_base
 from prune_search.search.summary import load_archive
 from prune_search.storage.optuna_tables import attach_artifact, set_finished_user_attr
 from prune_search.storage.study_data import check_writable
+from prune_search.storage.url import reported
 from prune_search.training.fit import EpochRecord
 from prune_search.training.loop import evaluate
 
@@ -174,7 +175,8 @@ def finalize_trial(
     export(student, plan, spec, {"study": handle.study.study_name, "result": result, "data": data.to_dict()}, out)
     if onnx:
         result["onnx"] = str(export_onnx(student, plan.input_shape, out))
-    _record(handle, number, result, out, artifact_dir)
+    with reported(handle.url):  # a storage gone meanwhile: one line, and a rerun records the finished run
+        _record(handle, number, result, out, artifact_dir)
     (out / RESULT_FILE).write_text(json.dumps(result, indent=1))
     (out / STATE_FILE).unlink(missing_ok=True)
     return result, student.eval()
