@@ -5,9 +5,10 @@ the search stack (Optuna, SQLAlchemy, pymoo, SciPy); a name's module is imported
 first use, e.g. ``prune_search.PruningSpace``.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prune_search.lazy import lazy_exports
 
 try:
     __version__ = version("prune-search")
@@ -35,17 +36,7 @@ if TYPE_CHECKING:
     from prune_search.space.space import PruningSpace
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'prune_search' has no attribute '{name}'")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ PACKAGE = Path(prune_search.__file__).resolve().parent
 
 # The layers, lowest first: a module may import its own layer and the layers below it, never one above.
 LAYERS = [
-    {"models", "data", "training", "device", "threads", "errors"},
+    {"models", "data", "training", "device", "threads", "errors", "lazy"},
     {"space"},
     {"evaluators"},
     {"search", "storage"},

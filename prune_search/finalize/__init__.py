@@ -4,8 +4,9 @@ The names below load their module on first use (PEP 562), so that ``load_pruned`
 reader) needs none of the study machinery (Optuna, SQLAlchemy, pymoo).
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prune_search.lazy import lazy_exports
 
 _EXPORTS = {
     "load_pruned": "prune_search.finalize.export",
@@ -23,17 +24,7 @@ if TYPE_CHECKING:
     from prune_search.finalize.tune import FinalizeConfig, Tuned, fine_tune
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'prune_search.finalize' has no attribute '{name}'")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = ["FinalizeConfig", "Tuned", "choose", "finalize_trial", "fine_tune", "load_pruned"]
