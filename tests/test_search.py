@@ -280,3 +280,26 @@ def test_reading_a_missing_sqlite_file_says_so_and_creates_nothing(command, tmp_
     args = [command, "--storage", f"sqlite:///{missing}"] + ([] if command == "studies" else ["--study", "x"])
     assert_one_line_error(run_cli(*args), f"no database file {missing}", "prune-search start")
     assert not missing.exists()
+
+
+def test_ctrl_c_says_what_is_stored_and_how_to_resume(sqlite_url, checkpoint, tmp_path):
+    args = ["start", "--study", "stop", "--storage", sqlite_url, "--trials", "200000", "--no-progress"]
+    args += ["--checkpoint", str(checkpoint), "--proxy", "taylor_loss", "--evaluations", "0", "--device", "cpu"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prune_search", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        optuna.get_all_study_names(sqlite_url) and len(optuna.load_study(study_name="stop", storage=sqlite_url).trials)
+    ):
+        time.sleep(0.5)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    held = len(optuna.load_study(study_name="stop", storage=sqlite_url).trials)
+    assert held > 0
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: study 'stop' holds {held} complete trials (every stored generation is whole); "
+        "rerun the same command to resume"
+    )

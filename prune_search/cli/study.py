@@ -36,6 +36,7 @@ from prune_search.search.summary import front_rows, spread, status
 from prune_search.sensitivity.result import SENSITIVITY_USES
 from prune_search.sensitivity.study import create_or_join_with_scan
 from prune_search.storage import redact, resolve_url
+from prune_search.storage.bulk import complete_trials
 
 NOTE_EVERY = 10  # generations between refreshes of the study's dashboard note
 
@@ -183,15 +184,25 @@ def start(
         if update.generation % NOTE_EVERY == 0:
             update_study_note(handle)
 
-    added = run_worker(
-        handle,
-        trials,
-        seed=seed,
-        device=resolve_device(device),
-        on_generation=report,
-        checkpoint=checkpoint,
-        data_root=root_text(data_root),
-    )
+    try:
+        added = run_worker(
+            handle,
+            trials,
+            seed=seed,
+            device=resolve_device(device),
+            on_generation=report,
+            checkpoint=checkpoint,
+            data_root=root_text(data_root),
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        held = complete_trials(handle.engine, handle.study_id)
+        typer.echo(
+            f"interrupted: study '{study}' holds {held} complete trials (every stored generation is whole); "
+            "rerun the same command to resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     bar.close()
     update_study_note(handle)
     rows = front_rows(handle)
