@@ -210,6 +210,13 @@ def test_optuna_cli_and_our_commands_read_the_study(sqlite_url, checkpoint):
     csv_out = run_cli("front", "--study", "shown", "--storage", sqlite_url, "--format", "csv").stdout.splitlines()
     assert len(csv_out) == len(numbers) + 1
     assert "keep/conv1" in csv_out[0]
+    limited = run_cli("front", "--study", "shown", "--storage", sqlite_url, "--limit", "3", "--format", "json")
+    picked = json.loads(limited.stdout)
+    assert len(picked) == 3 and picked[0]["trial"] == json.loads(front.stdout)[0]["trial"]
+    table = run_cli("front", "--study", "shown", "--storage", sqlite_url, "--limit", "3").stdout.splitlines()
+    assert table[0] == f"front of study 'shown': 3 of {len(numbers)} trials; groups, in the order of the keep columns:"
+    assert table[1].startswith("  conv1, ")
+    assert_one_line_error(run_cli("front", "--study", "shown", "--storage", sqlite_url, "--limit", "0"), "--limit")
     shown = run_cli("status", "--study", "shown", "--storage", sqlite_url, "--format", "json")
     info = json.loads(shown.stdout)
     assert info["trials"] == {"COMPLETE": 150}

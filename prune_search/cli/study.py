@@ -215,12 +215,29 @@ def start(
     )
 
 
-def front(study: ExistingStudyOpt, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
+def front(
+    study: ExistingStudyOpt,
+    storage: StorageOpt = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Show this many front trials, spread evenly over MACs (default: all).")
+    ] = None,
+    fmt: FormatOpt = "table",
+) -> None:
     quiet_optuna()
     output = Output(fmt)
+    if limit is not None and limit < 1:
+        raise PruneSearchError(f"--limit must be at least 1, got {limit}")
     handle = open_study(resolve_url(storage), study)
-    rows = front_rows(handle)
-    output.results(rows, lambda: _print_front(rows, handle.config["proxy"]))
+    every = front_rows(handle)
+    rows = spread(every, limit) if limit is not None else every
+
+    def table() -> None:
+        shown = f"{len(rows)} of {len(every)}" if len(rows) < len(every) else f"all {len(every)}"
+        typer.echo(f"front of study '{study}': {shown} trials; groups, in the order of the keep columns:")
+        typer.echo("  " + ", ".join(handle.space.names))
+        _print_front(rows, handle.config["proxy"])
+
+    output.results(rows, table)
 
 
 def status_command(study: ExistingStudyOpt, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
