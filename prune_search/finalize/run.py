@@ -130,10 +130,9 @@ def finalize_trial(
     candidate = load_archive(handle).candidates([number])
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(identity))
-    spec = handle.model_spec()
-    data = DataSpec.from_dict(handle.config["data"])
+    data = DataSpec.from_dict(handle.config["data"])  # as stored: the export names no machine's data root
     opened = open_base(handle, base_path, data_root)
-    base, bundle = opened.model, opened.bundle
+    spec, base, bundle = opened.spec, opened.model, opened.bundle
     tuned = fine_tune(
         base,
         handle.space,

@@ -197,11 +197,11 @@ def load_base(options: StartOptions, device: torch.device, progress: bool) -> Ba
     spec = ModelSpec(model_name, bundle.in_channels, bundle.num_classes, bundle.image_size, options.model_options or {})
     model, _ = load_model(Path(checkpoint), spec, trusted_factory=options.model)
     model = model.to(device).eval()
-    example, _ = next(iter(bundle.loader("train", 2)))
-    set_threads_for(model, example.to(device))
+    example = next(iter(bundle.loader("train", 2)))[0].to(device)
+    set_threads_for(model, example)
     space = PruningSpace.from_model(
         model,
-        example.to(device),
+        example,
         min_ratio=_get(options, "min_ratio"),
         ratio_step=_get(options, "ratio_step"),
         round_to=_get(options, "round_to"),

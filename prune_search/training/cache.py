@@ -22,7 +22,7 @@ def cached_path(model: str, data: DataSpec, model_options: dict[str, Any] | None
 
     The name carries a digest of the model options, so ``--model-option`` picks its own baseline.
     """
-    stem = f"{data.name.replace(':', '_').replace('/', '_')}-{model.replace(':', '_').replace('/', '_')}"
+    stem = "-".join(name.replace(":", "_").replace("/", "_") for name in (data.name, model))
     if model_options:
         digest = hashlib.sha256(json.dumps(model_options, sort_keys=True).encode()).hexdigest()[:10]
         stem += f"-{digest}"
