@@ -212,6 +212,7 @@ def _main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
         (["--front", "1"], "at least 2 widths"),
         (["--trial-numbers", "0,99999"], "no trial 99999"),
         (["--trial-numbers", "0,x"], "trial numbers separated by commas"),
+        (["--trial-numbers", "0,1,0"], "names a trial twice"),
         (["--front", "2", "--trial-numbers", "0,1"], "one way"),
         (["--front", "2", "--nest", "mid"], "--nest must be one of"),
         (["--front", "2", "--checkpoint", "/nonexistent/base.pt"], "missing on this machine"),
