@@ -1,8 +1,9 @@
 """Open a study's HTML report and optuna-dashboard in headless Chromium and save screenshots.
 
-Fails (exit 1) if either page logs a console error or requests anything outside localhost
-and the local file. Needs Debian's ``chromium`` and the ``playwright`` package (no browser
-download: the system Chromium is used).
+Each screenshot is taken once its page shows the study's data (plots drawn, no "Loading"),
+waiting up to ``--timeout`` seconds. Fails (exit 1) if a page stays blank that long, logs a
+console error or requests anything outside localhost and the local file. Needs Debian's
+``chromium`` and the ``playwright`` package (no browser download: the system Chromium is used).
 
 Run:  python scripts/screenshots.py --study demo [--storage URL] [--out docs/screenshots]
 """
@@ -15,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 CHROMIUM_FLAGS = [
@@ -40,8 +42,21 @@ def _wait_for(url: str, seconds: float = 60) -> None:
     raise SystemExit(f"the dashboard did not answer at {url}")
 
 
-def _shoot(browser, url: str, path: Path, wait_ms: int) -> list[str]:
-    """Screenshot ``url`` into ``path``; return console errors and off-machine requests."""
+# JavaScript conditions, true once a page shows the study's data rather than an empty frame or "Loading...".
+PLOTS_DRAWN = """() => {
+    const plots = [...document.querySelectorAll('.js-plotly-plot')];
+    return plots.length > 0 && plots.every(p => p.querySelector('.main-svg'))
+        && !document.body.innerText.includes('Loading');
+}"""
+NOTE_SHOWN = """() => document.body.innerText.includes('prune-search study')
+    && !document.body.innerText.includes('Loading')"""
+SETTLE_MS = 1000  # after the data shows: plotly's transitions and fonts
+
+
+def _shoot(browser, url: str, path: Path, ready: str, timeout_s: float) -> tuple[bool, list[str]]:
+    """Screenshot ``url`` into ``path`` once the JavaScript condition ``ready`` holds (at most ``timeout_s``
+    seconds). Returns whether it did (if not, an older file at ``path`` stays as it was) and the problems: console
+    errors, off-machine requests, the page never showing its data."""
     problems: list[str] = []
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
@@ -55,11 +70,17 @@ def _shoot(browser, url: str, path: Path, wait_ms: int) -> list[str]:
         return route.abort()
 
     page.route("**/*", guard)
-    page.goto(url, wait_until="networkidle")
-    page.wait_for_timeout(wait_ms)
+    try:
+        page.goto(url, wait_until="networkidle", timeout=timeout_s * 1000)
+        page.wait_for_function(ready, timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        problems.append(f"{path.name}: {url} still showed no data after {timeout_s:g} s (blank or 'Loading...')")
+        page.close()
+        return False, problems
+    page.wait_for_timeout(SETTLE_MS)
     page.screenshot(path=str(path), full_page=False)
     page.close()
-    return problems
+    return True, problems
 
 
 def main() -> None:
@@ -70,6 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     parser.add_argument("--port", type=int, default=8093)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--timeout", type=float, default=120, help="Seconds each page may take to show its data.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report = args.out / "report.html"
@@ -92,23 +114,31 @@ def main() -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    saved: list[str] = []
+    problems: list[str] = []
     try:
         first_line = server.stdout.readline()
         dashboard_url = first_line.strip().split(" at ", 1)[1]
         _wait_for(f"http://127.0.0.1:{args.port}/api/studies")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_FLAGS)
-            problems = _shoot(browser, report.resolve().as_uri(), args.out / "report.png", 2000)
-            problems += _shoot(browser, f"{dashboard_url}/analytics", args.out / "dashboard.png", 5000)
-            problems += _shoot(browser, f"{dashboard_url}/note", args.out / "dashboard-note.png", 3000)
+            shots = [
+                (report.resolve().as_uri(), "report.png", PLOTS_DRAWN),
+                (f"{dashboard_url}/analytics", "dashboard.png", PLOTS_DRAWN),
+                (f"{dashboard_url}/note", "dashboard-note.png", NOTE_SHOWN),
+            ]
+            for url, name, ready in shots:
+                shown, found = _shoot(browser, url, args.out / name, ready, args.timeout)
+                saved += [name] if shown else []
+                problems += found
             browser.close()
     finally:
         server.terminate()
         server.wait()
-    report.unlink()
+        report.unlink(missing_ok=True)
     for problem in problems:
         print(problem)
-    print(f"screenshots in {args.out}: report.png, dashboard.png, dashboard-note.png; {len(problems)} problems")
+    print(f"screenshots in {args.out}: {', '.join(saved) or 'none'}; {len(problems)} problems")
     sys.exit(1 if problems else 0)
 
 

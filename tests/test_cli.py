@@ -130,3 +130,30 @@ def test_one_output_switch_prints_json_and_csv():
     assert json.loads(run_cli("models", "--format", "json").stdout)[0] == "resnet20"
     assert run_cli("datasets", "--format", "csv").stdout.splitlines()[:2] == ["dataset", "digits"]
     assert_one_line_error(run_cli("models", "--format", "yaml"), "--format must be table, json or csv")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["report", "--study", "demo", "--out", "missing/r.html"], ["train", "--model", "mlp", "--out", "missing/x.pt"]],
+)
+def test_a_file_output_in_a_missing_folder_is_one_line_and_creates_nothing(tmp_path, args):
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), "missing", "does not exist; create it first")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("report", "its folder must exist"),
+        ("train", "its folder must exist"),
+        *[
+            (command, "created if missing")
+            for command in ("finalize", "iterative", "elastic", "compare", "validate-proxy", "sparsify", "sensitivity")
+        ],
+    ],
+)
+def test_every_output_option_says_whether_it_creates_its_folder(command, says):
+    from prune_search.cli.app import load_command
+
+    out = next(option for option in load_command(command).params if "--out" in option.opts)
+    assert says in out.help

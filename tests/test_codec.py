@@ -13,7 +13,7 @@ from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.codec import CandidateCodec
 from prune_search.search.summary import load_archive
-from prune_search.space import CandidateBatch, PruningSpace
+from prune_search.space import CandidateBatch, PruningSpace, strategy_param
 
 
 @pytest.fixture(scope="module", params=["plain", "rounded"])
@@ -124,7 +124,16 @@ def test_the_archive_decodes_a_study_as_its_optuna_trials_record_it(sqlite_url, 
     trials = optuna.load_study(study_name="codec", storage=sqlite_url).get_trials(deepcopy=False)
     numbers = [t.number for t in trials][::-1]
     by_number = {t.number: t for t in trials}
-    from_trials = codec.from_rows([by_number[n].user_attrs for n in numbers])
+    stored = [by_number[n] for n in numbers]
+    from_trials = codec.from_rows(
+        [
+            {
+                "keep": codec.keep_of(t.user_attrs),
+                "strategy": {name: t.params[strategy_param(name)] for name in codec.space.names},
+            }
+            for t in stored
+        ]
+    )
     assert _equal(archive.candidates(numbers), from_trials)
     where = {int(n): i for i, n in enumerate(archive.numbers.tolist())}
     X = archive.X[[where[n] for n in numbers]]

@@ -1,6 +1,7 @@
 """optuna-dashboard (its WSGI app, headless) and the HTML report on real studies."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -15,7 +16,8 @@ from optuna.artifacts import FileSystemArtifactStore
 from services import POSTGRES
 
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
-from prune_search.report import write_report
+from prune_search.report import figures, write_report
+from prune_search.report.data import collect
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows
@@ -89,6 +91,34 @@ def test_report_is_one_offline_html_file_with_every_figure(finalized_study):
     ):
         assert title in page, title
     assert f"<td>{number}</td>" in page
+
+
+def test_a_large_front_shows_a_bounded_heatmap_spread_over_macs(finalized_study):
+    data = collect(finalized_study[0])
+    copies = -(-300 // len(data.front))
+    large = [row | {"trial": 10_000 * k + row["trial"]} for row in data.front for k in range(copies)]
+    data.front = sorted(large, key=lambda r: (r["macs"], r["trial"]))
+    fig = figures.keep_heatmap(data)
+    labels = fig.data[0].y
+    assert len(labels) == len(fig.data[0].z) == figures.HEATMAP_ROWS
+    assert f"{figures.HEATMAP_ROWS} of {len(large)} trials" in fig.layout.title.text
+    assert fig.layout.height <= 900
+    assert labels[0].startswith(f"trial {data.front[0]['trial']} ")
+    assert labels[-1].startswith(f"trial {data.front[-1]['trial']} ")
+
+
+def test_axis_titles_and_tick_labels_stay_readable(finalized_study):
+    data = collect(finalized_study[0])
+    layout = figures.pareto_3d(data).layout
+    eye = layout.scene.camera.eye
+    assert math.dist((eye.x, eye.y, eye.z), (0, 0, 0)) > math.dist((1.25,) * 3, (0, 0, 0)), "the camera stands back"
+    assert max(layout.margin.l, layout.margin.r, layout.margin.b) <= 20
+    importance = figures.importance_distributions(data)
+    axis = importance.layout.yaxis
+    assert axis.type == "log" and axis.dtick == 1 and axis.exponentformat == "power", "10^k at every decade"
+    low, high = axis.range
+    scores = [value for trace in importance.data for value in trace.y if value > 0]
+    assert low == math.floor(low) <= math.log10(min(scores)) and math.log10(max(scores)) <= high == math.ceil(high)
 
 
 def test_report_and_dashboard_commands_exist(finalized_study):

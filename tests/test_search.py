@@ -17,6 +17,7 @@ from services import POSTGRES
 from sqlalchemy import create_engine, text
 
 from prune_search.errors import PruneSearchError
+from prune_search.evaluators import ProxyEvaluator
 from prune_search.search import StartOptions, create_or_join, nsga2, open_study, run_worker
 from prune_search.search.front import REFERENCE, normaliser
 from prune_search.search.summary import front_rows, load_archive, status
@@ -41,7 +42,7 @@ def _assert_exact(url: str, name: str, target: int) -> None:
     assert len(trials) == target
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(target))
-    models = {json.dumps([t.user_attrs["keep"], t.user_attrs["strategy"]], sort_keys=True) for t in trials}
+    models = {json.dumps(t.params, sort_keys=True) for t in trials}
     assert len(models) == target, "a candidate was evaluated twice"
 
 
@@ -53,8 +54,19 @@ def test_one_worker_on_sqlite_reaches_exactly_n_distinct_trials(sqlite_url, chec
     assert added == 333
     _assert_exact(sqlite_url, "one", 333)
     trial = optuna.load_study(study_name="one", storage=sqlite_url).trials[50]
-    assert set(trial.user_attrs) >= {"keep", "strategy", "macs", "params", "macs_pct", "params_pct", "proxy"}
+    assert set(trial.user_attrs) == {
+        "keep",
+        "macs",
+        "params",
+        "macs_pct",
+        "params_pct",
+        "generation",
+        "worker",
+        *(f"proxy_{name}" for name in ProxyEvaluator(handle.space, handle.importance, "cpu", handle.fitness).available),
+    }
     assert trial.values[1] == trial.user_attrs["macs"]
+    from_params = handle.space.from_params(trial.params)
+    assert trial.user_attrs["keep"] == " ".join(map(str, from_params.keep[0].tolist()))
     handle2, created2 = create_or_join(sqlite_url, "one", StartOptions(), device="cpu", progress=False)
     assert not created2
     assert run_worker(handle2, 333) == 0

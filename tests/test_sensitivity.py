@@ -19,9 +19,10 @@ from prune_search.evaluators import recalibrate_bn
 from prune_search.evaluators.adaptive_bn import accuracy
 from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, run_worker
+from prune_search.search.codec import CandidateCodec
 from prune_search.sensitivity import ScanRow, allocate, create_or_join_with_scan, parse_ratios, read_sensitivity, scaled
 from prune_search.sensitivity.allocate import SEED_SCALES
-from prune_search.space import CandidateBatch, PruningSpace, SpaceOptions
+from prune_search.space import CandidateBatch, PruningSpace, SpaceOptions, strategy_param
 from prune_search.training import load_model
 
 RATIOS = [0.25, 0.5, 1.0]
@@ -181,10 +182,12 @@ def test_bound_floors_every_trial_of_the_study_and_of_joining_workers(recal, dig
     floors = {name: max(1, round(ratios[name] * n)) for name, n in sizes.items()}
     trials = optuna.load_study(study_name="bound", storage=url).trials
     assert len(trials) == 250
-    for trial in trials:
-        assert all(trial.user_attrs["keep"][name] >= floors[name] for name in sizes), trial.number
+    codec = CandidateCodec(handle.space)
+    keeps = [codec.keep_of(trial.user_attrs) for trial in trials]
+    for trial, keep in zip(trials, keeps, strict=True):
+        assert all(keep[name] >= floors[name] for name in sizes), trial.number
     low = [name for name in sizes if ratios[name] == 0.25]
-    assert any(t.user_attrs["keep"][name] == floors[name] for t in trials for name in low)
+    assert any(keep[name] == floors[name] for keep in keeps for name in low)
     with pytest.raises(PruneSearchError, match="used as bound"):
         create_or_join_with_scan(url, "bound", StartOptions(), recal[0], device="cpu", progress=False)
 
@@ -200,14 +203,15 @@ def test_seed_puts_the_allocation_and_its_scaled_variants_into_generation_0(reca
     assert len(handle.config["seeds"]) == 1 + len(SEED_SCALES)
     assert handle.config["space"]["group_min_ratio"] == {}
     trials = optuna.load_study(study_name="seeded", storage=url).trials
-    seeded = [t for t in trials if t.user_attrs["keep"] == allocation["keep"]]
+    space = handle.space
+    codec = CandidateCodec(space)
+    seeded = [t for t in trials if codec.keep_of(t.user_attrs) == allocation["keep"]]
     assert len(seeded) == 1
     assert seeded[0].user_attrs["generation"] == 0
-    assert set(seeded[0].user_attrs["strategy"].values()) == {"min"}
-    space = handle.space
+    assert {seeded[0].params[strategy_param(name)] for name in space.names} == {"min"}
     seeds = torch.tensor([[s[name] for name in space.names] for s in handle.config["seeds"]], dtype=torch.float64)
     expected = space.level_keep_counts().gather(1, space.levels_at(seeds).T).T.tolist()
-    first = [[t.user_attrs["keep"][name] for name in space.names] for t in trials if t.user_attrs["generation"] == 0]
+    first = [list(codec.keep_of(t.user_attrs).values()) for t in trials if t.user_attrs["generation"] == 0]
     assert all(keep in first for keep in expected)
     assert len({tuple(keep) for keep in expected}) > 2
 

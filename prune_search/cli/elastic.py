@@ -64,7 +64,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def elastic_command(
     study: ExistingStudyOpt,
-    out: Annotated[Path, typer.Option("--out", help="Folder for elastic.pt and levels.csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for elastic.pt and levels.csv (created if missing).")],
     storage: StorageOpt = None,
     front: Annotated[
         int | None, typer.Option(help="Use K front trials spread across MACs as the levels (as finalize --front K).")

@@ -90,7 +90,9 @@ def _merged(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def compare_command(
     study: ExistingStudyOpt,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the runs, results.csv, summary.csv, figure.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the runs, results.csv, summary.csv, figure (created if missing).")
+    ],
     storage: StorageOpt = None,
     max_macs: Annotated[str, typer.Option(help="Comma-separated MACs budgets, e.g. 50%,35%,20%.")] = "50%,35%,20%",
     methods: Annotated[
@@ -162,14 +164,18 @@ def validate_proxy_command(
     kd: KdOpt = TUNING.kd,
     kd_temperature: KdTemperatureOpt = TUNING.temperature,
     kd_alpha: KdAlphaOpt = TUNING.alpha,
-    bn_batches: Annotated[
-        int, typer.Option(help="Train batches for BN recalibration.")
-    ] = VALIDATION.bn_batches,
+    bn_batches: Annotated[int, typer.Option(help="Train batches for BN recalibration.")] = VALIDATION.bn_batches,
     val_batches: Annotated[
         int, typer.Option(help="Val batches scoring the BN-recalibrated candidates.")
     ] = VALIDATION.val_batches,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and of fine-tuning.")] = VALIDATION.seed,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for runs, CSVs and the figure.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for runs, CSVs and the figure (created if missing; default runs/validate-proxy-STUDY).",
+        ),
+    ] = None,
     checkpoint: StudyCheckpointOpt = None,
     model: ExpectedModelOpt = None,
     data_root: DataRootOpt = None,

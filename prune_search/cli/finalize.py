@@ -43,7 +43,10 @@ from prune_search.storage.trial_records import claim
 
 def finalize(
     study: ExistingStudyOpt,
-    out: Annotated[Path, typer.Option("--out", help="Output folder (with --front K: one sub-folder per trial).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder, created if missing (with --front K: one sub-folder per trial)."),
+    ],
     storage: StorageOpt = None,
     trial: Annotated[int | None, typer.Option(help="Trial number to finalize.")] = None,
     knee: Annotated[bool, typer.Option("--knee", help="The front trial closest to the utopia point.")] = False,

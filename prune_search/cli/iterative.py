@@ -96,7 +96,10 @@ def _write_steps(path: Path, result: IterativeResult) -> None:
 
 def iterative_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained base checkpoint from 'train'.")],
-    out: Annotated[Path, typer.Option("--out", help="Empty or new folder for steps.csv, result.json, the model.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Empty or new folder for steps.csv, result.json, the model (created if missing)."),
+    ],
     model: ExpectedModelOpt = None,
     model_option: ModelOptions = None,
     dataset: CheckpointDatasetOpt = None,

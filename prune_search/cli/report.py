@@ -8,17 +8,20 @@ from typing import Annotated
 
 import typer
 
-from prune_search.cli.options import ExistingStudyOpt, StorageOpt, quiet_optuna
+from prune_search.cli.options import ExistingStudyOpt, StorageOpt, quiet_optuna, require_parent_folder
 from prune_search.report import write_report
 from prune_search.search import open_study
 from prune_search.storage import resolve_url
 
+ReportFileOpt = Annotated[Path, typer.Option("--out", help="HTML file to write; its folder must exist.")]
+
 
 def report(
     study: ExistingStudyOpt,
-    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    out: ReportFileOpt = Path("report.html"),
     storage: StorageOpt = None,
 ) -> None:
+    require_parent_folder(out)
     quiet_optuna()
     path = write_report(open_study(resolve_url(storage), study), out)
     typer.echo(f"wrote {path} (opens offline in any browser)")

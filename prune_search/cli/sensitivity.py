@@ -138,7 +138,9 @@ def sensitivity_command(
         int, typer.Option(help="Round keep counts to multiples of this (as in start).")
     ] = _SPACE.round_to,
     min_keep: Annotated[int, typer.Option(help="Fewest channels a group keeps (as in start).")] = _SPACE.min_keep,
-    out: Annotated[Path, typer.Option("--out", help="Folder for sensitivity.csv/.json/.html.")] = Path("sensitivity"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for sensitivity.csv/.json/.html (created if missing).")
+    ] = Path("sensitivity"),
     device: DeviceOpt = "auto",
     progress: ProgressOpt = True,
     fmt: FormatOpt = "table",

@@ -52,7 +52,9 @@ def _kib(count: int) -> str:
 
 def sparsify_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained model checkpoint from 'train'.")],
-    out: Annotated[Path, typer.Option("--out", help="Empty or new folder for the model, masks and report.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Empty or new folder for the model, masks and report (created if missing).")
+    ],
     sparsity: Annotated[
         float | None, typer.Option(help="Share of weights zeroed in every Conv/Linear but the classifier, in [0, 1).")
     ] = None,

@@ -182,7 +182,7 @@ def start(
         extra = {"measured": measured[0]} if handle.config.get("evaluations") else {}
         bar.set_postfix(front=update.front, hv=f"{update.hypervolume:.4f}", gen=update.generation, **extra)
         if update.generation % NOTE_EVERY == 0:
-            update_study_note(handle)
+            update_study_note(handle, update.archive, update.front_rows)
 
     try:
         added = run_worker(

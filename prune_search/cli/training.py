@@ -29,6 +29,7 @@ from prune_search.cli.options import (
     load_checkpoint,
     parse_model_options,
     print_epoch,
+    require_parent_folder,
 )
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
@@ -39,7 +40,7 @@ TRAINING = TrainConfig()  # the defaults of 'train'
 
 
 def train(
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (best epoch on val).")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (best epoch on val); its folder must exist.")],
     model: ModelOpt = TRAINING.model,
     model_option: ModelOptions = None,
     dataset: DatasetOpt = TRAINING.data.name,
@@ -59,6 +60,7 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out and its state.")] = False,
     progress: ProgressOpt = True,
 ) -> None:
+    require_parent_folder(out)
     config = TrainConfig(
         model=model,
         model_options=parse_model_options(model_option),

@@ -6,7 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from prune_search.report.data import ReportData
+from prune_search.search.summary import spread
 
+HEATMAP_ROWS = 40  # at most this many front trials in the keep-ratio heatmap, spread over MACs
 _AXES = {"proxy": "proxy (loss estimate)", "macs": "MACs (% of base)", "params": "params (% of base)"}
 
 
@@ -96,6 +98,8 @@ def pareto_projections(data: ReportData) -> list[go.Figure]:
 
 
 def pareto_3d(data: ReportData) -> go.Figure:
+    """The feasible front in MACs × params × proxy; the camera stands back and the margins are narrow so that every
+    axis title fits inside the figure (height in px)."""
     front = _front_values(data, data.front)
     fig = go.Figure(
         go.Scatter3d(
@@ -109,8 +113,14 @@ def pareto_3d(data: ReportData) -> go.Figure:
     )
     fig.update_layout(
         title="feasible Pareto front",
-        height=560,
-        scene={"xaxis_title": _AXES["macs"], "yaxis_title": _AXES["params"], "zaxis_title": _AXES["proxy"]},
+        height=640,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        scene={
+            "xaxis_title": _AXES["macs"],
+            "yaxis_title": _AXES["params"],
+            "zaxis_title": _AXES["proxy"],
+            "camera": {"eye": {"x": 1.7, "y": 1.7, "z": 1.2}},
+        },
     )
     return fig
 
@@ -128,14 +138,22 @@ def hypervolume_history(data: ReportData) -> go.Figure:
 
 
 def keep_heatmap(data: ReportData) -> go.Figure:
+    """Keep ratio (kept / original channels) of every group, one row per front trial, at most
+    :data:`HEATMAP_ROWS` rows spread evenly over MACs; height in px grows with the rows up to about 900."""
     names = data.handle.space.names
     sizes = {g.name: g.size for g in data.handle.space.groups}
-    z = [[r["keep"][n] / sizes[n] for n in names] for r in data.front]
+    rows = spread(data.front, HEATMAP_ROWS)
+    z = [[r["keep"][n] / sizes[n] for n in names] for r in rows]
+    shown = (
+        f"{len(rows)} of {len(data.front)} trials, spread over MACs"
+        if len(rows) < len(data.front)
+        else f"all {len(rows)} trials"
+    )
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=names,
-            y=[f"trial {r['trial']} ({r['macs_pct']:.0f}% MACs)" for r in data.front],
+            y=[f"trial {r['trial']} ({r['macs_pct']:.0f}% MACs)" for r in rows],
             colorscale="Blues",
             zmin=0,
             zmax=1,
@@ -143,18 +161,24 @@ def keep_heatmap(data: ReportData) -> go.Figure:
         )
     )
     fig.update_layout(
-        title="keep ratio per group across the front (sorted by MACs)",
-        height=max(400, 12 * len(data.front)),
+        title=f"keep ratio per group across the front (sorted by MACs): {shown}",
+        height=max(400, 150 + 18 * len(rows)),
         yaxis={"autorange": "reversed"},
     )
     return fig
 
 
 def importance_distributions(data: ReportData) -> go.Figure:
-    fig = go.Figure()
-    for group in data.handle.space.groups:
-        fig.add_trace(go.Box(y=data.handle.importance.scores[group.name].numpy(), name=group.name, boxpoints=False))
+    """A box per group of its channels' importance scores on a log axis spanning whole decades, each labelled
+    10^k (minor ticks between); height in px."""
+    scores = {g.name: data.handle.importance.scores[g.name].numpy() for g in data.handle.space.groups}
+    fig = go.Figure([go.Box(y=values, name=name, boxpoints=False) for name, values in scores.items()])
+    yaxis = {"type": "log", "dtick": 1, "exponentformat": "power", "minor": {"ticks": "outside", "showgrid": True}}
+    positive = np.concatenate([values[values > 0] for values in scores.values()])
+    if len(positive):
+        low = float(np.floor(np.log10(positive.min())))
+        yaxis["range"] = [low, max(float(np.ceil(np.log10(positive.max()))), low + 1)]
     fig.update_layout(
-        title=f"{data.handle.config['criterion']} importance per group", yaxis_type="log", showlegend=False, height=450
+        title=f"{data.handle.config['criterion']} importance per group", yaxis=yaxis, showlegend=False, height=450
     )
     return fig

@@ -20,7 +20,7 @@ def _section(title: str, figs: list[go.Figure], first: list[bool]) -> str:
 
 
 def write_report(handle: StudyHandle, out: Path) -> Path:
-    """Write the study's report to ``out`` (HTML) and return the path."""
+    """Write the study's report to ``out`` (HTML; its folder must exist) and return the path."""
     data = collect(handle)
     config = handle.config
     first = [True]
@@ -54,6 +54,5 @@ td,th{{border:1px solid #ccc;padding:4px 8px}} pre{{background:#f6f6f6;padding:1
 {"".join(sections)}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=1))}</pre>
 </body></html>"""
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out

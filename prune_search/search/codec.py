@@ -1,11 +1,14 @@
 """One decoding of a space's individuals, shared by the search, the archive and everything reading a study.
 
-An individual has four forms:
+An individual has these forms:
 
 - genes ``X [N, 2G]`` (int64): the grid level of every group, then its strategy code (the archive's rows);
 - a :class:`~prune_search.space.CandidateBatch`: keep counts and strategy codes ``[N, G]``;
 - Optuna params: ``ratio/<group>`` (the level's grid ratio) and ``strategy/<group>`` (the strategy's name);
-- a trial row: ``{"keep": {group: k}, "strategy": {group: name}}`` (trial user attrs, front rows).
+- a trial row: ``{"keep": {group: k}, "strategy": {group: name}}`` (front rows, the report);
+- a stored trial: its Optuna params, and the keep counts as text in the user attr :data:`KEEP_ATTR`
+  (``"16 8 32"``, in group order; older studies hold ``keep``/``strategy`` dicts there instead; prune-search
+  itself reads stored trials from the compact candidates table, so both load).
 
 Several genes can describe one pruned model (grid levels with equal keep counts; any strategy of a group
 kept whole): :meth:`CandidateCodec.canonical` picks one of them and :meth:`CandidateCodec.digests` names it.
@@ -19,6 +22,9 @@ import numpy as np
 import torch
 
 from prune_search.space import CandidateBatch, PruningSpace, ratio_param, strategy_param
+
+KEEP_ATTR = "keep"
+"""The trial user attr holding a trial's keep counts (its params hold the ratios and strategies)."""
 
 
 def digest(keep: np.ndarray, strategies: np.ndarray) -> str:
@@ -111,6 +117,18 @@ class CandidateCodec:
             }
             for i in range(len(X))
         ]
+
+    def keep_texts(self, X: np.ndarray) -> list[str]:
+        """The keep counts of every individual of ``X [N, 2G]`` as text, in group order: ``"16 8 32"``."""
+        return [" ".join(map(str, row)) for row in self.keep(X).tolist()]
+
+    def keep_of(self, user_attrs: dict[str, Any]) -> dict[str, int]:
+        """A stored trial's keep counts by group name, from its user attrs (this version's text or an older
+        study's dict)."""
+        keep = user_attrs[KEEP_ATTR]
+        if isinstance(keep, dict):
+            return {name: int(keep[name]) for name in self.space.names}
+        return dict(zip(self.space.names, map(int, keep.split()), strict=True))
 
     def from_rows(self, rows: Sequence[dict[str, Any]]) -> CandidateBatch:
         """The candidates ``[N, G]`` of trial rows (``keep``/``strategy`` dicts keyed by group name)."""

@@ -8,8 +8,7 @@ hypervolume of a study lies in [0, 1.1^M] and is comparable between studies of o
 
 import numpy as np
 from pymoo.indicators.hv import HV
-
-from prune_search.search.nsga2 import rank_and_crowding
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 REFERENCE = 1.1
 
@@ -22,29 +21,51 @@ def normaliser(config: dict) -> np.ndarray:
 
 
 def front_indices(F: np.ndarray, violation: np.ndarray) -> np.ndarray:
-    """Indices of the feasible non-dominated rows of ``F``."""
-    if len(F) == 0:
+    """Indices of the feasible non-dominated rows of ``F [N, M]``, ascending (only the first front is sorted)."""
+    feasible = np.flatnonzero(violation <= 0)
+    if len(feasible) == 0:
         return np.zeros(0, dtype=np.int64)
-    rank, _ = rank_and_crowding(F, violation)
-    return np.flatnonzero((rank == 0) & (violation <= 0))
+    front = NonDominatedSorting().do(F[feasible], only_non_dominated_front=True)
+    return np.sort(feasible[np.asarray(front, dtype=np.int64)])
+
+
+def merged_front(F: np.ndarray, violation: np.ndarray, front: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """The feasible front of rows ``front ∪ new`` of ``F [N, M]``, given that ``front`` is that of the rows
+    before: a front kept up to date from new rows only, at a cost independent of the rows before."""
+    rows = np.concatenate([front, new]).astype(np.int64)
+    return rows[front_indices(F[rows], violation[rows])]
+
+
+def front_hypervolume(points: np.ndarray, config: dict) -> float:
+    """Hypervolume of front points ``[K, M]`` (objectives; see module docstring for normalisation)."""
+    if len(points) == 0:
+        return 0.0
+    normalised = points / normaliser(config)
+    return float(HV(ref_point=np.full(normalised.shape[1], REFERENCE))(normalised))
 
 
 def hypervolume(F: np.ndarray, violation: np.ndarray, config: dict) -> float:
-    """Hypervolume of the feasible front of ``F`` (see module docstring for normalisation)."""
-    idx = front_indices(F, violation)
-    if len(idx) == 0:
-        return 0.0
-    points = F[idx] / normaliser(config)
-    return float(HV(ref_point=np.full(points.shape[1], REFERENCE))(points))
+    """Hypervolume of the feasible front of ``F [N, M]`` (see module docstring for normalisation)."""
+    return front_hypervolume(F[front_indices(F, violation)], config)
 
 
 def hypervolume_history(
-    F: np.ndarray, violation: np.ndarray, generation: np.ndarray, config: dict
+    F: np.ndarray, violation: np.ndarray, generation: np.ndarray, config: dict, points: int = 20
 ) -> list[tuple[int, int, float]]:
-    """(generation, trials so far, hypervolume) after each generation, in storage order."""
+    """(generation, trials so far, hypervolume) after at most ``points`` generations spread evenly over the
+    study (always the last), the front carried from one to the next, so the cost grows with the study's size
+    and not with its number of generations."""
     history = []
     order = np.argsort(generation, kind="stable")
-    for g in np.unique(generation):
-        upto = order[generation[order] <= g]
-        history.append((int(g), len(upto), hypervolume(F[upto], violation[upto], config)))
+    ordered = generation[order]
+    generations = np.unique(generation)
+    picks = generations[
+        np.unique(np.linspace(0, len(generations) - 1, min(points, len(generations))).round().astype(int))
+    ]
+    front, done = np.zeros(0, dtype=np.int64), 0
+    for g in picks:
+        upto = int(np.searchsorted(ordered, g, side="right"))
+        front = merged_front(F, violation, front, order[done:upto])
+        done = upto
+        history.append((int(g), upto, front_hypervolume(F[front], config)))
     return history

@@ -18,9 +18,9 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, ProxyEvaluator
 from prune_search.search import nsga2
 from prune_search.search.archive import Archive, encode_genes
-from prune_search.search.codec import CandidateCodec
+from prune_search.search.codec import KEEP_ATTR, CandidateCodec
 from prune_search.search.fidelity import Promoter, multi_fidelity, promotions_per_generation
-from prune_search.search.front import hypervolume
+from prune_search.search.front import front_hypervolume, merged_front
 from prune_search.search.study import StudyHandle
 from prune_search.storage.bulk import TrialRecord, complete_trials, persist_generation
 from prune_search.storage.study_data import heartbeat, register_worker
@@ -31,14 +31,40 @@ STALL_LIMIT = 5
 
 @dataclass(frozen=True)
 class GenerationReport:
-    """What one generation of one worker did."""
+    """What one generation of one worker did, with the worker's view of the study after it: ``archive``
+    (every stored trial) and ``front_rows [K]``, the archive rows of the feasible proxy front."""
 
     generation: int
     added: int
     complete: int
     front: int
     hypervolume: float
+    archive: Archive
+    front_rows: np.ndarray
     measured: int = 0
+
+
+class Elite:
+    """The archive's ``population`` survivors (NSGA-II's, by rank then crowding) and its feasible front, kept up
+    to date from the rows added since the last :meth:`update`: the parents and the front of the whole study at
+    a cost that depends on the population and the front, not on the study's size (NSGA-II's elitist
+    (μ + λ) selection, the λ being every worker's new rows)."""
+
+    def __init__(self, population: int) -> None:
+        self.population = population
+        self.survivors = np.zeros(0, dtype=np.int64)
+        self.front = np.zeros(0, dtype=np.int64)
+        self._seen = 0
+
+    def update(self, archive: Archive) -> None:
+        """Take in the archive rows added since the last update."""
+        new = np.arange(self._seen, len(archive), dtype=np.int64)
+        self._seen = len(archive)
+        if len(new) == 0:
+            return
+        pool = np.concatenate([self.survivors, new])
+        self.survivors = pool[nsga2.survivors(archive.F[pool], archive.violation[pool], self.population)]
+        self.front = merged_front(archive.F, archive.violation, self.front, new)
 
 
 class Scorer:
@@ -58,25 +84,34 @@ class Scorer:
         macs, params = (t.cpu().numpy() for t in self.cost(batch))
         return proxies, macs, params
 
-    def attrs(self, X: np.ndarray) -> list[dict[str, Any]]:
-        """Per individual of ``X [N, 2G]``: keep counts, strategies, MACs, params (also in % of the base
-        model's) and every proxy, as a trial's user attrs hold them."""
-        return self._attrs(X, *self.measure(X))
+    def rows(self, X: np.ndarray) -> list[dict[str, Any]]:
+        """Per individual of ``X [N, 2G]``: keep counts and strategies by group name, MACs, params (also in % of
+        the base model's) and every proxy ``{name: value}`` (what ``front`` and the report show)."""
+        proxies, macs, params = self.measure(X)
+        return [
+            row | self._costs(i, macs, params) | {"proxy": {name: float(values[i]) for name, values in proxies.items()}}
+            for i, row in enumerate(self.codec.rows(X))
+        ]
 
-    def _attrs(
+    def _costs(self, i: int, macs: np.ndarray, params: np.ndarray) -> dict[str, Any]:
+        base = self.config["base"]
+        return {
+            "macs": int(macs[i]),
+            "params": int(params[i]),
+            "macs_pct": round(100.0 * float(macs[i]) / base["macs"], 3),
+            "params_pct": round(100.0 * float(params[i]) / base["params"], 3),
+        }
+
+    def _stored_attrs(
         self, X: np.ndarray, proxies: dict[str, np.ndarray], macs: np.ndarray, params: np.ndarray
     ) -> list[dict[str, Any]]:
-        base = self.config["base"]
+        """A trial's user attrs: only what its params cannot say (:data:`~prune_search.search.codec.KEEP_ATTR`,
+        the keep counts as text; costs; every proxy as ``proxy_<name>``, 6 significant digits)."""
         return [
-            row
-            | {
-                "macs": int(macs[i]),
-                "params": int(params[i]),
-                "macs_pct": round(100.0 * float(macs[i]) / base["macs"], 3),
-                "params_pct": round(100.0 * float(params[i]) / base["params"], 3),
-                "proxy": {name: float(values[i]) for name, values in proxies.items()},
-            }
-            for i, row in enumerate(self.codec.rows(X))
+            {KEEP_ATTR: keep}
+            | self._costs(i, macs, params)
+            | {f"proxy_{name}": float(f"{values[i]:.6g}") for name, values in proxies.items()}
+            for i, keep in enumerate(self.codec.keep_texts(X))
         ]
 
     def records(self, X: np.ndarray, generation: int, worker_id: int) -> list[TrialRecord]:
@@ -93,7 +128,7 @@ class Scorer:
         if limits["max_params"] is not None:
             constraint_columns["params"] = (params - limits["max_params"]) / base["params"]
         violation = sum((np.maximum(c, 0) for c in constraint_columns.values()), np.zeros(len(X)))
-        attrs = self._attrs(X, proxies, macs, params)
+        attrs = self._stored_attrs(X, proxies, macs, params)
         return [
             TrialRecord(
                 digest=dig,
@@ -121,10 +156,9 @@ def _initial(codec: CandidateCodec, seeds: np.ndarray, size: int, rng: np.random
     return np.concatenate([seeds, np.stack(uniform)[: size // 2], random])[:size]
 
 
-def _offspring(archive: Archive, F: np.ndarray, population: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Children of the ``population`` survivors of the archive ranked by objectives ``F [N, M]``."""
+def _offspring(archive: Archive, F: np.ndarray, chosen: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` children of the archive rows ``chosen`` (the survivors), ranked by objectives ``F [N, M]``."""
     codec = archive.codec
-    chosen = nsga2.survivors(F, archive.violation, population)
     rank, crowding = nsga2.rank_and_crowding(F[chosen], archive.violation[chosen])
     first = nsga2.tournament(rank, crowding, size, rng)
     second = nsga2.tournament(rank, crowding, size, rng)
@@ -186,9 +220,11 @@ def _run(
     archive = Archive(handle.engine, handle.study_id, codec, len(handle.config["objectives"]), handle.study.study_name)
     distributions = handle.space.distributions()
     population = handle.config["population"]
+    elite = Elite(population)
     added_total = stalls = 0
     while True:
         archive.refresh()
+        elite.update(archive)
         complete = complete_trials(handle.engine, handle.study_id)
         if complete >= target:
             if promoter is not None:
@@ -198,9 +234,11 @@ def _run(
         rng = np.random.default_rng([seed, ordinal, generation, stalls])
         if len(archive) < population:
             X = _initial(codec, seeds, population, rng)
+        elif stalls < 2 and promoter is not None:  # the surrogate re-estimates every row: rank them all
+            F = promoter.corrected(archive)
+            X = _offspring(archive, F, nsga2.survivors(F, archive.violation, population), population, rng)
         elif stalls < 2:
-            F = promoter.corrected(archive) if promoter is not None else archive.F
-            X = _offspring(archive, F, population, population, rng)
+            X = _offspring(archive, archive.F, elite.survivors, population, rng)
         else:
             X = _initial(codec, seeds, population, rng)[population // 2 :]
         X = _unique_new(codec, X, archive.digests)
@@ -230,15 +268,15 @@ def _run(
             )
         if on_generation is not None:
             archive.refresh()
-            front_size = (
-                int((nsga2.rank_and_crowding(archive.F, archive.violation)[0] == 0).sum()) if len(archive) else 0
-            )
+            elite.update(archive)
             report = GenerationReport(
                 generation,
                 added,
                 min(complete + added, target),
-                front_size,
-                hypervolume(archive.F, archive.violation, handle.config),
+                len(elite.front),
+                front_hypervolume(archive.F[elite.front], handle.config),
+                archive,
+                elite.front,
                 measured,
             )
             on_generation(report)

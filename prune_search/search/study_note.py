@@ -2,20 +2,25 @@
 
 import warnings
 
+import numpy as np
 import optuna
 import optuna_dashboard
 
-from prune_search.search.front import REFERENCE, hypervolume
+from prune_search.search.archive import Archive
+from prune_search.search.front import REFERENCE, front_hypervolume, front_indices
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive, spread
 from prune_search.storage.measurements import read_scores
 
 
-def note_markdown(handle: StudyHandle) -> str:
-    """Markdown: what the study searches, its budgets, and the front at this moment."""
+def note_markdown(handle: StudyHandle, archive: Archive | None = None, front: np.ndarray | None = None) -> str:
+    """Markdown: what the study searches, its budgets, and the front at this moment. ``archive``: the study's
+    trials as a worker holds them (read now when None); ``front [K]``: the archive rows of its feasible proxy
+    front (computed when None)."""
     config = handle.config
-    archive = load_archive(handle)
-    rows = front_rows(handle, archive)
+    archive = archive if archive is not None else load_archive(handle)
+    front = front if front is not None else front_indices(archive.F, archive.violation)
+    rows = front_rows(handle, archive, proxy_front=front)
     limits = config["constraints"]
     lines = [
         f"## prune-search study `{handle.study.study_name}`",
@@ -28,7 +33,7 @@ def note_markdown(handle: StudyHandle) -> str:
         *_fitness_line(config),
         f"- budgets: MACs ≤ {limits['max_macs'] or '—'}, params ≤ {limits['max_params'] or '—'}",
         f"- trials: {len(archive)}; feasible front: {len(rows)}; hypervolume "
-        f"{hypervolume(archive.F, archive.violation, config):.4f} "
+        f"{front_hypervolume(archive.F[front], config):.4f} "
         f"(reference point {REFERENCE} on base-normalised objectives)",
         *_evaluations_line(handle, rows),
         "",
@@ -69,8 +74,9 @@ def _fitness_line(config: dict) -> list[str]:
     ]
 
 
-def update_study_note(handle: StudyHandle) -> None:
-    """Replace the study's dashboard note with the current summary."""
+def update_study_note(handle: StudyHandle, archive: Archive | None = None, front: np.ndarray | None = None) -> None:
+    """Replace the study's dashboard note with the current summary (``archive``, ``front``: as
+    :func:`note_markdown` takes them)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna_dashboard.save_note(handle.study, note_markdown(handle))
+        optuna_dashboard.save_note(handle.study, note_markdown(handle, archive, front))

@@ -1,6 +1,5 @@
 """What ``front`` and ``status`` print: feasible Pareto trials, states, workers, hypervolume."""
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -9,9 +8,10 @@ import torch
 from prune_search.search.archive import Archive
 from prune_search.search.codec import CandidateCodec
 from prune_search.search.fidelity import MEASURE, corrected_objectives
-from prune_search.search.front import REFERENCE, front_indices, hypervolume, hypervolume_history
+from prune_search.search.front import REFERENCE, front_hypervolume, front_indices, hypervolume_history
 from prune_search.search.runner import Scorer
 from prune_search.search.study import StudyHandle
+from prune_search.storage.bulk import trial_states
 from prune_search.storage.measurements import count_claims, read_scores
 from prune_search.storage.study_data import workers_of
 
@@ -43,14 +43,20 @@ def measured_objectives(
     return F, rows, scores
 
 
-def front_rows(handle: StudyHandle, archive: Archive | None = None, corrected: bool = False) -> list[dict[str, Any]]:
+def front_rows(
+    handle: StudyHandle,
+    archive: Archive | None = None,
+    corrected: bool = False,
+    proxy_front: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
     """The feasible Pareto trials, sorted by MACs: trial number, keep counts, strategies, costs, proxies,
     and ``score``, the value that ranks them (lower is better).
 
     In a multi-fidelity study with measured candidates the front is that of the measured candidates, with the
     measured score (``measured``: KL, loss, accuracy) in place of the proxy; with ``corrected``, the front of
     every candidate by the measured score or, where unmeasured, the surrogate-corrected proxy (the search's own
-    view, dense across MACs). Otherwise the proxy's front.
+    view, dense across MACs). Otherwise the proxy's front (``proxy_front [K]``, its archive rows, when the caller
+    holds them).
     """
     archive = archive or load_archive(handle)
     F, rows_measured, scores = measured_objectives(handle, archive)
@@ -61,11 +67,11 @@ def front_rows(handle: StudyHandle, archive: Archive | None = None, corrected: b
     elif len(rows_measured):
         idx = rows_measured[front_indices(F, archive.violation[rows_measured])]
     else:
-        idx = front_indices(archive.F, archive.violation)
+        idx = proxy_front if proxy_front is not None else front_indices(archive.F, archive.violation)
     if len(idx) == 0:
         return []
     rows = []
-    for i, attrs in zip(idx, Scorer(handle, torch.device("cpu")).attrs(archive.X[idx]), strict=True):
+    for i, attrs in zip(idx, Scorer(handle, torch.device("cpu")).rows(archive.X[idx]), strict=True):
         measured = scores.get(archive.keys[i])
         rows.append(
             {
@@ -91,20 +97,21 @@ def front_rows(handle: StudyHandle, archive: Archive | None = None, corrected: b
 
 
 def status(handle: StudyHandle) -> dict[str, Any]:
-    """Trials by state, workers seen, hypervolume now and after each generation."""
+    """Trials by state, workers seen, hypervolume now and over the study's generations (at most 20 of them,
+    spread evenly: :func:`~prune_search.search.front.hypervolume_history`)."""
     archive = load_archive(handle)
-    states = Counter(t.state.name for t in handle.storage.get_all_trials(handle.study_id, deepcopy=False))
+    front = front_indices(archive.F, archive.violation)
     history = hypervolume_history(archive.F, archive.violation, archive.generation, handle.config)
     return {
         "study": handle.study.study_name,
-        "trials": dict(states),
-        "front": len(front_indices(archive.F, archive.violation)),
+        "trials": trial_states(handle.engine, handle.study_id),
+        "front": len(front),
         "evaluations": {
             "budget": int(handle.config.get("evaluations", 0)),
             "measured": len(read_scores(handle.engine, handle.study_id)),
             "claimed": count_claims(handle.engine, handle.study_id),
         },
-        "hypervolume": hypervolume(archive.F, archive.violation, handle.config),
+        "hypervolume": front_hypervolume(archive.F[front], handle.config),
         "reference_point": [REFERENCE] * len(handle.config["objectives"]),
         "objectives": handle.objective_names(),
         "history": [{"generation": g, "trials": n, "hypervolume": hv} for g, n, hv in history],

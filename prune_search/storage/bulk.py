@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from prune_search.storage import tables
 from prune_search.storage.optuna_tables import (
     CompleteTrial,
+    count_by_state,
     count_complete,
     count_trials,
     insert_complete_trials,
@@ -116,6 +117,16 @@ def read_candidates(engine: Engine, study_id: int, after_id: int = 0) -> list[di
                 .order_by(tables.candidates.c.id)
             )
             return [dict(row._mapping) for row in rows]
+
+    return with_retry(read, engine)
+
+
+def trial_states(engine: Engine, study_id: int) -> dict[str, int]:
+    """``{state name: trials}`` of the study, counted by the database (with retries)."""
+
+    def read() -> dict[str, int]:
+        with engine.connect() as conn:
+            return count_by_state(conn, study_id)
 
     return with_retry(read, engine)
 
