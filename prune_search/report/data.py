@@ -15,13 +15,19 @@ from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive
 from prune_search.storage.optuna_tables import user_attr_of_trials
 
+CLOUD_POINTS = 5000
+"""At most this many trials in the report's grey cloud of all trials (a seeded sample in larger studies), so
+that the report's size and build time stay bounded however large the study is."""
+
 
 @dataclass
 class ReportData:
-    """Everything the figures need, as arrays and plain rows."""
+    """Everything the figures need, as arrays and plain rows: ``macs``, ``params``, ``proxy`` ``[S]`` are
+    those of the ``sample [S]`` of archive rows drawn in the cloud of all trials (MACs and params as counts)."""
 
     handle: StudyHandle
     archive: Archive
+    sample: np.ndarray
     macs: np.ndarray
     params: np.ndarray
     proxy: np.ndarray
@@ -40,10 +46,13 @@ def finalized_results(handle: StudyHandle) -> list[dict[str, Any]]:
 def collect(handle: StudyHandle) -> ReportData:
     """Read the study once and derive every series the report plots."""
     archive = load_archive(handle)
-    proxies, macs, params = Scorer(handle, torch.device("cpu")).measure(archive.X)
+    sample = np.arange(len(archive))
+    if len(archive) > CLOUD_POINTS:
+        sample = np.sort(np.random.default_rng(0).choice(len(archive), CLOUD_POINTS, replace=False))
+    proxies, macs, params = Scorer(handle, torch.device("cpu")).measure(archive.X[sample])
     proxy = proxies[handle.config["proxy"]].astype(np.float64)
     macs, params = macs.astype(np.float64), params.astype(np.float64)
     front = front_rows(handle, archive)
     chosen = knee(front, handle.config["objectives"]) if front else None
     history = hypervolume_history(archive.F, archive.violation, archive.generation, handle.config)
-    return ReportData(handle, archive, macs, params, proxy, front, chosen, finalized_results(handle), history)
+    return ReportData(handle, archive, sample, macs, params, proxy, front, chosen, finalized_results(handle), history)

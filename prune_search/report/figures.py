@@ -17,6 +17,11 @@ def _series(data: ReportData) -> dict[str, np.ndarray]:
     return {"proxy": data.proxy, "macs": 100 * data.macs / base["macs"], "params": 100 * data.params / base["params"]}
 
 
+def _cloud_name(data: ReportData) -> str:
+    shown, held = len(data.sample), len(data.archive)
+    return "all trials" if shown == held else f"trials ({shown:,} of {held:,}, sampled)"
+
+
 def _front_values(data: ReportData, rows: list[dict]) -> dict[str, np.ndarray]:
     proxy = f"proxy_{data.handle.config['proxy']}"
     return {
@@ -35,7 +40,11 @@ def pareto_projections(data: ReportData) -> list[go.Figure]:
         fig = go.Figure()
         fig.add_trace(
             go.Scattergl(
-                x=series[x], y=series[y], mode="markers", name="all trials", marker={"size": 4, "color": "lightgray"}
+                x=series[x],
+                y=series[y],
+                mode="markers",
+                name=_cloud_name(data),
+                marker={"size": 4, "color": "lightgray"},
             )
         )
         fig.add_trace(

@@ -25,25 +25,56 @@ def decode_genes(text: str) -> np.ndarray:
 class Archive:
     """Genes ``X [N, 2G]``, objectives ``F [N, M]``, violations ``[N]`` of all stored trials,
     with their trial numbers, Optuna trial ids and digests (``keys``) in storage order; ``codec`` decodes
-    the genes, ``name`` (the study's) is for messages."""
+    the genes, ``name`` (the study's) is for messages.
+
+    The arrays are views of buffers that grow by doubling, so reading new rows costs what the new rows cost,
+    not what the study holds.
+    """
 
     def __init__(self, engine: Engine, study_id: int, codec: CandidateCodec, objectives: int, name: str) -> None:
         self.engine = engine
         self.study_id = study_id
         self.codec = codec
         self.name = name
-        self.X = np.zeros((0, 2 * len(codec)), dtype=np.int64)
-        self.F = np.zeros((0, objectives))
-        self.violation = np.zeros(0)
-        self.generation = np.zeros(0, dtype=np.int64)
-        self.numbers = np.zeros(0, dtype=np.int64)
-        self.trial_ids = np.zeros(0, dtype=np.int64)
+        self._size = 0
+        self._buffers = {
+            "X": np.zeros((0, 2 * len(codec)), dtype=np.int64),
+            "F": np.zeros((0, objectives)),
+            "violation": np.zeros(0),
+            "generation": np.zeros(0, dtype=np.int64),
+            "numbers": np.zeros(0, dtype=np.int64),
+            "trial_ids": np.zeros(0, dtype=np.int64),
+        }
         self.keys: list[str] = []
         self.digests: set[str] = set()
         self._last_row = 0
 
     def __len__(self) -> int:
-        return len(self.X)
+        return self._size
+
+    @property
+    def X(self) -> np.ndarray:
+        return self._buffers["X"][: self._size]
+
+    @property
+    def F(self) -> np.ndarray:
+        return self._buffers["F"][: self._size]
+
+    @property
+    def violation(self) -> np.ndarray:
+        return self._buffers["violation"][: self._size]
+
+    @property
+    def generation(self) -> np.ndarray:
+        return self._buffers["generation"][: self._size]
+
+    @property
+    def numbers(self) -> np.ndarray:
+        return self._buffers["numbers"][: self._size]
+
+    @property
+    def trial_ids(self) -> np.ndarray:
+        return self._buffers["trial_ids"][: self._size]
 
     def refresh(self) -> int:
         """Read the rows added since the last refresh; returns how many."""
@@ -51,15 +82,29 @@ class Archive:
         if not rows:
             return 0
         self._last_row = rows[-1]["id"]
-        self.X = np.vstack([self.X, np.stack([decode_genes(r["genes"]) for r in rows])])
-        self.F = np.vstack([self.F, np.array([json.loads(r["objectives"]) for r in rows], dtype=np.float64)])
-        self.violation = np.concatenate([self.violation, [r["violation"] for r in rows]])
-        self.generation = np.concatenate([self.generation, [r["generation"] for r in rows]])
-        self.numbers = np.concatenate([self.numbers, [r["number"] for r in rows]]).astype(np.int64)
-        self.trial_ids = np.concatenate([self.trial_ids, [r["trial_id"] for r in rows]]).astype(np.int64)
+        self._append(
+            X=np.stack([decode_genes(r["genes"]) for r in rows]),
+            F=np.array([json.loads(r["objectives"]) for r in rows], dtype=np.float64),
+            violation=np.array([r["violation"] for r in rows], dtype=np.float64),
+            generation=np.array([r["generation"] for r in rows], dtype=np.int64),
+            numbers=np.array([r["number"] for r in rows], dtype=np.int64),
+            trial_ids=np.array([r["trial_id"] for r in rows], dtype=np.int64),
+        )
         self.keys.extend(r["digest"] for r in rows)
         self.digests.update(r["digest"] for r in rows)
         return len(rows)
+
+    def _append(self, **columns: np.ndarray) -> None:
+        count = len(columns["X"])
+        end = self._size + count
+        for name, values in columns.items():
+            buffer = self._buffers[name]
+            if end > len(buffer):
+                grown = np.zeros((max(end, 2 * len(buffer), 1024), *buffer.shape[1:]), dtype=buffer.dtype)
+                grown[: self._size] = buffer[: self._size]
+                self._buffers[name] = buffer = grown
+            buffer[self._size : end] = values
+        self._size = end
 
     def next_generation(self) -> int:
         return int(self.generation.max()) + 1 if len(self.generation) else 0

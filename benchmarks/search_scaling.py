@@ -1,0 +1,200 @@
+"""How a study's cost grows with its size: generation time, commands, dashboard and database bytes.
+
+One study per storage (SQLite file; PostgreSQL in a database of its own, dropped afterwards) of the
+embedded default's model, ``resnet20`` on digits (untrained weights: they do not change the speed; 12 groups,
+24 Optuna params per trial), default proxy and population 100, is grown to each size in ``--sizes``; at each
+size the next ``--window`` generations are timed (``run_worker`` in this process, torch on ``--threads``
+threads). At the largest size every read command runs as a user runs it (a fresh process; wall time and peak
+memory), optuna-dashboard answers the study page once in full and once as an idle poll (its WSGI app in a
+fresh process, cut off after ``--dashboard-timeout`` s), and the database's bytes per trial are measured.
+
+Run:  python benchmarks/search_scaling.py [--sizes 1000 10000 50000 100000] [--storages sqlite postgresql]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from sqlalchemy import create_engine, text
+
+from prune_search.data import DataSpec
+from prune_search.models import ModelSpec, build_model
+from prune_search.search import StartOptions, create_or_join, run_worker
+from prune_search.training.checkpoint import model_payload, save_checkpoint
+
+POSTGRES_ADMIN = "postgresql+psycopg://root@127.0.0.1:5432/test"
+
+DASHBOARD_PROBE = """
+import io, json, sys, time
+from wsgiref.util import setup_testing_defaults
+import optuna, optuna_dashboard
+url, name = sys.argv[1], sys.argv[2]
+study_id = optuna.storages.get_storage(url).get_study_id_from_name(name)
+app = optuna_dashboard.wsgi(url)
+
+def get(query):
+    environ = {"PATH_INFO": f"/api/studies/{study_id}", "QUERY_STRING": query, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    started = time.perf_counter()
+    body = b"".join(app(environ, lambda status, headers: None))
+    return time.perf_counter() - started, body
+
+full_s, full = get("after=0")
+trials = len(json.loads(full)["trials"])
+poll_s, poll = get(f"after={trials}")
+print(json.dumps({"full_s": full_s, "full_bytes": len(full), "trials": trials, "poll_s": poll_s,
+                  "poll_bytes": len(poll)}))
+"""
+
+MEASURED_RUN = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc, file=sys.stderr)"
+)
+
+
+def untrained_checkpoint(folder: Path) -> Path:
+    torch.manual_seed(0)
+    spec = ModelSpec("resnet20", 1, 10, 8)
+    path = folder / "resnet20-untrained.pt"
+    save_checkpoint(model_payload(spec, DataSpec("digits"), build_model(spec).state_dict()), path)
+    return path
+
+
+def generation_seconds(handle, target: int) -> float:
+    """Mean wall time (s) per generation while the study grows to ``target`` trials."""
+    stamps = [time.perf_counter()]
+    run_worker(handle, target, on_generation=lambda _: stamps.append(time.perf_counter()))
+    return float(np.mean(np.diff(stamps)))
+
+
+def command(args: list[str], folder: Path) -> tuple[float, float, int]:
+    """Wall time (s), peak memory (GiB) and exit status of ``prune-search ARGS`` in a fresh process."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED_RUN, sys.executable, "-m", "prune_search", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    peak_kib, rc = done.stderr.strip().splitlines()[-1].split()
+    return elapsed, int(peak_kib) / 2**20, int(rc)
+
+
+def dashboard(url: str, name: str, timeout: float) -> dict | None:
+    """optuna-dashboard's answers for the study page (full, then an idle poll), or None past ``timeout``."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", DASHBOARD_PROBE, url, name], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def database_bytes(kind: str, url: str, folder: Path) -> int:
+    if kind == "sqlite":
+        return (folder / "scaling.db").stat().st_size
+    with create_engine(url).connect() as conn:
+        return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
+
+
+def postgres_database() -> tuple[str, str]:
+    """A fresh PostgreSQL database for the run: (its URL, its name)."""
+    name = f"scaling_{uuid.uuid4().hex[:8]}"
+    with create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    return POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}", name
+
+
+def drop_postgres_database(name: str) -> None:
+    with create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def run(kind: str, sizes: list[int], window: int, population: int, timeout: float, folder: Path) -> None:
+    url, db_name = (f"sqlite:///{folder / 'scaling.db'}", None) if kind == "sqlite" else postgres_database()
+    try:
+        options = StartOptions(checkpoint=untrained_checkpoint(folder), population=population)
+        handle, _ = create_or_join(url, "scaling", options, device="cpu", progress=False)
+        rows = []
+        for size in sizes:
+            started = time.perf_counter()
+            run_worker(handle, size)
+            fill = time.perf_counter() - started
+            per_generation = generation_seconds(handle, size + window * population)
+            rows.append((size, per_generation, fill))
+            print(f"  {kind}: {size:,} trials (filled in {fill:.0f} s), {per_generation:.3f} s/generation", flush=True)
+        held = size + window * population
+        print()
+        print(f"### {kind}")
+        print()
+        print("| trials | s / generation | trials/s | vs the first size |")
+        print("|---|---|---|---|")
+        for size, seconds, _ in rows:
+            print(f"| {size:,} | {seconds:.3f} | {population / seconds:,.0f} | {seconds / rows[0][1]:.2f}× |")
+        print()
+        print(f"At {held:,} trials (each a fresh process, as a user runs it):")
+        print()
+        print("| command | wall s | peak memory GiB | exit |")
+        print("|---|---|---|---|")
+        report = folder / f"report-{kind}.html"
+        for args in (
+            ["front", "--study", "scaling", "--storage", url, "--format", "csv"],
+            ["status", "--study", "scaling", "--storage", url],
+            ["report", "--study", "scaling", "--storage", url, "--out", str(report)],
+            ["--help"],
+        ):
+            seconds, peak, rc = command(args, folder)
+            print(f"| `{args[0]}` | {seconds:.1f} | {peak:.2f} | {rc} |")
+        size_mb = report.stat().st_size / 1e6 if report.exists() else float("nan")
+        stored = database_bytes(kind, url, folder)
+        print()
+        print(f"report: {size_mb:.1f} MB; database: {stored / 1e6:.0f} MB, {stored / held:,.0f} bytes per trial")
+        answer = dashboard(url, "scaling", timeout)
+        if answer is None:
+            print(f"optuna-dashboard study answer: no answer within {timeout:.0f} s")
+        else:
+            print(
+                f"optuna-dashboard study answer: {answer['full_bytes'] / 1e6:.1f} MB in {answer['full_s']:.1f} s "
+                f"({answer['full_bytes'] / answer['trials']:,.0f} bytes per trial); idle poll "
+                f"{answer['poll_bytes'] / 1e6:.2f} MB in {answer['poll_s']:.1f} s"
+            )
+        print()
+    finally:
+        if db_name is not None:
+            drop_postgres_database(db_name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000, 100000])
+    parser.add_argument("--storages", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument("--window", type=int, default=20, help="Generations timed at each size.")
+    parser.add_argument("--population", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dashboard-timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    print(
+        f"resnet20 on digits (untrained), population {args.population}, default proxy; {args.window} generations "
+        f"timed at each size; torch threads {args.threads}"
+    )
+    for kind in args.storages:
+        with tempfile.TemporaryDirectory(prefix="search-scaling-") as folder:
+            run(kind, sorted(args.sizes), args.window, args.population, args.dashboard_timeout, Path(folder))
+
+
+if __name__ == "__main__":
+    main()
