@@ -64,9 +64,9 @@ def test_knee_finalize_exports_a_model_that_loads_with_identical_logits(study, t
     assert set(weights) == set(loaded.state_dict())
 
     trial = next(t for t in optuna.load_study(study_name="fin", storage=url).trials if t.number == number)
-    stored = trial.user_attrs["finalized"]
-    assert stored["test_acc"] == result["test_acc"]
-    assert stored["macs"] == result["macs"]
+    assert trial.user_attrs["finalized.test_acc"] == result["test_acc"]
+    assert trial.user_attrs["finalized.macs"] == result["macs"]
+    assert not any(isinstance(v, dict | list) for k, v in trial.user_attrs.items() if k.startswith("finalized"))
     assert "Finalized trial" in get_note(optuna.trial.Trial(handle.study, trial._trial_id))
     artifacts = optuna.artifacts.get_all_artifact_meta(trial, storage=handle.storage)
     assert [a.filename for a in artifacts] == [f"trial-{number}-plan.json"]
@@ -152,7 +152,7 @@ def test_two_workers_on_postgresql_split_the_front_without_overlap(study, tmp_pa
     assert len(list((tmp_path / "front").iterdir())) == 4
     expected = {r["trial"] for r in front_rows(handle)}
     trials = optuna.load_study(study_name=name, storage=POSTGRES).get_trials(deepcopy=False)
-    assert {t.number for t in trials if "finalized" in t.user_attrs} <= expected
+    assert {t.number for t in trials if "finalized.test_acc" in t.user_attrs} <= expected
 
 
 def test_bad_choices_are_refused_with_one_line(study, tmp_path):

@@ -67,7 +67,8 @@ def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):
     finalized = next(t for t in study["trials"] if t["number"] == number)
     assert [a["filename"] for a in finalized["artifacts"]] == [f"trial-{number}-plan.json"]
     attrs = {a["key"]: a["value"] for a in finalized["user_attrs"]}
-    assert "finalized" in attrs and "keep" in attrs
+    assert "finalized.test_acc" in attrs and "keep" in attrs
+    assert max(len(a["value"]) for a in finalized["user_attrs"] if a["key"] != "finalized.out") < 120
     artifact_id = finalized["artifacts"][0]["artifact_id"]
     status, plan = _get(app, f"/artifacts/{handle.study_id}/{finalized['trial_id']}/{artifact_id}")
     assert status.startswith("200")

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Subset
-from torchvision.transforms import v2
 
 from prune_search.data.bundle import ArrayImages, DatasetBundle, Transform
 from prune_search.data.idx import read_idx
@@ -109,14 +108,19 @@ _ARRAY_LOADERS = {
     "cifar100": _torchvision_arrays("CIFAR100"),
 }
 
-# Train-only augmentation on [C, H, W] float images in [0, 1].
-_AUGMENT: dict[str, Transform] = {
-    "digits": v2.RandomCrop(8, padding=1),
-    "fashion-mnist": v2.Compose([v2.RandomCrop(28, padding=2), v2.RandomHorizontalFlip()]),
-    "mnist": v2.RandomCrop(28, padding=2),
-    "cifar10": v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]),
-    "cifar100": v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]),
-}
+
+def _augment(name: str) -> Transform:
+    """Train-only augmentation of dataset ``name`` on [C, H, W] float images in [0, 1] (torchvision is imported
+    here, when data is loaded, not when the catalog is)."""
+    from torchvision.transforms import v2
+
+    return {
+        "digits": lambda: v2.RandomCrop(8, padding=1),
+        "fashion-mnist": lambda: v2.Compose([v2.RandomCrop(28, padding=2), v2.RandomHorizontalFlip()]),
+        "mnist": lambda: v2.RandomCrop(28, padding=2),
+        "cifar10": lambda: v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]),
+        "cifar100": lambda: v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]),
+    }[name]()
 
 
 def _array_bundle(spec: DataSpec, download: bool) -> DatasetBundle:
@@ -138,7 +142,7 @@ def _array_bundle(spec: DataSpec, download: bool) -> DatasetBundle:
     mean = train_pixels.mean(dim=(0, 2, 3))
     std = train_pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
     plain = ArrayImages(pixels, targets, mean, std)
-    augmented = ArrayImages(pixels, targets, mean, std, _AUGMENT[spec.name])
+    augmented = ArrayImages(pixels, targets, mean, std, _augment(spec.name))
     index = {"train": train.tolist(), "val": val.tolist(), "test": test.tolist()}
     return DatasetBundle(
         spec=spec,
@@ -154,6 +158,7 @@ def _array_bundle(spec: DataSpec, download: bool) -> DatasetBundle:
 
 def _image_folder_bundle(spec: DataSpec) -> DatasetBundle:
     from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
 
     root = Path(spec.name.partition(":")[2]).expanduser()
     if not root.is_dir():

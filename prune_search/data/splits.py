@@ -1,7 +1,6 @@
 """Deterministic, stratified train / val / test index splits."""
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 
 def holdout(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -10,6 +9,8 @@ def holdout(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int)
     ``labels`` holds the class of every sample (indexed by ``indices``); the result is a
     function of (indices, labels, fraction, seed) only, and both parts are sorted.
     """
+    from sklearn.model_selection import train_test_split  # imported on first use: a read command never needs it
+
     kept, held = train_test_split(
         indices, test_size=fraction, stratify=labels[indices], random_state=seed, shuffle=True
     )

@@ -21,7 +21,7 @@ from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.finalize.tune import FinalizeConfig, fine_tune
 from prune_search.search.study import StudyHandle, base_checkpoint, open_base
 from prune_search.search.summary import load_archive
-from prune_search.storage.optuna_tables import attach_artifact, set_finished_user_attr
+from prune_search.storage.optuna_tables import attach_artifact, set_finished_user_attrs
 from prune_search.storage.study_data import check_writable
 from prune_search.storage.url import reported
 from prune_search.training.fit import EpochRecord
@@ -31,6 +31,19 @@ RUN_FILE = "run.json"
 STATE_FILE = "state.pt"
 RESULT_FILE = "result.json"
 RESULT_ATTR = "finalized"
+"""A finalized trial's result is stored as user attrs ``finalized.<field>`` (``finalized.sparse.<field>``), one
+readable row each in optuna-dashboard; older studies hold it as one ``finalized`` dict."""
+
+
+def result_attrs(result: dict[str, Any], prefix: str = RESULT_ATTR) -> dict[str, Any]:
+    """``result`` as flat user attrs: ``{"<prefix>.<field>": value}``, nested dicts by dotted names."""
+    flat: dict[str, Any] = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            flat |= result_attrs(value, f"{prefix}.{key}")
+        else:
+            flat[f"{prefix}.{key}"] = value
+    return flat
 
 
 def _check_out(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -78,7 +91,7 @@ def check_can_record(handle: StudyHandle, out: Path, artifact_dir: Path) -> None
 
 def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path, artifact_dir: Path) -> None:
     trial_id = handle.storage.get_trial_id_from_study_id_trial_number(handle.study_id, number)
-    set_finished_user_attr(handle.engine, trial_id, RESULT_ATTR, result)
+    set_finished_user_attrs(handle.engine, trial_id, result_attrs(result))
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(artifact_dir))
     artifact_id = str(uuid.uuid4())

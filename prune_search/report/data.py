@@ -13,9 +13,9 @@ from prune_search.search.front import hypervolume_history
 from prune_search.search.runner import Scorer
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive
-from prune_search.storage.optuna_tables import user_attr_of_trials
+from prune_search.storage.optuna_tables import user_attrs_of_trials
 
-CLOUD_POINTS = 5000
+CLOUD_POINTS = 3000
 """At most this many trials in the report's grey cloud of all trials (a seeded sample in larger studies), so
 that the report's size and build time stay bounded however large the study is."""
 
@@ -38,9 +38,13 @@ class ReportData:
 
 
 def finalized_results(handle: StudyHandle) -> list[dict[str, Any]]:
-    """The ``finalized`` user attribute of every trial that has one, by trial number."""
-    results = user_attr_of_trials(handle.engine, handle.study_id, RESULT_ATTR)
-    return [value | {"trial": number} for number, value in results]
+    """The finalized result of every trial that has one (``finalized.<field>`` user attrs, or an older study's
+    ``finalized`` dict), by trial number; nested fields keep their dotted names (``sparse.asked``)."""
+    results = []
+    for number, attrs in user_attrs_of_trials(handle.engine, handle.study_id, RESULT_ATTR):
+        fields = attrs.get(RESULT_ATTR) or {k.removeprefix(f"{RESULT_ATTR}."): v for k, v in attrs.items()}
+        results.append(fields | {"trial": number})
+    return results
 
 
 def collect(handle: StudyHandle) -> ReportData:

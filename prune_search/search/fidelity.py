@@ -16,9 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.linear_model import RidgeCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from prune_search.evaluators import BatchedEvaluator
 from prune_search.search.archive import Archive
@@ -52,6 +49,10 @@ class Surrogate:
         self.offset = float(residual.mean()) if len(residual) else 0.0
         self.model = None
         if len(residual) >= MIN_FIT:
+            from sklearn.linear_model import RidgeCV  # imported when fitted: a read command never needs it
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
             self.model = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(features, residual)
 
     def __call__(self, features: np.ndarray, fast: np.ndarray) -> np.ndarray:

@@ -222,10 +222,10 @@ def _run(
     population = handle.config["population"]
     elite = Elite(population)
     added_total = stalls = 0
+    complete = complete_trials(handle.engine, handle.study_id)  # then as each generation's write counted them
     while True:
         archive.refresh()
         elite.update(archive)
-        complete = complete_trials(handle.engine, handle.study_id)
         if complete >= target:
             if promoter is not None:
                 promoter.promote(archive, worker_id, promoter.budget)
@@ -243,7 +243,7 @@ def _run(
             X = _initial(codec, seeds, population, rng)[population // 2 :]
         X = _unique_new(codec, X, archive.digests)
         records = scorer.records(X, generation, worker_id) if len(X) else []
-        added = persist_generation(
+        added, complete = persist_generation(
             handle.engine,
             handle.study_id,
             records,
@@ -272,7 +272,7 @@ def _run(
             report = GenerationReport(
                 generation,
                 added,
-                min(complete + added, target),
+                min(complete, target),
                 len(elite.front),
                 front_hypervolume(archive.F[elite.front], handle.config),
                 archive,

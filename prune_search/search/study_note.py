@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import optuna
-import optuna_dashboard
 
 from prune_search.search.archive import Archive
 from prune_search.search.front import REFERENCE, front_hypervolume, front_indices
@@ -77,6 +76,8 @@ def _fitness_line(config: dict) -> list[str]:
 def update_study_note(handle: StudyHandle, archive: Archive | None = None, front: np.ndarray | None = None) -> None:
     """Replace the study's dashboard note with the current summary (``archive``, ``front``: as
     :func:`note_markdown` takes them)."""
+    import optuna_dashboard  # imported when a note is written: read commands never need it
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna_dashboard.save_note(handle.study, note_markdown(handle, archive, front))

@@ -52,18 +52,20 @@ def persist_generation(
     target: int,
     generation: int,
     worker_id: int,
-) -> int:
+) -> tuple[int, int]:
     """Store ``records`` as COMPLETE trials, skipping known candidates, up to ``target`` in all.
 
-    Returns how many trials were added (0 once the study holds ``target`` COMPLETE trials).
+    Returns how many trials were added (0 once the study holds ``target`` COMPLETE trials) and how many
+    COMPLETE trials the study holds after them.
     """
 
-    def write() -> int:
+    def write() -> tuple[int, int]:
         with engine.begin() as conn:
             lock_study(conn, study_id)
-            room = target - count_complete(conn, study_id)
+            held = count_complete(conn, study_id)
+            room = target - held
             if room <= 0 or not records:
-                return 0
+                return 0, held
             known = set(
                 conn.execute(
                     select(tables.candidates.c.digest).where(
@@ -74,7 +76,7 @@ def persist_generation(
             )
             fresh = [r for r in records if r.digest not in known][:room]
             if not fresh:
-                return 0
+                return 0, held
             number = count_trials(conn, study_id)
             trials = [
                 CompleteTrial(
@@ -101,7 +103,7 @@ def persist_generation(
                 for offset, (trial_id, record) in enumerate(zip(ids, fresh, strict=True))
             ]
             conn.execute(insert(tables.candidates), compact)
-            return len(fresh)
+            return len(fresh), held + len(fresh)
 
     return with_retry(write, engine)
 

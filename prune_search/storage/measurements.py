@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from prune_search.storage import tables
-from prune_search.storage.optuna_tables import set_finished_user_attr
+from prune_search.storage.optuna_tables import set_finished_user_attrs
 from prune_search.storage.trial_records import pid_alive
 from prune_search.storage.url import with_retry
 
@@ -106,7 +106,7 @@ def record_scores(engine: Engine, study_id: int, promotion: Promotion, scores: d
                 .values(scores=json.dumps(scores))
             )
 
-    set_finished_user_attr(engine, promotion.trial_id, MEASURED_ATTR, scores)
+    set_finished_user_attrs(engine, promotion.trial_id, {MEASURED_ATTR: scores})
     with_retry(write, engine)
 
 

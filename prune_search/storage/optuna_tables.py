@@ -175,38 +175,47 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _upsert(engine: Engine, table: Table, trial_id: int, key: str, value: Any) -> None:
+def _upsert(engine: Engine, table: Table, trial_id: int, values: dict[str, Any]) -> None:
     def write() -> None:
         with engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.trial_id == trial_id, table.c.key == key))
-            conn.execute(insert(table).values(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+            conn.execute(delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(values))))
+            conn.execute(
+                insert(table), [{"trial_id": trial_id, "key": k, "value_json": _compact(v)} for k, v in values.items()]
+            )
 
     with_retry(write, engine)
 
 
-def set_finished_user_attr(engine: Engine, trial_id: int, key: str, value: Any) -> None:
-    """Set a user attribute of a (finished) trial, which Optuna's API refuses."""
-    _upsert(engine, _user_attrs, trial_id, key, value)
+def set_finished_user_attrs(engine: Engine, trial_id: int, values: dict[str, Any]) -> None:
+    """Set user attributes of a (finished) trial in one transaction, which Optuna's API refuses."""
+    _upsert(engine, _user_attrs, trial_id, values)
 
 
 def attach_artifact(engine: Engine, trial_id: int, artifact_id: str, filename: str, mimetype: str) -> None:
     """Register an artifact already written to the artifact store on a (finished) trial, as
     ``optuna.artifacts.upload_artifact`` does (an ``artifacts:<id>`` system attribute)."""
     meta = {"artifact_id": artifact_id, "filename": filename, "mimetype": mimetype, "encoding": None}
-    _upsert(engine, _system_attrs, trial_id, f"artifacts:{artifact_id}", json.dumps(meta))  # as Optuna stores it
+    _upsert(engine, _system_attrs, trial_id, {f"artifacts:{artifact_id}": json.dumps(meta)})  # as Optuna stores it
 
 
-def user_attr_of_trials(engine: Engine, study_id: int, key: str) -> list[tuple[int, Any]]:
-    """``(trial number, value)`` of every trial of the study with user attribute ``key``, by number."""
+def user_attrs_of_trials(engine: Engine, study_id: int, key: str) -> list[tuple[int, dict[str, Any]]]:
+    """``(trial number, {key: value})`` of every trial of the study with user attribute ``key`` or ones named
+    ``key.<field>``, by number."""
 
-    def read() -> list[tuple[int, Any]]:
+    def read() -> list[tuple[int, dict[str, Any]]]:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(_trials.c.number, _user_attrs.c.value_json)
+                select(_trials.c.number, _user_attrs.c.key, _user_attrs.c.value_json)
                 .join(_user_attrs, _user_attrs.c.trial_id == _trials.c.trial_id)
-                .where(_trials.c.study_id == study_id, _user_attrs.c.key == key)
+                .where(
+                    _trials.c.study_id == study_id,
+                    (_user_attrs.c.key == key) | _user_attrs.c.key.startswith(f"{key}.", autoescape=True),
+                )
                 .order_by(_trials.c.number)
             )
-            return [(int(number), json.loads(value)) for number, value in rows]
+            found: dict[int, dict[str, Any]] = {}
+            for number, name, value in rows:
+                found.setdefault(int(number), {})[name] = json.loads(value)
+            return list(found.items())
 
     return with_retry(read, engine)

@@ -1,5 +1,6 @@
 """Storage URLs: resolution order, redaction, engines that survive real networks."""
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +20,12 @@ ENV_VAR = "PRUNE_SEARCH_STORAGE"
 T = TypeVar("T")
 
 # Retries of a transient database error (lost connection, deadlock, lock timeout): the first after
-# RETRY_FIRST_DELAY_S, each later one twice as late (at most RETRY_MAX_DELAY_S), until RETRY_WINDOW_S have
-# passed since the first failure: a database server restarting, a failover or a network blip of up to a
-# minute costs a worker nothing; a longer outage ends in one line (what is stored stays; rerun to resume).
+# RETRY_FIRST_DELAY_S, each later one twice as late (at most RETRY_MAX_DELAY_S), until the retry window
+# (RETRY_WINDOW_S, or $PRUNE_SEARCH_RETRY_S seconds) has passed since the first failure: a database server
+# restarting, a failover or a network blip of up to a minute costs a worker nothing; a longer outage ends in
+# one line (what is stored stays; rerun to resume).
 RETRY_WINDOW_S = 60.0
+RETRY_ENV_VAR = "PRUNE_SEARCH_RETRY_S"
 RETRY_FIRST_DELAY_S = 0.2
 RETRY_MAX_DELAY_S = 5.0
 # SQLite's primary result codes of a write the database will not take however often it is retried.
@@ -37,6 +40,24 @@ _SQLITE_REFUSALS = {
 def resolve_url(url: str | None) -> str:
     """``--storage`` if given, else ``$PRUNE_SEARCH_STORAGE``, else an SQLite file in the working directory."""
     return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def retry_window() -> float:
+    """Seconds a transient database error is retried: ``$PRUNE_SEARCH_RETRY_S`` if set, else
+    :data:`RETRY_WINDOW_S`. A value that is not a finite number of seconds, 0 or more, is refused in one line."""
+    text = os.environ.get(RETRY_ENV_VAR, "").strip()
+    if not text:
+        return RETRY_WINDOW_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise PruneSearchError(
+            f"{RETRY_ENV_VAR} must be a number of seconds, 0 or more, got '{text}'; unset it for the default "
+            f"{RETRY_WINDOW_S:g} s"
+        )
+    return seconds
 
 
 def redact(url: str) -> str:
@@ -63,8 +84,9 @@ def create_engine(url: str) -> Engine:
     """An engine for ``url`` with pre-ping (stale connections are replaced) and a checked connection.
 
     Raises a one-line :class:`PruneSearchError` (password hidden) for a malformed or
-    unreachable storage.
+    unreachable storage, or a bad :func:`retry_window`, before any connection.
     """
+    retry_window()
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -210,7 +232,7 @@ def reported(url: str) -> Iterator[None]:
 
 def with_retry(action: Callable[[], T], engine: Engine | None = None) -> T:
     """Run ``action``, retrying transient database errors with exponential backoff for up to
-    :data:`RETRY_WINDOW_S`. A write the database refuses for good, or a transient error that outlasts the
+    :func:`retry_window` seconds. A write the database refuses for good, or a transient error that outlasts the
     retries, ends in a one-line :class:`PruneSearchError` (:func:`storage_error`; naming ``engine``'s URL)."""
     url = engine.url.render_as_string(hide_password=True) if engine is not None else None
     deadline = None
@@ -225,7 +247,7 @@ def with_retry(action: Callable[[], T], engine: Engine | None = None) -> T:
                     raise
                 raise error from None
             now = time.monotonic()
-            deadline = deadline if deadline is not None else now + RETRY_WINDOW_S
+            deadline = deadline if deadline is not None else now + retry_window()
             if now + delay > deadline:
                 raise storage_error(exc, url) from None
             time.sleep(delay)
