@@ -7,7 +7,8 @@ size the next ``--window`` generations are timed (``run_worker`` in this process
 threads; a fresh worker each time, whose first generation, which reads the whole study, is shown apart).
 At the largest size every read command runs as a user runs it (a fresh process; wall time and peak
 memory), optuna-dashboard answers the study page once in full and once as an idle poll (its WSGI app in a
-fresh process, cut off after ``--dashboard-timeout`` s), and the database's bytes per trial are measured.
+fresh process, cut off after ``--dashboard-timeout`` s; sizes plain and gzipped, as ``prune-search dashboard``
+sends them), and the database's bytes per trial are measured. ``--sizes 1000 2000`` gives the demo's scale.
 
 Run:  python benchmarks/search_scaling.py [--sizes 1000 10000 50000 100000] [--storages sqlite postgresql]
 """
@@ -35,7 +36,7 @@ from prune_search.training.checkpoint import model_payload, save_checkpoint
 POSTGRES_ADMIN = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 DASHBOARD_PROBE = """
-import io, json, sys, time
+import gzip, json, sys, time
 from wsgiref.util import setup_testing_defaults
 import optuna, optuna_dashboard
 url, name = sys.argv[1], sys.argv[2]
@@ -46,14 +47,15 @@ def get(query):
     environ = {"PATH_INFO": f"/api/studies/{study_id}", "QUERY_STRING": query, "REQUEST_METHOD": "GET"}
     setup_testing_defaults(environ)
     started = time.perf_counter()
-    body = b"".join(app(environ, lambda status, headers: None))
+    body = b"".join(app(environ, lambda *response: None))
     return time.perf_counter() - started, body
 
 full_s, full = get("after=0")
 trials = len(json.loads(full)["trials"])
 poll_s, poll = get(f"after={trials}")
 print(json.dumps({"full_s": full_s, "full_bytes": len(full), "trials": trials, "poll_s": poll_s,
-                  "poll_bytes": len(poll)}))
+                  "poll_bytes": len(poll), "full_gzip": len(gzip.compress(full, 6)),
+                  "poll_gzip": len(gzip.compress(poll, 6))}))
 """
 
 MEASURED_RUN = (
@@ -167,10 +169,12 @@ def run(kind: str, sizes: list[int], window: int, population: int, timeout: floa
         if answer is None:
             print(f"optuna-dashboard study answer: no answer within {timeout:.0f} s")
         else:
+            per_trial, gzipped = answer["full_bytes"] / answer["trials"], answer["full_gzip"] / answer["trials"]
             print(
                 f"optuna-dashboard study answer: {answer['full_bytes'] / 1e6:.1f} MB in {answer['full_s']:.1f} s "
-                f"({answer['full_bytes'] / answer['trials']:,.0f} bytes per trial); idle poll "
-                f"{answer['poll_bytes'] / 1e6:.2f} MB in {answer['poll_s']:.1f} s"
+                f"({per_trial:,.0f} bytes per trial; gzipped as `prune-search dashboard` sends it "
+                f"{gzipped:,.0f}); idle poll {answer['poll_bytes'] / 1e6:.2f} MB in {answer['poll_s']:.1f} s "
+                f"(gzipped {answer['poll_gzip'] / 1e6:.2f} MB)"
             )
         print()
     finally:

@@ -1,5 +1,6 @@
 """optuna-dashboard (its WSGI app, headless) and the HTML report on real studies."""
 
+import gzip
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from cli_helpers import run_cli
 from optuna.artifacts import FileSystemArtifactStore
 from services import POSTGRES
 
+from prune_search.cli.dashboard import gzipped
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.report import figures, write_report
 from prune_search.report.data import collect
@@ -43,16 +45,38 @@ def finalized_study(request, checkpoint, tmp_path_factory):
     return handle, url, artifacts, number, folder
 
 
-def _get(app, path: str) -> tuple[str, bytes]:
+def _get(app, path: str, headers: dict[str, str] | None = None) -> tuple[str, bytes]:
+    return _answer(app, path, headers)[::2]
+
+
+def _answer(app, path: str, headers: dict[str, str] | None = None) -> tuple[str, dict[str, str], bytes]:
+    """Status line, headers and body of ``GET path`` (``headers``: extra ``HTTP_*`` request headers)."""
     status = {}
 
-    def start(line, headers, exc_info=None):
-        status["line"] = line
+    def start(line, response_headers, exc_info=None):
+        status.update(line=line, headers=dict(response_headers))
 
-    environ = {"PATH_INFO": path}
+    environ = {"PATH_INFO": path, **(headers or {})}
     setup_testing_defaults(environ)
     body = b"".join(app(environ, start))
-    return status["line"], body
+    return status["line"], status["headers"], body
+
+
+def test_the_dashboard_command_gzips_the_study_answer(finalized_study):
+    """What ``prune-search dashboard`` serves is optuna-dashboard's answer, byte for byte once decompressed,
+    at ≤ 2 KB per trial on the wire; a client that does not accept gzip gets it plain."""
+    handle, url, artifacts, _, _ = finalized_study
+    plain_app = optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts)))
+    app = gzipped(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts))))
+    path = f"/api/studies/{handle.study_id}"
+    status, headers, body = _answer(app, path, {"HTTP_ACCEPT_ENCODING": "gzip, deflate"})
+    assert status.startswith("200") and headers["Content-Encoding"] == "gzip"
+    assert int(headers["Content-Length"]) == len(body)
+    study = json.loads(gzip.decompress(body))
+    assert study["trials"] and study == json.loads(_get(plain_app, path)[1])
+    assert len(body) / len(study["trials"]) <= 2048
+    status, headers, plain = _answer(app, path)
+    assert "Content-Encoding" not in headers and json.loads(plain) == study
 
 
 def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):

@@ -1,17 +1,70 @@
-"""``prune-search dashboard``: optuna-dashboard on the study's storage and artifact store.
+"""``prune-search dashboard``: optuna-dashboard on the study's storage and artifact store, its answers gzipped.
+
+optuna-dashboard sends a study's every trial, each parameter with its distribution (≈ 7 KB per trial of a
+12-group model), and its whole Pareto front again on every poll, uncompressed. This command serves the same
+application with its JSON answers gzip-compressed for browsers that accept it (≈ 0.2 KB per trial on the wire).
 
 Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
 """
 
-from typing import Annotated
+import gzip
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Annotated, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
 import typer
 from optuna.artifacts import FileSystemArtifactStore
 
 from prune_search.cli.options import ARTIFACT_DIR, ArtifactDirOpt, ExistingStudyOpt, StorageOpt, quiet_optuna
+from prune_search.errors import PruneSearchError
 from prune_search.search import open_study
 from prune_search.storage import resolve_url
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+COMPRESSED_TYPES = ("application/json",)
+"""Content types that are gzipped (the static bundle optuna-dashboard already serves pre-compressed)."""
+MIN_GZIP_BYTES = 1024
+
+
+def gzipped(app: WSGIApp) -> WSGIApp:
+    """``app`` with its JSON answers gzip-compressed when the request's ``Accept-Encoding`` allows it."""
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if "gzip" not in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            return app(environ, start_response)
+        answer: dict[str, Any] = {}
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            answer.update(status=status, headers=headers, exc_info=exc_info)
+            return lambda _data: None
+
+        body_parts = app(environ, hold)
+        try:
+            body = b"".join(body_parts)
+        finally:
+            getattr(body_parts, "close", lambda: None)()
+        headers = answer["headers"]
+        kind = next((v for k, v in headers if k.lower() == "content-type"), "")
+        encoded = any(k.lower() == "content-encoding" for k, _ in headers)
+        if kind.split(";")[0].strip() in COMPRESSED_TYPES and not encoded and len(body) >= MIN_GZIP_BYTES:
+            body = gzip.compress(body, compresslevel=6)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            headers += [("Content-Encoding", "gzip"), ("Content-Length", str(len(body))), ("Vary", "Accept-Encoding")]
+        start_response(answer["status"], headers, answer["exc_info"])
+        return [body]
+
+    return serve
+
+
+class _ThreadedServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """One line per request is noise in a terminal that also shows this command's own lines."""
 
 
 def dashboard(
@@ -24,5 +77,18 @@ def dashboard(
     quiet_optuna()
     url = resolve_url(storage)
     handle = open_study(url, study)
+    app = gzipped(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifact_dir))))
+    try:
+        server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
+    except OSError as exc:
+        raise PruneSearchError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
+        ) from None
     typer.echo(f"optuna-dashboard for '{study}' at http://{host}:{port}/dashboard/studies/{handle.study_id}")
-    optuna_dashboard.run_server(url, host=host, port=port, artifact_store=FileSystemArtifactStore(str(artifact_dir)))
+    typer.echo("Ctrl-C stops it.")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+    finally:
+        server.server_close()
