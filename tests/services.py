@@ -2,16 +2,29 @@
 
 import functools
 import os
+import pwd
+import shutil
+
+import pytest
 
 POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
 SERVERS = {"postgresql": POSTGRES, "mariadb": MARIADB}
 STRICT_ENV = "PRUNE_SEARCH_NO_SKIPS"
+POSTGRES_BINARIES = ("initdb", "pg_ctl", "postgres")
 
 
 def strict() -> bool:
     """True where every test must run (CI sets ``PRUNE_SEARCH_NO_SKIPS=1``): a skip there is a failure."""
     return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+def unavailable(reason: str | None) -> None:
+    """Skip the running test with ``reason`` when it is given, fail it instead in strict mode; else nothing."""
+    if reason:
+        if strict():
+            pytest.fail(f"strict run: {reason}")
+        pytest.skip(reason)
 
 
 @functools.cache
@@ -36,6 +49,20 @@ def databases_missing() -> str | None:
         reason = server_missing(url)
         if reason:
             return reason
+    return None
+
+
+def postgres_binaries_missing() -> str | None:
+    """Why a test cannot start a PostgreSQL server of its own, or None when the server binaries are on PATH (and,
+    for root, which they refuse to run as, the ``postgres`` user exists)."""
+    missing = [name for name in POSTGRES_BINARIES if shutil.which(name) is None]
+    if missing:
+        return f"no {', '.join(missing)} on PATH: apt-get install -y postgresql and add its bin folder to PATH"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root, which initdb refuses, and there is no postgres user to run the server as"
     return None
 
 

@@ -146,6 +146,28 @@ def test_a_long_outage_ends_in_one_line_and_a_rerun_resumes(sqlite_url, digits_c
     assert len(optuna.load_study(study_name="long", storage=sqlite_url).trials) == 60
 
 
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_retry_window_is_refused_in_one_line_before_the_storage_is_touched(value, tmp_path):
+    """A ``PRUNE_SEARCH_RETRY_S`` that is not a number of seconds, 0 or more, ends ``start`` in one line naming
+    the variable and the value, and no database file is created."""
+    path = tmp_path / "study.db"
+    result = run_cli(
+        "start", "--study", "x", "--storage", f"sqlite:///{path}", "--no-progress", env={"PRUNE_SEARCH_RETRY_S": value}
+    )
+    assert_one_line_error(result, f"PRUNE_SEARCH_RETRY_S must be a number of seconds, 0 or more, got '{value}'")
+    assert not path.exists()
+
+
+def test_the_retry_window_is_read_from_the_environment(monkeypatch):
+    """``PRUNE_SEARCH_RETRY_S`` sets the retry window in seconds; unset or blank, it is :data:`RETRY_WINDOW_S`."""
+    monkeypatch.setenv("PRUNE_SEARCH_RETRY_S", "2.5")
+    assert storage_url.retry_window() == 2.5
+    monkeypatch.setenv("PRUNE_SEARCH_RETRY_S", " ")
+    assert storage_url.retry_window() == storage_url.RETRY_WINDOW_S == 60.0
+    monkeypatch.delenv("PRUNE_SEARCH_RETRY_S")
+    assert storage_url.retry_window() == 60.0
+
+
 # 3. Read-only or full SQLite files ---------------------------------------------------------------------------------
 
 

@@ -141,6 +141,19 @@ def test_four_worker_processes_share_one_fresh_database(fresh_database, checkpoi
     assert info["evaluations"] == {"budget": 8, "measured": 8, "claimed": 8}  # shared, none measured twice
 
 
+@pytest.mark.slow
+def test_four_worker_processes_share_one_sqlite_file_without_lock_errors(sqlite_url, checkpoint, tmp_path):
+    """Four worker processes on one SQLite file all exit 0 at exactly N distinct COMPLETE trials, and none of
+    them reports "database is locked" (SQLite's write lock is waited for, not failed on)."""
+    name = _name()
+    procs = _workers(sqlite_url, name, checkpoint, 4, 800, tmp_path)
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outputs]
+    assert not any("database is locked" in out + err for out, err in outputs)
+    _assert_exact(sqlite_url, name, 800)
+    assert status(open_study(sqlite_url, name))["trials"] == {"COMPLETE": 800}
+
+
 @pytest.mark.db
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_trial_and_the_study_still_reaches_n(checkpoint, tmp_path):

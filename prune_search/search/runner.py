@@ -167,10 +167,11 @@ def _offspring(archive: Archive, F: np.ndarray, chosen: np.ndarray, size: int, r
 
 
 def _unique_new(codec: CandidateCodec, X: np.ndarray, known: set[str]) -> np.ndarray:
+    """The canonical rows of ``X [N, 2G]`` that are neither ``known`` nor repeated, in order."""
     X = codec.canonical(X)
-    keep, seen = [], set(known)
+    keep, seen = [], set()
     for i, dig in enumerate(codec.digests(X)):
-        if dig not in seen:
+        if dig not in known and dig not in seen:
             seen.add(dig)
             keep.append(i)
     return X[keep]

@@ -1,5 +1,6 @@
 """Storage URLs: resolution order, redaction, engines that survive real networks."""
 
+import logging
 import math
 import os
 import time
@@ -28,6 +29,10 @@ RETRY_WINDOW_S = 60.0
 RETRY_ENV_VAR = "PRUNE_SEARCH_RETRY_S"
 RETRY_FIRST_DELAY_S = 0.2
 RETRY_MAX_DELAY_S = 5.0
+# psycopg logs "error ignored terminating <Pipeline>: the connection is lost" when a connection dies during a
+# pipelined write; the retries (or their one-line error) already deal with it, and with no logging configured
+# Python would print the record on stderr next to that one line. A NullHandler leaves it to configured handlers.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 # SQLite's primary result codes of a write the database will not take however often it is retried.
 _SQLITE_REFUSALS = {
     8: "it is read-only",
