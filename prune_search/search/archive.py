@@ -17,9 +17,21 @@ def encode_genes(levels: np.ndarray, strategies: np.ndarray) -> str:
     return ",".join(map(str, levels.tolist())) + "|" + ",".join(map(str, strategies.tolist()))
 
 
-def decode_genes(text: str) -> np.ndarray:
-    levels, strategies = text.split("|")
-    return np.array([int(v) for v in levels.split(",")] + [int(v) for v in strategies.split(",")], dtype=np.int64)
+def decode_genes(texts: Sequence[str], width: int) -> np.ndarray:
+    """Individuals ``[N, width]`` of their compact texts (:func:`encode_genes`), parsed at once."""
+    values = np.array(",".join(texts).replace("|", ",").split(","), dtype=np.int64) if texts else np.zeros(0)
+    return values.reshape(len(texts), width).astype(np.int64)
+
+
+def decode_objectives(texts: Sequence[str], objectives: int) -> np.ndarray:
+    """Objectives ``[N, objectives]`` of their JSON lists (``"[0.1, 2.0, 3.0]"``), parsed at once."""
+    if not texts:
+        return np.zeros((0, objectives))
+    try:
+        values = np.array(",".join(t[1:-1] for t in texts).split(","), dtype=np.float64)
+    except ValueError:  # a non-finite value (JSON's Infinity/NaN): each list on its own
+        values = np.array([json.loads(t) for t in texts], dtype=np.float64)
+    return values.reshape(len(texts), objectives)
 
 
 class Archive:
@@ -81,17 +93,17 @@ class Archive:
         rows = read_candidates(self.engine, self.study_id, self._last_row)
         if not rows:
             return 0
-        self._last_row = rows[-1]["id"]
+        self._last_row = rows[-1].id
         self._append(
-            X=np.stack([decode_genes(r["genes"]) for r in rows]),
-            F=np.array([json.loads(r["objectives"]) for r in rows], dtype=np.float64),
-            violation=np.array([r["violation"] for r in rows], dtype=np.float64),
-            generation=np.array([r["generation"] for r in rows], dtype=np.int64),
-            numbers=np.array([r["number"] for r in rows], dtype=np.int64),
-            trial_ids=np.array([r["trial_id"] for r in rows], dtype=np.int64),
+            X=decode_genes([r.genes for r in rows], self._buffers["X"].shape[1]),
+            F=decode_objectives([r.objectives for r in rows], self._buffers["F"].shape[1]),
+            violation=np.array([r.violation for r in rows], dtype=np.float64),
+            generation=np.array([r.generation for r in rows], dtype=np.int64),
+            numbers=np.array([r.number for r in rows], dtype=np.int64),
+            trial_ids=np.array([r.trial_id for r in rows], dtype=np.int64),
         )
-        self.keys.extend(r["digest"] for r in rows)
-        self.digests.update(r["digest"] for r in rows)
+        self.keys.extend(r.digest for r in rows)
+        self.digests.update(r.digest for r in rows)
         return len(rows)
 
     def _append(self, **columns: np.ndarray) -> None:

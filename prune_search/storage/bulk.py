@@ -14,7 +14,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution
 from sqlalchemy import func, insert, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 
 from prune_search.storage import tables
 from prune_search.storage.optuna_tables import (
@@ -118,17 +118,17 @@ def _count_complete(conn: Connection, study_id: int, trials: int) -> int:
     return int(ours) if ours == trials else count_complete(conn, study_id)
 
 
-def read_candidates(engine: Engine, study_id: int, after_id: int = 0) -> list[dict]:
-    """Compact rows of the study's trials with row id > ``after_id``, in insertion order."""
+def read_candidates(engine: Engine, study_id: int, after_id: int = 0) -> list[Row]:
+    """Compact rows of the study's trials with row id > ``after_id``, in insertion order (rows with the
+    candidates table's columns as attributes: ``id``, ``trial_id``, ``number``, ``digest``, ``genes``, ...)."""
 
-    def read() -> list[dict]:
+    def read() -> list[Row]:
         with engine.connect() as conn:
-            rows = conn.execute(
+            return conn.execute(
                 select(tables.candidates)
                 .where(tables.candidates.c.study_id == study_id, tables.candidates.c.id > after_id)
                 .order_by(tables.candidates.c.id)
-            )
-            return [dict(row._mapping) for row in rows]
+            ).all()
 
     return with_retry(read, engine)
 
