@@ -16,7 +16,7 @@ from cli_helpers import run_cli
 from optuna.artifacts import FileSystemArtifactStore
 from services import POSTGRES
 
-from prune_search.cli.dashboard import gzipped
+from prune_search.cli.dashboard import lean_answers
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.report import figures, write_report
 from prune_search.report.data import collect
@@ -56,18 +56,20 @@ def _answer(app, path: str, headers: dict[str, str] | None = None) -> tuple[str,
     def start(line, response_headers, exc_info=None):
         status.update(line=line, headers=dict(response_headers))
 
-    environ = {"PATH_INFO": path, **(headers or {})}
+    route, _, query = path.partition("?")
+    environ = {"PATH_INFO": route, "QUERY_STRING": query, **(headers or {})}
     setup_testing_defaults(environ)
     body = b"".join(app(environ, start))
     return status["line"], status["headers"], body
 
 
-def test_the_dashboard_command_gzips_the_study_answer(finalized_study):
+def test_the_dashboard_command_gzips_the_study_answer_and_an_idle_poll_is_empty(finalized_study):
     """What ``prune-search dashboard`` serves is optuna-dashboard's answer, byte for byte once decompressed,
-    at ≤ 2 KB per trial on the wire; a client that does not accept gzip gets it plain."""
+    at ≤ 2 KB per trial on the wire; a client that does not accept gzip gets it plain; asked again with the
+    answer's ETag (as a browser revalidates), an unchanged study answers 304 without a body."""
     handle, url, artifacts, _, _ = finalized_study
     plain_app = optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts)))
-    app = gzipped(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts))))
+    app = lean_answers(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts))))
     path = f"/api/studies/{handle.study_id}"
     status, headers, body = _answer(app, path, {"HTTP_ACCEPT_ENCODING": "gzip, deflate"})
     assert status.startswith("200") and headers["Content-Encoding"] == "gzip"
@@ -77,6 +79,12 @@ def test_the_dashboard_command_gzips_the_study_answer(finalized_study):
     assert len(body) / len(study["trials"]) <= 2048
     status, headers, plain = _answer(app, path)
     assert "Content-Encoding" not in headers and json.loads(plain) == study
+    poll = f"{path}?after={len(study['trials'])}"
+    status, headers, _ = _answer(app, poll, {"HTTP_ACCEPT_ENCODING": "gzip"})
+    assert status.startswith("200") and headers["Cache-Control"] == "no-cache"
+    again = {"HTTP_ACCEPT_ENCODING": "gzip", "HTTP_IF_NONE_MATCH": headers["ETag"]}
+    status, _, body = _answer(app, poll, again)
+    assert status.startswith("304") and body == b""
 
 
 def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):

@@ -1,13 +1,15 @@
-"""``prune-search dashboard``: optuna-dashboard on the study's storage and artifact store, its answers gzipped.
+"""``prune-search dashboard``: optuna-dashboard on the study's storage and artifact store, its answers lean.
 
 optuna-dashboard sends a study's every trial, each parameter with its distribution (≈ 7 KB per trial of a
 12-group model), and its whole Pareto front again on every poll, uncompressed. This command serves the same
-application with its JSON answers gzip-compressed for browsers that accept it (≈ 0.2 KB per trial on the wire).
+application with its JSON answers gzip-compressed for browsers that accept it (≈ 0.2 KB per trial on the wire)
+and tagged, so that an unchanged answer, an idle poll, is a ``304`` without a body.
 
 Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
 """
 
 import gzip
+import hashlib
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Annotated, Any
@@ -23,36 +25,47 @@ from prune_search.search import open_study
 from prune_search.storage import resolve_url
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-COMPRESSED_TYPES = ("application/json",)
-"""Content types that are gzipped (the static bundle optuna-dashboard already serves pre-compressed)."""
+JSON_TYPES = ("application/json",)
+"""Content types this command compresses and tags (optuna-dashboard serves its static bundle pre-compressed)."""
 MIN_GZIP_BYTES = 1024
 
 
-def gzipped(app: WSGIApp) -> WSGIApp:
-    """``app`` with its JSON answers gzip-compressed when the request's ``Accept-Encoding`` allows it."""
+def lean_answers(app: WSGIApp) -> WSGIApp:
+    """``app`` with its successful JSON answers tagged and compressed.
+
+    Each gets an ``ETag`` (a hash of its content) and ``Cache-Control: no-cache``, so a browser asks again with
+    ``If-None-Match`` and an unchanged answer (an idle poll: no new trial, the same front) comes back as
+    ``304 Not Modified`` with no body; a changed one is gzip-compressed when ``Accept-Encoding`` allows it.
+    """
 
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if "gzip" not in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            return app(environ, start_response)
         answer: dict[str, Any] = {}
 
         def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
             answer.update(status=status, headers=headers, exc_info=exc_info)
             return lambda _data: None
 
-        body_parts = app(environ, hold)
+        parts = app(environ, hold)
         try:
-            body = b"".join(body_parts)
+            body = b"".join(parts)
         finally:
-            getattr(body_parts, "close", lambda: None)()
-        headers = answer["headers"]
-        kind = next((v for k, v in headers if k.lower() == "content-type"), "")
+            getattr(parts, "close", lambda: None)()
+        status, headers = answer["status"], answer["headers"]
+        kind = next((v for k, v in headers if k.lower() == "content-type"), "").split(";")[0].strip()
         encoded = any(k.lower() == "content-encoding" for k, _ in headers)
-        if kind.split(";")[0].strip() in COMPRESSED_TYPES and not encoded and len(body) >= MIN_GZIP_BYTES:
+        if kind not in JSON_TYPES or encoded or not status.startswith("200"):
+            start_response(status, headers, answer["exc_info"])
+            return [body]
+        tag = f'"{hashlib.sha1(body).hexdigest()}"'
+        headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "etag", "cache-control")]
+        headers += [("ETag", tag), ("Cache-Control", "no-cache"), ("Vary", "Accept-Encoding")]
+        if tag in environ.get("HTTP_IF_NONE_MATCH", ""):
+            start_response("304 Not Modified", headers)
+            return [b""]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "") and len(body) >= MIN_GZIP_BYTES:
             body = gzip.compress(body, compresslevel=6)
-            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-            headers += [("Content-Encoding", "gzip"), ("Content-Length", str(len(body))), ("Vary", "Accept-Encoding")]
-        start_response(answer["status"], headers, answer["exc_info"])
+            headers.append(("Content-Encoding", "gzip"))
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
         return [body]
 
     return serve
@@ -77,7 +90,7 @@ def dashboard(
     quiet_optuna()
     url = resolve_url(storage)
     handle = open_study(url, study)
-    app = gzipped(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifact_dir))))
+    app = lean_answers(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifact_dir))))
     try:
         server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     except OSError as exc:

@@ -1,6 +1,7 @@
 """Every trial of a study as arrays, kept up to date by reading only new rows."""
 
 import json
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,19 +18,29 @@ def encode_genes(levels: np.ndarray, strategies: np.ndarray) -> str:
     return ",".join(map(str, levels.tolist())) + "|" + ",".join(map(str, strategies.tolist()))
 
 
+def _parse(text: str, dtype: type, count: int) -> np.ndarray | None:
+    """The ``count`` comma-separated numbers of ``text`` parsed in C, or None where it holds something else."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy's note on text it could not read to its end
+        values = np.fromstring(text, dtype=dtype, sep=",")
+    return values if len(values) == count else None
+
+
 def decode_genes(texts: Sequence[str], width: int) -> np.ndarray:
     """Individuals ``[N, width]`` of their compact texts (:func:`encode_genes`), parsed at once."""
-    values = np.array(",".join(texts).replace("|", ",").split(","), dtype=np.int64) if texts else np.zeros(0)
+    values = _parse(",".join(texts).replace("|", ","), np.int64, len(texts) * width) if texts else np.zeros(0)
+    if values is None:
+        raise PruneSearchError("the study's candidates table holds a damaged row: its genes do not fit the space")
     return values.reshape(len(texts), width).astype(np.int64)
 
 
 def decode_objectives(texts: Sequence[str], objectives: int) -> np.ndarray:
-    """Objectives ``[N, objectives]`` of their JSON lists (``"[0.1, 2.0, 3.0]"``), parsed at once."""
+    """Objectives ``[N, objectives]`` of their JSON lists (``"[0.1, 2.0, 3.0]"``), parsed at once (each list on
+    its own where one holds JSON's ``Infinity`` or ``NaN``)."""
     if not texts:
         return np.zeros((0, objectives))
-    try:
-        values = np.array(",".join(t[1:-1] for t in texts).split(","), dtype=np.float64)
-    except ValueError:  # a non-finite value (JSON's Infinity/NaN): each list on its own
+    values = _parse(",".join(t[1:-1] for t in texts), np.float64, len(texts) * objectives)
+    if values is None:
         values = np.array([json.loads(t) for t in texts], dtype=np.float64)
     return values.reshape(len(texts), objectives)
 

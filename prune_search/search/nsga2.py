@@ -6,33 +6,50 @@ minimised; ``violation [N]`` ≥ 0 is the total constraint violation (0: feasibl
 Constrained domination (Deb 2002): feasible beats infeasible, infeasible ones by violation.
 """
 
+import functools
+
 import numpy as np
-from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_function
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-_CROWDING = get_crowding_function("cd")
+
+@functools.cache
+def _crowding():
+    """pymoo's crowding distance (its module pulls in scipy: loaded when a search ranks, not by read commands)."""
+    from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_function
+
+    return get_crowding_function("cd")
 
 
-def rank_and_crowding(F: np.ndarray, violation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Front rank (0 = non-dominated feasible) and crowding distance of every individual."""
+def rank_and_crowding(F: np.ndarray, violation: np.ndarray, enough: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Front rank (0 = non-dominated feasible) and crowding distance of every individual.
+
+    With ``enough``, feasible fronts are ranked only until they hold ``enough`` individuals: the feasible rest
+    share the next rank (crowding 0), and infeasible ones follow by violation, as without it.
+    """
     n = len(F)
     rank = np.zeros(n, dtype=np.int64)
     crowding = np.zeros(n)
     feasible = np.flatnonzero(violation <= 0)
-    fronts = NonDominatedSorting().do(F[feasible]) if len(feasible) else []
+    stop = len(feasible) if enough is None else enough
+    fronts = NonDominatedSorting().do(F[feasible], n_stop_if_ranked=stop) if len(feasible) else []
+    ranked = np.zeros(len(feasible), dtype=bool)
     for r, front in enumerate(fronts):
         members = feasible[front]
         rank[members] = r
-        crowding[members] = _CROWDING.do(F[members]) if len(members) > 2 else np.inf
+        ranked[front] = True
+        crowding[members] = _crowding().do(F[members]) if len(members) > 2 else np.inf
+    rest = feasible[~ranked]
+    rank[rest] = len(fronts)
     infeasible = np.flatnonzero(violation > 0)
     order = np.argsort(violation[infeasible], kind="stable")
-    rank[infeasible[order]] = len(fronts) + np.arange(len(infeasible))
+    rank[infeasible[order]] = len(fronts) + int(len(rest) > 0) + np.arange(len(infeasible))
     return rank, crowding
 
 
 def survivors(F: np.ndarray, violation: np.ndarray, size: int) -> np.ndarray:
-    """Indices of the ``size`` best individuals by (rank ascending, crowding descending)."""
-    rank, crowding = rank_and_crowding(F, violation)
+    """Indices of the ``size`` best individuals by (rank ascending, crowding descending); fronts past the
+    first ``size`` ranked individuals are not sorted."""
+    rank, crowding = rank_and_crowding(F, violation, enough=size)
     order = np.lexsort((-crowding, rank))
     return order[:size]
 
