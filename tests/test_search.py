@@ -318,7 +318,12 @@ def test_ctrl_c_says_what_is_stored_and_how_to_resume(sqlite_url, checkpoint, tm
     args = ["start", "--study", "stop", "--storage", sqlite_url, "--trials", "200000", "--no-progress"]
     args += ["--checkpoint", str(checkpoint), "--proxy", "taylor_loss", "--evaluations", "0", "--device", "cpu"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "prune_search", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "prune_search", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as from a terminal: a shell running the tests in the background makes its children ignore SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (
