@@ -1,9 +1,9 @@
 """Running the CLI as a user does, and checking its error lines.
 
-:func:`run_cli` runs ``prune-search`` in the test's own process by default: the same entry point
+:func:`run_cli` runs ``prune-search`` in the test's own process: the same entry point
 (:func:`prune_search.cli.main`) with its own argv, working folder, environment, stdout and stderr, and
 torch's thread count restored afterwards, which saves the 2–4 s of a fresh interpreter's imports per call.
-Tests of what only a fresh process shows (imports, signals, concurrency) pass ``fresh=True``.
+Tests of what only a fresh process shows (imports, signals, concurrency) start one themselves.
 """
 
 import contextlib
@@ -20,19 +20,8 @@ import torch
 from prune_search.cli import main
 
 
-def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, fresh: bool = False
-) -> subprocess.CompletedProcess:
-    """Run ``prune-search ARGS`` (``env`` adds variables); in a fresh interpreter with ``fresh``."""
-    if fresh:
-        return subprocess.run(
-            [sys.executable, "-m", "prune_search", *args],
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            timeout=600,
-            env={**os.environ, **(env or {})},
-        )
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``prune-search ARGS`` in this process (``env`` adds variables, ``cwd`` is the working folder)."""
     out, err = io.StringIO(), io.StringIO()
     with _isolated(args, cwd, env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = _exit_code(main)

@@ -1,5 +1,6 @@
 """optuna-dashboard (its WSGI app, headless) and the HTML report on real studies."""
 
+import base64
 import gzip
 import json
 import math
@@ -14,12 +15,14 @@ import optuna_dashboard
 import pytest
 from cli_helpers import run_cli
 from optuna.artifacts import FileSystemArtifactStore
+from plotly.offline import get_plotlyjs
 from services import POSTGRES
 
 from prune_search.cli.dashboard import lean_answers
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.report import figures, write_report
 from prune_search.report.data import collect
+from prune_search.report.html import FIGURE_SCRIPT
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows
@@ -110,8 +113,12 @@ def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):
 def test_report_is_one_offline_html_file_with_every_figure(finalized_study):
     handle, _, _, number, folder = finalized_study
     page = write_report(handle, folder / "report.html").read_text()
-    assert page.count("plotly.js v") == 1, "plotly.js is inlined exactly once"
-    assert page.count("Plotly.newPlot(") == 7
+    packed = re.findall(r'<script id="plotly-js" type="application/gzip-base64">([^<]*)</script>', page)
+    assert len(packed) == 1, "plotly.js is embedded exactly once"
+    assert gzip.decompress(base64.b64decode(packed[0])).decode() == get_plotlyjs()
+    assert len(page) < 3_000_000, "compressed, plotly.js takes 2 MB of the page instead of 4.8"
+    assert page.count("Plotly.newPlot(") == 7 == page.count(f'<script type="{FIGURE_SCRIPT}">')
+    assert 'DecompressionStream("gzip")' in page
     assert not re.search(r"<script[^>]+src=", page), "the report must not load scripts from the network"
     for title in (
         "vs MACs (% of base)",
