@@ -116,7 +116,9 @@ def test_a_keep_count_outside_the_space_is_refused(space):
 
 
 def test_the_archive_decodes_a_study_as_its_optuna_trials_record_it(sqlite_url, digits_checkpoint):
-    options = StartOptions(evaluations=0, checkpoint=digits_checkpoint, population=20, calibration_batches=2)
+    options = StartOptions(
+        evaluations=0, checkpoint=digits_checkpoint, population=20, calibration_batches=2, proxy="taylor_loss"
+    )
     handle, _ = create_or_join(sqlite_url, "codec", options, device="cpu", progress=False)
     run_worker(handle, 40, seed=0)
     archive = load_archive(handle)

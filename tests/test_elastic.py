@@ -34,7 +34,9 @@ STRICT = FinalizeConfig(epochs=1, lr=0.05, momentum=0.9, weight_decay=0.05, seed
 @pytest.fixture(scope="module")
 def study(digits_checkpoint, tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('elastic') / 'study.db'}"
-    options = StartOptions(evaluations=0, checkpoint=digits_checkpoint, population=20, calibration_batches=2)
+    options = StartOptions(
+        evaluations=0, checkpoint=digits_checkpoint, population=20, calibration_batches=2, proxy="taylor_loss"
+    )
     handle, _ = create_or_join(url, "el", options, device="cpu", progress=False)
     run_worker(handle, 60)
     return handle, url

@@ -32,6 +32,8 @@ from prune_search.storage.url import create_engine as storage_engine
 
 
 def _options(checkpoint: Path, **kwargs) -> StartOptions:
+    """Small studies with the Taylor proxy (no fitness table to measure: that has tests of its own)."""
+    kwargs = {"proxy": "taylor_loss", **kwargs}
     return StartOptions(evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2, **kwargs)
 
 

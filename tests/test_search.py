@@ -34,6 +34,8 @@ def _name() -> str:
 
 
 def _options(checkpoint, **kwargs) -> StartOptions:
+    """Small studies with the Taylor proxy (no fitness table to measure: that has tests of its own)."""
+    kwargs = {"proxy": "taylor_loss", **kwargs}
     return StartOptions(evaluations=0, checkpoint=checkpoint, population=40, calibration_batches=2, **kwargs)
 
 
