@@ -8,14 +8,12 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported; subprocesses inherit it
 
-import uuid
 from pathlib import Path
 
 import pytest
 import torch
 from filelock import FileLock
-from services import MARIADB, POSTGRES, databases_missing, fashion_mnist_missing, unavailable
-from sqlalchemy import create_engine, text
+from services import MARIADB, POSTGRES, databases_missing, fashion_mnist_missing, new_database, unavailable
 
 from prune_search.data import DataSpec, load_dataset
 from prune_search.training import TrainConfig, train_baseline
@@ -87,13 +85,5 @@ def sqlite_url(tmp_path):
 )
 def fresh_database(request):
     """A new, empty database on each server, dropped afterwards: workers must create the schema."""
-    server = request.param
-    database = f"ps_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {database}"))
-    yield server.rsplit("/", 1)[0] + "/" + database
-    with admin.connect() as conn:
-        drop = f"DROP DATABASE {database}" + (" WITH (FORCE)" if server.startswith("postgresql") else "")
-        conn.execute(text(drop))
-    admin.dispose()
+    with new_database(request.param) as url:
+        yield url

@@ -1,11 +1,15 @@
 """What the test environment offers: database servers and offline datasets, each with a reason when missing."""
 
+import contextlib
 import functools
 import os
 import pwd
 import shutil
+import uuid
+from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import create_engine, text
 
 POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
@@ -73,3 +77,19 @@ def fashion_mnist_missing() -> str | None:
     if any(FASHION_MNIST_DIR.glob("train-images-idx3-ubyte*")):
         return None
     return f"no Fashion-MNIST in {FASHION_MNIST_DIR}: apt-get install -y dataset-fashion-mnist"
+
+
+@contextlib.contextmanager
+def new_database(server: str) -> Iterator[str]:
+    """The URL of a new, empty database on ``server`` (a PostgreSQL or MySQL URL), dropped afterwards."""
+    database = f"ps_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {database}"))
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + database
+    finally:
+        with admin.connect() as conn:
+            drop = f"DROP DATABASE {database}" + (" WITH (FORCE)" if server.startswith("postgresql") else "")
+            conn.execute(text(drop))
+        admin.dispose()

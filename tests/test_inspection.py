@@ -16,7 +16,7 @@ import pytest
 from cli_helpers import run_cli
 from optuna.artifacts import FileSystemArtifactStore
 from plotly.offline import get_plotlyjs
-from services import POSTGRES
+from services import POSTGRES, new_database
 
 from prune_search.cli.dashboard import lean_answers
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
@@ -35,8 +35,16 @@ def checkpoint(digits_checkpoint):
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.db)])
 def finalized_study(request, checkpoint, tmp_path_factory):
+    """A small finalized study, in a SQLite file or a database of its own on PostgreSQL."""
     folder = tmp_path_factory.mktemp(request.param)
-    url = f"sqlite:///{folder / 'study.db'}" if request.param == "sqlite" else POSTGRES
+    if request.param == "sqlite":
+        yield _finalized(f"sqlite:///{folder / 'study.db'}", checkpoint, folder)
+    else:
+        with new_database(POSTGRES) as url:
+            yield _finalized(url, checkpoint, folder)
+
+
+def _finalized(url: str, checkpoint, folder):
     name = f"inspect-{uuid.uuid4().hex[:8]}"
     options = StartOptions(evaluations=0, checkpoint=checkpoint, population=40, calibration_batches=2)
     handle, _ = create_or_join(url, name, options, device="cpu", progress=False)
