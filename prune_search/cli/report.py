@@ -24,4 +24,4 @@ def report(
     require_parent_folder(out)
     quiet_optuna()
     path = write_report(open_study(resolve_url(storage), study), out)
-    typer.echo(f"wrote {path} (opens offline in any browser)")
+    typer.echo(f"wrote {path} (opens offline in any browser since 2023)")
