@@ -141,6 +141,13 @@ def test_a_file_output_in_a_missing_folder_is_one_line_and_creates_nothing(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["report", "--study", "demo"], ["train", "--model", "mlp"]])
+def test_a_file_output_naming_a_folder_is_one_line_and_writes_nothing(tmp_path, command):
+    (tmp_path / "out").mkdir()
+    assert_one_line_error(run_cli(*command, "--out", "out", cwd=tmp_path), "--out out is a folder")
+    assert [p.name for p in tmp_path.rglob("*")] == ["out"]
+
+
 @pytest.mark.parametrize(
     ("command", "says"),
     [

@@ -121,6 +121,7 @@ def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):
 def test_report_is_one_offline_html_file_with_every_figure(finalized_study):
     handle, _, _, number, folder = finalized_study
     page = write_report(handle, folder / "report.html").read_text()
+    assert not list(folder.glob(".*.partial")), "written whole, with no partial file left"
     packed = re.findall(r'<script id="plotly-js" type="application/gzip-base64">([^<]*)</script>', page)
     assert len(packed) == 1, "plotly.js is embedded exactly once"
     assert gzip.decompress(base64.b64decode(packed[0])).decode() == get_plotlyjs()

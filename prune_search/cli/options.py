@@ -106,10 +106,13 @@ def require_empty_folder(out: Path) -> None:
 
 
 def require_parent_folder(out: Path, flag: str = "--out") -> None:
-    """A one-line error unless the folder that is to hold the file ``out`` (named by ``flag``) exists."""
+    """A one-line error unless the folder that is to hold the file ``out`` (named by ``flag``) exists and
+    ``out`` is not itself a folder."""
     folder = out.parent
     if not folder.is_dir():
         raise PruneSearchError(f"{flag} {out}: the folder {folder} does not exist; create it first")
+    if out.is_dir():
+        raise PruneSearchError(f"{flag} {out} is a folder; name a file to write in it")
 
 
 def root_text(data_root: Path | None) -> str | None:
@@ -147,7 +150,9 @@ StudyCheckpointOpt = Annotated[
     Path | None,
     typer.Option("--checkpoint", help="Path of the study's base checkpoint here (default: the path it recorded)."),
 ]
-ArtifactDirOpt = Annotated[Path, typer.Option("--artifact-dir", help="Optuna artifact store folder.")]
+ArtifactDirOpt = Annotated[
+    Path, typer.Option("--artifact-dir", help="Optuna artifact store folder (finalize creates it if missing).")
+]
 ARTIFACT_DIR = Path("prune-search-artifacts")
 StorageOpt = Annotated[
     str | None, typer.Option("--storage", help=f"Storage URL (else ${ENV_VAR}, else {DEFAULT_URL}).")

@@ -88,5 +88,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px}} pre{{background:#f6f6f6;padding:1
 <script id="plotly-js" type="application/gzip-base64">{packed_plotlyjs()}</script>
 {_LOADER}
 </body></html>"""
-    out.write_text(page, encoding="utf-8")
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(out)  # whole or not at all: a failed write leaves any earlier report as it was
+    finally:
+        partial.unlink(missing_ok=True)
     return out
