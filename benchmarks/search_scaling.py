@@ -26,12 +26,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 import torch
+from search_throughput import untrained_checkpoint  # a sibling script: benchmarks/ is on sys.path
 from sqlalchemy import create_engine, text
 
-from prune_search.data import DataSpec
-from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, run_worker
-from prune_search.training.checkpoint import model_payload, save_checkpoint
 
 POSTGRES_ADMIN = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
@@ -62,14 +60,6 @@ MEASURED_RUN = (
     "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc, file=sys.stderr)"
 )
-
-
-def untrained_checkpoint(folder: Path) -> Path:
-    torch.manual_seed(0)
-    spec = ModelSpec("resnet20", 1, 10, 8)
-    path = folder / "resnet20-untrained.pt"
-    save_checkpoint(model_payload(spec, DataSpec("digits"), build_model(spec).state_dict()), path)
-    return path
 
 
 def generation_seconds(handle, target: int) -> tuple[float, float]:
@@ -128,7 +118,7 @@ def drop_postgres_database(name: str) -> None:
 def run(kind: str, sizes: list[int], window: int, population: int, timeout: float, folder: Path) -> None:
     url, db_name = (f"sqlite:///{folder / 'scaling.db'}", None) if kind == "sqlite" else postgres_database()
     try:
-        options = StartOptions(checkpoint=untrained_checkpoint(folder), population=population)
+        options = StartOptions(checkpoint=untrained_checkpoint(folder, "resnet20"), population=population)
         handle, _ = create_or_join(url, "scaling", options, device="cpu", progress=False)
         rows = []
         for size in sizes:

@@ -37,10 +37,12 @@ SERVERS = {
 }
 
 
-def untrained_checkpoint(folder: Path) -> Path:
+def untrained_checkpoint(folder: Path, model: str = "vgg16_bn") -> Path:
+    """A checkpoint of ``model`` with seeded random weights for digits (8×8 px, 1 channel, 10 classes), in
+    ``folder``: speed does not depend on the weights."""
     torch.manual_seed(0)
-    spec = ModelSpec("vgg16_bn", 1, 10, 8)
-    path = folder / "vgg16_bn-untrained.pt"
+    spec = ModelSpec(model, 1, 10, 8)
+    path = folder / f"{model}-untrained.pt"
     save_checkpoint(model_payload(spec, DataSpec("digits"), build_model(spec).state_dict()), path)
     return path
 

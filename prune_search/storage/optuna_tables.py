@@ -104,9 +104,7 @@ def count_complete(conn: Connection, study_id: int) -> int:
 def count_by_state(conn: Connection, study_id: int) -> dict[str, int]:
     """``{state name: trials}`` of the study (states it has no trial in left out), counted by the database."""
     query = select(_trials.c.state, func.count()).where(_trials.c.study_id == study_id).group_by(_trials.c.state)
-    return {
-        TrialState(state).name if isinstance(state, int) else state.name: int(n) for state, n in conn.execute(query)
-    }
+    return {TrialState(state).name: int(n) for state, n in conn.execute(query)}
 
 
 def count_trials(conn: Connection, study_id: int) -> int:
