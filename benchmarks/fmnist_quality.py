@@ -7,9 +7,9 @@ closely), then ``prune-search compare`` at each MACs budget and seed. Every step
 fine-tuning runs are read back, so adding seeds reruns only the new ones.
 
 Writes ``--results`` (Markdown: commands, per-budget mean ± std, gaps to uniform and to the
-best other method) and an SVG plot beside it. The studies are multi-fidelity (``--evaluations``,
-e.g. 200; 0, ``start``'s default, is the proxy-only search), and ``search`` is what ``finalize --max-macs``
-picks by default.
+best other method) and an SVG plot beside it. The studies are proxy-only (``start``'s default) unless
+``--evaluations`` N > 0 makes them multi-fidelity, and ``search`` is what ``finalize --max-macs`` picks by
+default.
 
 Run (Fashion-MNIST, the real benchmark; hours on 2 CPU cores):
     python benchmarks/fmnist_quality.py --seeds 0,1,2
@@ -41,6 +41,7 @@ METHODS = (
     "front",
     "front_bn",
     "front_kl",
+    "front_trained",
     "uniform",
     "global_min",
     "global_mean",
@@ -48,7 +49,7 @@ METHODS = (
     "tp_global_taylor",
     "fastnas",
 )
-DEFAULT_METHODS = "search,uniform,tp_global,tp_global_taylor"
+DEFAULT_METHODS = "search,uniform,tp_global_taylor,fastnas"
 
 
 def run(command: list[str], log: list[str]) -> str:
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--proxy", default="bn_kl", help="the studies' --proxy")
     parser.add_argument("--ratio-step", default="0.01", help="the studies' --ratio-step")
     parser.add_argument("--trials", type=int, default=5000)
-    parser.add_argument("--evaluations", type=int, default=200, help="the studies' --evaluations (0: proxy only)")
+    parser.add_argument("--evaluations", type=int, default=0, help="the studies' --evaluations (0: proxy only)")
     parser.add_argument("--baseline-epochs", type=int, default=15)
     parser.add_argument("--checkpoint", action="append", default=[], help="MODEL=PATH of an existing baseline")
     parser.add_argument("--workdir", type=Path, default=Path("runs/quality"))
@@ -188,7 +189,8 @@ def main() -> None:
         f"base MACs; `search` is what `finalize --max-macs` picks by default, `front` the best-scored front trial "
         f"within it (proxy `{args.proxy}`; with `--evaluations` {args.evaluations} > 0 the measured front and "
         "the least measured KL), `front_bn` the best by BN-recalibrated val accuracy of the 16 front trials with "
-        "the most MACs within it (when two methods pick one trial the run is shared), `uniform`, `global_*` "
+        "the most MACs within it, `front_trained` successive halving by short KD fine-tunes over those 16 and the "
+        "uniform and global baselines (when two methods pick one trial the run is shared), `uniform`, `global_*` "
         "and the peers `tp_global*` (Torch-Pruning's global pruning) and `fastnas` (NVIDIA ModelOpt FastNAS), "
         "their widths with our channel choice, the candidates with the most MACs within it (README, `compare`). "
         "Test accuracy is measured once, on the "

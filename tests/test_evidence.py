@@ -213,3 +213,36 @@ def test_quality_benchmark_smoke_run_on_digits(tmp_path, digits_checkpoint):
         "prune-search compare --study quality-digits-resnet20-bn_kl" in text and "--proxy bn_kl --evaluations 6" in text
     )
     assert results.with_suffix(".svg").read_text().startswith("<?xml")
+
+
+def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study, monkeypatch):
+    from prune_search.evidence.compare import candidates_at
+    from prune_search.finalize import rerank
+    from prune_search.finalize.rerank import REFERENCES
+    from prune_search.search.references import stored_rows
+    from prune_search.storage.bulk import complete_trials
+
+    handle, _ = study
+    monkeypatch.setattr(rerank, "TRAINED_RUNGS", (2, 6))
+    monkeypatch.setattr(rerank, "TRAINED_POOL_BATCHES", 3)
+    monkeypatch.setattr(rerank, "HELD_OUT_BATCHES", 2)
+    base = Bench.open(handle, torch.device("cpu"))
+    budget = int(0.5 * handle.config["base"]["macs"])
+    references = torch.cat([baseline(handle.space, handle.importance, m, budget).keep for m in REFERENCES])
+    held = complete_trials(handle.engine, handle.study_id)
+    rungs = []
+    original = rerank.trained_rerank
+
+    def recorded(*args, **kwargs):
+        return original(*args, **kwargs, on_rung=lambda *r: rungs.append(r))
+
+    monkeypatch.setattr("prune_search.evidence.compare.trained_rerank", recorded)
+    [entry] = candidates_at(base, "50%", ["front_trained"])
+    assert entry["macs"] <= budget and entry["trial"] is not None
+    added = complete_trials(handle.engine, handle.study_id) - held
+    assert 0 <= added <= len(REFERENCES)  # references not yet in the study became trials
+    pool = rungs[0][1]
+    assert rungs == [(0, pool, 2), (1, -(-pool // 3), 6)] and pool > len(REFERENCES)
+    rows = stored_rows(handle, baseline(handle.space, handle.importance, "uniform", budget), torch.device("cpu"))
+    assert complete_trials(handle.engine, handle.study_id) == held + added  # stored once, found again
+    assert torch.equal(torch.tensor([list(rows[0]["keep"].values())]), references[:1])

@@ -169,11 +169,13 @@ def test_bad_choices_are_refused_with_one_line(study, tmp_path):
     tiny = run_cli(*base, "--max-macs", "10", "--out", str(tmp_path / "x"))
     assert_one_line_error(tiny, "no front trial meets the budget; the closest is trial")
     assert_one_line_error(run_cli(*base, "--out", str(tmp_path / "x")), "choose the trial one way")
+    bad_pick = run_cli(*base, "--max-macs", "50%", "--pick", "magic", "--out", str(tmp_path / "x"))
+    assert_one_line_error(bad_pick, "unknown --pick 'magic'", "trained, bn, kl, best")
     assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
-def test_a_budget_picks_the_best_after_bn_recalibration_unless_told_not_to(study, tmp_path):
+def test_a_budget_picks_the_best_after_bn_recalibration_or_the_best_score(study, tmp_path):
     handle, url, checkpoint = study
     fitting = fitting_rows(handle, front_rows(handle), "50%", None)
     base = open_base(handle, checkpoint)
@@ -193,14 +195,39 @@ def test_a_budget_picks_the_best_after_bn_recalibration_unless_told_not_to(study
     ]
     assert accuracy == pytest.approx(max(one_by_one)) and one_by_one.index(max(one_by_one)) == nearest.index(chosen)
     base = ["finalize", "--study", "fin", "--storage", url, "--max-macs", "50%", "--epochs", "1", "--no-progress"]
-    done = run_cli(*base, "--out", str(tmp_path / "bn"))
+    done = run_cli(*base, "--pick", "bn", "--out", str(tmp_path / "bn"))
     assert done.returncode == 0, done.stderr
     assert f"trial {chosen['trial']}: the best by val accuracy after BN recalibration" in done.stdout
     assert json.loads((tmp_path / "bn" / "result.json").read_text())["trial"] == chosen["trial"]
-    done = run_cli(*base, "--no-bn-rerank", "--out", str(tmp_path / "proxy"))
+    done = run_cli(*base, "--pick", "best", "--out", str(tmp_path / "proxy"))
     assert done.returncode == 0, done.stderr
     best_proxy = within_budget(handle, front_rows(handle), "50%", None)["trial"]
     assert json.loads((tmp_path / "proxy" / "result.json").read_text())["trial"] == best_proxy
+
+
+def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(study, tmp_path, monkeypatch):
+    from prune_search.finalize import rerank
+    from prune_search.search.baselines import baseline
+    from prune_search.search.config import parse_budget
+    from prune_search.storage.bulk import complete_trials
+
+    handle, url, _ = study
+    monkeypatch.setattr(rerank, "TRAINED_RUNGS", (2, 4))
+    monkeypatch.setattr(rerank, "TRAINED_POOL_BATCHES", 2)
+    monkeypatch.setattr(rerank, "HELD_OUT_BATCHES", 2)
+    held = complete_trials(handle.engine, handle.study_id)
+    base = ["finalize", "--study", "fin", "--storage", url, "--max-macs", "40%", "--epochs", "1", "--no-progress"]
+    done = run_cli(*base, "--out", str(tmp_path / "trained"))
+    assert done.returncode == 0, done.stderr
+    assert rerank.AUTO_PICK == "trained" and "rung 1:" in done.stdout and "rung 2:" in done.stdout
+    picked = int(done.stdout.split("the least KL")[0].rsplit("trial ", 1)[1].rstrip(": "))
+    result = json.loads((tmp_path / "trained" / "result.json").read_text())
+    assert result["trial"] == picked and result["macs"] <= 0.4 * handle.config["base"]["macs"]
+    assert complete_trials(handle.engine, handle.study_id) - held <= len(rerank.REFERENCES)
+    stored = rerank.reference_rows(handle, "40%", None, torch.device("cpu"))[0]
+    budget = parse_budget("40%", handle.config["base"]["macs"], "--max-macs")
+    uniform = baseline(handle.space, handle.importance, "uniform", budget)
+    assert list(stored["keep"].values()) == uniform.keep[0].tolist()  # stored as a trial, read back as one
 
 
 def test_kl_rerank_picks_the_least_whole_candidate_kl_on_the_train_sample(study):

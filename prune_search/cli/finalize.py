@@ -32,10 +32,19 @@ from prune_search.cli.options import (
 )
 from prune_search.device import resolve_device
 from prune_search.finalize import choose, finalize_trial
-from prune_search.finalize.rerank import CALIBRATION_BATCHES, RERANKED, VAL_BATCHES, kl_rerank
+from prune_search.finalize.rerank import (
+    AUTO_PICK,
+    CALIBRATION_BATCHES,
+    RERANKED,
+    TRAINED_RUNGS,
+    VAL_BATCHES,
+    kl_rerank,
+    pick_method,
+    reference_rows,
+    trained_rerank,
+)
 from prune_search.finalize.rerank import bn_rerank as bn_rerank_rows
 from prune_search.search import open_study
-from prune_search.search.fidelity import multi_fidelity
 from prune_search.search.study import open_base
 from prune_search.storage import resolve_url
 from prune_search.storage.trial_records import claim
@@ -52,16 +61,18 @@ def finalize(
     knee: Annotated[bool, typer.Option("--knee", help="The front trial closest to the utopia point.")] = False,
     max_macs: Annotated[str | None, typer.Option(help="Pick among the front trials within this MACs budget.")] = None,
     max_params: Annotated[str | None, typer.Option(help="... and within this params budget.")] = None,
-    bn_rerank: Annotated[
-        bool | None,
+    pick: Annotated[
+        str,
         typer.Option(
-            "--bn-rerank/--no-bn-rerank",
-            help=f"With a budget: the best of its {RERANKED} largest front trials by val accuracy after BN "
-            f"recalibration on {CALIBRATION_BATCHES} train batches (scored on {VAL_BATCHES} val batches), or the best "
-            f"score (default: on; in a study with --evaluations the least whole-candidate KL of the {RERANKED} "
-            "largest candidates of the corrected front).",
+            "--pick",
+            help=f"With a budget, how to pick: 'trained' (successive halving of short KD fine-tunes of "
+            f"{' then '.join(map(str, TRAINED_RUNGS))} steps over the {RERANKED} largest front trials within it and "
+            f"uniform/global pruning at it), 'bn' (the best of the {RERANKED} by val accuracy after BN recalibration "
+            f"on {CALIBRATION_BATCHES} train batches, scored on {VAL_BATCHES} val batches), 'kl' (the least "
+            "whole-candidate KL of the 16), 'best' (the best score), or 'auto' (the default: "
+            f"'{AUTO_PICK}'; 'kl' in a study with --evaluations).",
         ),
-    ] = None,
+    ] = "auto",
     front: Annotated[int | None, typer.Option(help="Finalize K front trials spread across MACs.")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = TUNING.epochs,
     lr: LrOpt = TUNING.lr,
@@ -88,22 +99,39 @@ def finalize(
     handle = open_study(url, study, model=model)
     torch_device = resolve_device(device)
 
+    chosen = pick_method(pick, handle)
+
     def rerank(fitting: list[dict[str, Any]]) -> dict[str, Any]:
         base = open_base(handle, checkpoint, root_text(data_root))
-        model, bundle = base.model, base.bundle
+        model, bundle = base.model.to(torch_device), base.bundle
         shown = min(len(fitting), RERANKED)
-        if multi_fidelity(handle) and bn_rerank is None:
-            row, kl = kl_rerank(handle, fitting, model.to(torch_device), bundle, torch_device)
-            typer.echo(
-                f"trial {row['trial']}: the least whole-candidate KL ({kl:.4f} nats) of the {shown} candidates of the "
-                "corrected front with the most MACs within the budget (--no-bn-rerank: the best measured)"
+        if chosen == "trained":
+            references = reference_rows(handle, max_macs, max_params, torch_device)
+            row, kl = trained_rerank(
+                handle,
+                fitting,
+                model,
+                bundle,
+                torch_device,
+                references,
+                on_rung=lambda rung, count, steps: typer.echo(f"rung {rung + 1}: {count} candidates, {steps} KD steps"),
             )
-            return row
-        row, accuracy = bn_rerank_rows(handle, fitting, model.to(torch_device), bundle, torch_device)
-        typer.echo(
-            f"trial {row['trial']}: the best by val accuracy after BN recalibration ({100 * accuracy:.2f}%) of the "
-            f"{shown} front trials with the most MACs within the budget (--no-bn-rerank: the best score)"
-        )
+            typer.echo(
+                f"trial {row['trial']}: the least KL ({kl:.4f} nats) after short KD fine-tunes of the {shown} front "
+                f"trials with the most MACs within the budget and {len(references)} references (uniform, global)"
+            )
+        elif chosen == "kl":
+            row, kl = kl_rerank(handle, fitting, model, bundle, torch_device)
+            typer.echo(
+                f"trial {row['trial']}: the least whole-candidate KL ({kl:.4f} nats) of the {shown} front candidates "
+                "with the most MACs within the budget"
+            )
+        else:
+            row, accuracy = bn_rerank_rows(handle, fitting, model, bundle, torch_device)
+            typer.echo(
+                f"trial {row['trial']}: the best by val accuracy after BN recalibration ({100 * accuracy:.2f}%) of the "
+                f"{shown} front trials with the most MACs within the budget"
+            )
         return row
 
     numbers, notes = choose(
@@ -114,7 +142,7 @@ def finalize(
         max_params=max_params,
         front=front,
         force=force,
-        rerank=None if bn_rerank is False else rerank,
+        rerank=None if chosen == "best" else rerank,
     )
     for note in notes:
         typer.echo(f"warning: {note}", err=True)

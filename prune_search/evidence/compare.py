@@ -1,27 +1,30 @@
 """The search's front against simple pruning at equal MACs, each fine-tuned with the same recipe.
 
 At every MACs budget the compared candidates are: ``search``, what ``finalize --max-macs`` picks
-by default (in a multi-fidelity study the least whole-candidate KL of the 16 candidates of the corrected front
-with the most MACs within the budget; ``front_bn`` otherwise); ``front``, the best-scored
-feasible front trial within the budget (the least measured KL of the measured front in a
-multi-fidelity study, else the best proxy; ``finalize --max-macs --no-bn-rerank``); ``front_bn``, of the 16
-front trials within the budget with the most MACs, the best by val accuracy after BN
-recalibration (8 train batches, 4 val batches of 128; what ``finalize --max-macs`` picks); ``front_kl``, of
-the same 16, the least whole-candidate KL to the unpruned model on the train-split fitness sample; the baselines of
+by default (``--pick auto``: in a multi-fidelity study the least whole-candidate KL of the 16 candidates of the
+corrected front with the most MACs within the budget; else the method :data:`PICK_METHOD` names); ``front``, the
+best-scored feasible front trial within the budget (the least measured KL of the measured front in a
+multi-fidelity study, else the best proxy; ``--pick best``); ``front_bn``, of the 16 front trials within the
+budget with the most MACs, the best by val accuracy after BN recalibration (8 train batches, 4 val batches of
+128; ``--pick bn``); ``front_kl``, of the same 16, the least whole-candidate KL to the unpruned model on the
+train-split fitness sample; ``front_trained``, successive halving by short KD fine-tunes over the same 16 and the
+uniform and global baselines at the budget, stored as trials (``--pick trained``); the baselines of
 :mod:`prune_search.search.baselines` and the peers' widths of :mod:`prune_search.evidence.peers`, each
 with the most MACs within the same budget. Each is fine-tuned with one :class:`FinalizeConfig` per seed.
 """
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.context import Bench
 from prune_search.evidence.peers import PEERS, peer_candidate
-from prune_search.finalize.rerank import bn_rerank, kl_rerank
+from prune_search.finalize.rerank import bn_rerank, kl_rerank, pick_method, reference_rows, trained_rerank
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.baselines import BASELINES, baseline
@@ -32,7 +35,9 @@ from prune_search.search.runner import Scorer
 from prune_search.search.summary import front_rows
 from prune_search.space import CandidateBatch
 
-METHODS = ("search", "front", "front_bn", "front_kl", *BASELINES, *PEERS)
+METHODS = ("search", "front", "front_bn", "front_kl", "front_trained", *BASELINES, *PEERS)
+PICKS_FILE = "picks.json"  # per budget: the candidate each method picked, read back by later calls
+PICK_METHOD = {"trained": "front_trained", "bn": "front_bn", "best": "front", "kl": None}  # finalize's --pick
 
 
 def parse_methods(text: str) -> list[str]:
@@ -43,8 +48,11 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def candidates_at(base: Bench, budget: str, methods: list[str]) -> list[dict[str, Any]]:
-    """One entry per method: ``method``, ``trial`` (front only), ``candidate``, MACs, params, proxies."""
+def candidates_at(base: Bench, budget: str, methods: list[str], picks: Path | None = None) -> list[dict[str, Any]]:
+    """One entry per method: ``method``, ``trial`` (front only), ``candidate``, MACs, params, proxies.
+
+    ``picks``: a JSON file of the candidates the methods picked at this budget, read back for the methods it
+    holds (a trained pick costs minutes) and written with the others."""
     handle = base.handle
     macs_budget = parse_budget(budget, handle.config["base"]["macs"], "--max-macs")
     rows = front_rows(handle)
@@ -52,8 +60,18 @@ def candidates_at(base: Bench, budget: str, methods: list[str]) -> list[dict[str
         raise PruneSearchError("the study has no feasible front yet; run 'prune-search start' first")
     scorer = Scorer(handle, base.device)
     out = []
+    stored = json.loads(picks.read_text()) if picks is not None and picks.is_file() else {}
     for method in methods:
-        candidate, trial = _candidate(base, method, budget, macs_budget, rows)
+        if method in stored:
+            candidate = CandidateBatch(*(torch.tensor([stored[method][k]]) for k in ("keep", "strategy")))
+            trial = stored[method]["trial"]
+        else:
+            candidate, trial = _candidate(base, method, budget, macs_budget, rows)
+            stored[method] = {"keep": candidate.keep[0].tolist(), "strategy": candidate.strategy[0].tolist()}
+            stored[method]["trial"] = trial
+            if picks is not None:
+                picks.parent.mkdir(parents=True, exist_ok=True)
+                picks.write_text(json.dumps(stored, indent=1))
         on_device = candidate.to(base.device)
         proxies = {f"proxy_{name}": float(scorer.proxy(on_device, name)[0]) for name in scorer.proxy.available}
         macs, params = (int(t[0]) for t in scorer.cost(on_device))
@@ -71,8 +89,9 @@ def _candidate(
     handle = base.handle
     codec = CandidateCodec(handle.space)
     if method == "search":
-        if not multi_fidelity(handle):
-            return _candidate(base, "front_bn", budget, macs_budget, rows)
+        default = PICK_METHOD[pick_method("auto", handle)]
+        if default is not None:
+            return _candidate(base, default, budget, macs_budget, rows)
         fitting = fitting_rows(handle, front_rows(handle, corrected=True), budget, None)
         row, _ = kl_rerank(handle, fitting, base.model, base.bundle, base.device)
         return codec.from_rows([row]), row["trial"]
@@ -82,6 +101,17 @@ def _candidate(
     if method in ("front_bn", "front_kl"):
         rerank = bn_rerank if method == "front_bn" else kl_rerank
         row, _ = rerank(handle, fitting_rows(handle, rows, budget, None), base.model, base.bundle, base.device)
+        return codec.from_rows([row]), row["trial"]
+    if method == "front_trained":
+        pool = front_rows(handle, corrected=True) if multi_fidelity(handle) else rows
+        row, _ = trained_rerank(
+            handle,
+            fitting_rows(handle, pool, budget, None),
+            base.model,
+            base.bundle,
+            base.device,
+            reference_rows(handle, budget, None, base.device),
+        )
         return codec.from_rows([row]), row["trial"]
     if method in PEERS:
         return peer_candidate(base, method, macs_budget), None
@@ -108,10 +138,11 @@ def run_comparison(
     rows = []
     for budget in budgets:
         trained: dict[tuple, dict[str, Any]] = {}
-        for entry in candidates_at(base, budget, methods):
+        at = out / budget.replace("%", "pct")
+        for entry in candidates_at(base, budget, methods, at / PICKS_FILE):
             genes = (tuple(entry["candidate"].keep[0].tolist()), tuple(entry["candidate"].strategy[0].tolist()))
             for seed in seeds:
-                folder = out / budget.replace("%", "pct") / entry["method"] / f"seed{seed}"
+                folder = at / entry["method"] / f"seed{seed}"
                 tag = {"method": entry["method"], "budget": budget}
                 if (genes, seed) not in trained:
                     trained[genes, seed] = base.tune(entry["candidate"], _seeded(config, seed), folder, tag, progress)

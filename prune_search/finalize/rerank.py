@@ -7,15 +7,23 @@ fine-tuned as well as or better than the best-proxy pick at every measured budge
 ``finalize --max-macs/--max-params`` uses it by default.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from prune_search.data import DatasetBundle
+from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator
+from prune_search.evaluators.trained import TrainedEvaluator
+from prune_search.search.baselines import baseline
 from prune_search.search.codec import CandidateCodec
+from prune_search.search.config import parse_budget
+from prune_search.search.fidelity import multi_fidelity
+from prune_search.search.references import stored_rows
 from prune_search.search.study import StudyHandle, fitness_batches
+from prune_search.space import CandidateBatch
 
 RERANKED = 16  # front trials with the most MACs within the budget that are re-ranked
 CALIBRATION_BATCHES = 8  # train batches of 128 re-estimating the BN statistics
@@ -51,3 +59,78 @@ def kl_rerank(
     scores = evaluator(batch)["kl"]
     best = int(scores.argmin())
     return nearest[best], float(scores[best])
+
+
+PICKS = ("auto", "trained", "bn", "kl", "best")
+AUTO_PICK = "trained"  # what --pick auto means outside multi-fidelity studies (README: the evidence)
+REFERENCES = ("uniform", "global_mean")  # baselines stored as trials and added to the trained pick's pool
+TRAINED_RUNGS = (40, 120, 360)  # KD steps of each successive-halving rung
+TRAINED_KEEP = 3  # each rung keeps the best third (rounded up) for the next
+TRAINED_BATCH = 64  # images per KD step
+TRAINED_POOL_BATCHES = 128  # train batches the KD steps cycle through (8,192 images)
+HELD_OUT_BATCHES = 16  # train batches held out to score (1,024 images)
+TRAINED_SEED = 20261201
+
+
+def pick_method(pick: str, handle: StudyHandle) -> str:
+    """The budget pick ``pick`` names (one of :data:`PICKS`); ``auto``: ``kl`` in a multi-fidelity study, else
+    :data:`AUTO_PICK`. An unknown name is a one-line error."""
+    if pick not in PICKS:
+        raise PruneSearchError(f"unknown --pick '{pick}'; choose one of {', '.join(PICKS)}")
+    if pick != "auto":
+        return pick
+    return "kl" if multi_fidelity(handle) else AUTO_PICK
+
+
+def reference_rows(
+    handle: StudyHandle, max_macs: str | None, max_params: str | None, device: torch.device
+) -> list[dict[str, Any]]:
+    """The :data:`REFERENCES` baselines with the most MACs within ``max_macs`` (none without a MACs budget),
+    stored as trials of the study (:func:`~prune_search.search.references.stored_rows`), those within
+    ``max_params`` too."""
+    base = handle.config["base"]
+    macs = parse_budget(max_macs, base["macs"], "--max-macs")
+    if macs is None:
+        return []
+    params = parse_budget(max_params, base["params"], "--max-params") or float("inf")
+    candidates = CandidateBatch.cat([baseline(handle.space, handle.importance, name, macs) for name in REFERENCES])
+    return [row for row in stored_rows(handle, candidates, device) if row["params"] <= params]
+
+
+def trained_batches(bundle: DatasetBundle) -> tuple[list, list]:
+    """(KD pool, held-out) batches of :data:`TRAINED_BATCH`: disjoint, fixed, both from the TRAIN split."""
+    loader = bundle.loader("train", TRAINED_BATCH, shuffle=True, seed=TRAINED_SEED)
+    batches = [b for _, b in zip(range(HELD_OUT_BATCHES + TRAINED_POOL_BATCHES), loader, strict=False)]
+    return batches[HELD_OUT_BATCHES:], batches[:HELD_OUT_BATCHES]
+
+
+def trained_rerank(
+    handle: StudyHandle,
+    fitting: list[dict[str, Any]],
+    model: nn.Module,
+    bundle: DatasetBundle,
+    device: torch.device,
+    references: list[dict[str, Any]] = (),
+    on_rung: Callable[[int, int, int], None] | None = None,
+) -> tuple[dict[str, Any], float]:
+    """Successive halving by short KD fine-tunes: of the :data:`RERANKED` rows of ``fitting`` with the most MACs
+    and the ``references`` rows (e.g. uniform pruning at the budget, stored as trials), every candidate is
+    fine-tuned for :data:`TRAINED_RUNGS` [0] steps and scored by KL (nats per sample) to the unpruned model on
+    held-out train images (:class:`TrainedEvaluator`); the best third go on to the next rung's longer run.
+    Returns the winner of the last rung and its KL. ``on_rung(rung, candidates, steps)`` reports progress."""
+    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
+    pool = list({row["trial"]: row for row in [*nearest, *references]}.values())
+    codec = CandidateCodec(handle.space)
+    train, held_out = trained_batches(bundle)
+    evaluator = TrainedEvaluator(model, handle.space, handle.importance, train, held_out, device)
+    ranked = [(float("nan"), i) for i in range(len(pool))]
+    for rung, steps in enumerate(TRAINED_RUNGS):
+        alive = [i for _, i in ranked]
+        if rung and len(alive) == 1:
+            break
+        if on_rung is not None:
+            on_rung(rung, len(alive), steps)
+        kl = evaluator(codec.from_rows([pool[i] for i in alive]), steps)["kl"].tolist()
+        ranked = sorted(zip(kl, alive, strict=True))[: -(-len(alive) // TRAINED_KEEP)]
+    best_kl, best = ranked[0]
+    return pool[best], best_kl

@@ -68,6 +68,20 @@ def front_rows(
         idx = rows_measured[front_indices(F, archive.violation[rows_measured])]
     else:
         idx = proxy_front if proxy_front is not None else front_indices(archive.F, archive.violation)
+    rows = archive_rows(handle, archive, idx, scores, estimate)
+    return sorted(rows, key=lambda r: (r["macs"], r["params"], r["trial"]))
+
+
+def archive_rows(
+    handle: StudyHandle,
+    archive: Archive,
+    idx: np.ndarray,
+    scores: dict[str, dict[str, float]],
+    estimate: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """The rows of :func:`front_rows` for the archive rows ``idx [K]``, in that order: ``score`` is the measured
+    score in ``scores`` (``{digest: scores}``), else the proxy column of ``estimate [N, M]`` (corrected
+    objectives), else the proxy."""
     if len(idx) == 0:
         return []
     rows = []
@@ -93,7 +107,7 @@ def front_rows(
                 "strategy": attrs["strategy"],
             }
         )
-    return sorted(rows, key=lambda r: (r["macs"], r["params"], r["trial"]))
+    return rows
 
 
 def status(handle: StudyHandle) -> dict[str, Any]:
