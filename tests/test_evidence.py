@@ -158,7 +158,7 @@ def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(stud
     assert all(40 <= r["macs_reduction_pct"] <= 60 for r in stored["rows"])
     predictors = stored["bands"][0]["predictors"]
     fast = {"taylor_loss", "retained_fraction", "bn_kl", "bn_loss"}
-    assert set(predictors) == fast | {"whole_kl", "bn_accuracy", "params", "uniformity"}
+    assert set(predictors) == fast | {"whole_kl", "trained_kl", "bn_accuracy", "params", "uniformity"}
     assert all(-1 <= p["spearman"] <= 1 for p in predictors.values() if p["spearman"] == p["spearman"])
     table = _csv(out / "correlations.csv")
     assert {r["predictor"] for r in table} == set(predictors)

@@ -69,9 +69,10 @@ def candidates_at(base: Bench, budget: str, methods: list[str], picks: Path | No
             candidate, trial = _candidate(base, method, budget, macs_budget, rows)
             stored[method] = {"keep": candidate.keep[0].tolist(), "strategy": candidate.strategy[0].tolist()}
             stored[method]["trial"] = trial
-            if picks is not None:
+            if picks is not None:  # merged with what another call at this budget wrote meanwhile
                 picks.parent.mkdir(parents=True, exist_ok=True)
-                picks.write_text(json.dumps(stored, indent=1))
+                merged = json.loads(picks.read_text()) if picks.is_file() else {}
+                picks.write_text(json.dumps(merged | {method: stored[method]}, indent=1))
         on_device = candidate.to(base.device)
         proxies = {f"proxy_{name}": float(scorer.proxy(on_device, name)[0]) for name in scorer.proxy.available}
         macs, params = (int(t[0]) for t in scorer.cost(on_device))

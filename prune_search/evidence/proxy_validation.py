@@ -10,6 +10,9 @@ same brief recipe, and every predictor is compared with the fine-tuned val accur
   candidates (multi-fidelity study, :mod:`prune_search.search.fidelity`);
 - ``whole_kl``: KL(unpruned ‖ candidate) of the whole candidate with BN statistics re-estimated,
   on the study's train-split fitness sample (the batched second fidelity, :class:`BatchedEvaluator`);
+- ``trained_kl``: KL(unpruned ‖ candidate) on held-out train images after a short KD fine-tune of
+  the middle rung's length (:data:`~prune_search.finalize.rerank.TRAINED_RUNGS`), the trained pick's
+  fidelity (:class:`TrainedEvaluator`);
 - ``bn_accuracy``: val accuracy after BN recalibration (EagleEye), no training;
 - ``params``: more parameters predict more accuracy (a control);
 - ``uniformity``: spread of the keep ratios; a uniform candidate predicts more (a control).
@@ -29,7 +32,9 @@ from scipy import stats
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator, CostModel
+from prune_search.evaluators.trained import TrainedEvaluator
 from prune_search.evidence.context import Bench
+from prune_search.finalize.rerank import TRAINED_RUNGS, trained_batches
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.fidelity import features, study_surrogate
 from prune_search.search.runner import Scorer
@@ -98,6 +103,7 @@ def predictors(base: Bench, genes: np.ndarray, config: ValidationConfig) -> dict
     bn = AdaptiveBNEvaluator(base.model, handle.space, handle.importance, calibration, validation, base.device)
     ratios = batch.keep.to(torch.float64) / handle.space.sizes.to(torch.float64)
     whole = BatchedEvaluator(base.model, handle.space, handle.importance, fitness_batches(base.bundle), base.device)
+    trained = TrainedEvaluator(base.model, handle.space, handle.importance, *trained_batches(base.bundle), base.device)
     surrogate = study_surrogate(handle, load_archive(handle))
     corrected = {}
     if surrogate is not None:
@@ -107,6 +113,7 @@ def predictors(base: Bench, genes: np.ndarray, config: ValidationConfig) -> dict
         **{name: -values for name, values in proxies.items()},
         **corrected,
         "whole_kl": -whole(batch)["kl"].numpy(),
+        "trained_kl": -trained(batch, TRAINED_RUNGS[len(TRAINED_RUNGS) // 2])["kl"].numpy(),
         "bn_accuracy": bn(batch).numpy(),
         "params": params.astype(np.float64),
         "uniformity": -ratios.std(1).numpy(),
