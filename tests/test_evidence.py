@@ -124,6 +124,9 @@ def test_compare_fine_tunes_front_and_baselines_with_one_recipe(study, tmp_path)
     assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in ("front", "uniform") for s in "01"}
     assert all(float(r["macs_reduction_pct"]) >= 50 for r in rows)
     assert all(0 < float(r["test_acc"]) <= 1 for r in rows)
+    uniform_trial = {r["trial"] for r in rows if r["method"] == "uniform"}
+    assert len(uniform_trial) == 1 and uniform_trial != {""}  # stored as a trial of the study
+    assert set(json.loads((out / "50pct" / "picks.json").read_text())) == {"front", "uniform"}
     summary = _csv(out / "summary.csv")
     assert len(summary) == 2 and all(r["seeds"] == "2" for r in summary)
     assert (out / "comparison.html").stat().st_size > 100_000  # plotly.js inlined: opens offline

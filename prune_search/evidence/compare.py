@@ -10,7 +10,8 @@ budget with the most MACs, the best by val accuracy after BN recalibration (8 tr
 train-split fitness sample; ``front_trained``, successive halving by short KD fine-tunes over the same 16 and the
 uniform and global baselines at the budget, stored as trials (``--pick trained``); the baselines of
 :mod:`prune_search.search.baselines` and the peers' widths of :mod:`prune_search.evidence.peers`, each
-with the most MACs within the same budget. Each is fine-tuned with one :class:`FinalizeConfig` per seed.
+with the most MACs within the same budget. Each is fine-tuned with one :class:`FinalizeConfig` per seed; the
+baselines' and peers' candidates are stored as trials of the study (``finalize --trial N --force`` exports one).
 """
 
 import json
@@ -31,6 +32,7 @@ from prune_search.search.baselines import BASELINES, baseline
 from prune_search.search.codec import CandidateCodec
 from prune_search.search.config import parse_budget
 from prune_search.search.fidelity import multi_fidelity
+from prune_search.search.references import stored_rows
 from prune_search.search.runner import Scorer
 from prune_search.search.summary import front_rows
 from prune_search.space import CandidateBatch
@@ -73,6 +75,8 @@ def candidates_at(base: Bench, budget: str, methods: list[str], picks: Path | No
                 picks.parent.mkdir(parents=True, exist_ok=True)
                 merged = json.loads(picks.read_text()) if picks.is_file() else {}
                 picks.write_text(json.dumps(merged | {method: stored[method]}, indent=1))
+        if trial is None:  # a baseline's or a peer's widths: a trial of the study too, to finalize and export
+            trial = stored_rows(handle, candidate, base.device)[0]["trial"]
         on_device = candidate.to(base.device)
         proxies = {f"proxy_{name}": float(scorer.proxy(on_device, name)[0]) for name in scorer.proxy.available}
         macs, params = (int(t[0]) for t in scorer.cost(on_device))
