@@ -21,7 +21,11 @@ from pathlib import Path
 
 # Stored negated in the CSV so that higher predicts better; the candidate table shows them as measured.
 LOSSES = ("taylor_loss", "retained_fraction", "bn_kl", "bn_loss", "whole_kl", "trained_kl", "uniformity")
-LABELS = {"bn_accuracy": "BN-recal val acc", "whole_kl": "whole-candidate KL", "trained_kl": "KL after a short KD fine-tune"}
+LABELS = {
+    "bn_accuracy": "BN-recal val acc",
+    "whole_kl": "whole-candidate KL",
+    "trained_kl": "KL after a short KD fine-tune",
+}
 
 
 def read(path: Path) -> list[dict[str, str]]:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, Importance, ProxyEvaluator, apply_plan, compute_importance, materialize
 from prune_search.evaluators.materialize import PruningPlan
 from prune_search.evaluators.selection import select_channels
@@ -144,3 +145,32 @@ def test_importance_json_round_trip_keeps_scores(case):
     assert torch.equal(
         CostModel(PruningSpace.from_json(space.to_json()))(candidates)[0], CostModel(space)(candidates)[0]
     )
+
+
+def test_shufflenet_names_its_channel_shuffle_layers_and_is_exact_with_them_ignored():
+    spec = ModelSpec("tv:shufflenet_v2_x1_0", 3, 10, 64)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    example = torch.randn(2, 3, 64, 64)
+    with pytest.raises(PruneSearchError) as info:
+        PruningSpace.from_model(model, example)
+    message = str(info.value)
+    assert message.startswith("layer 'stage2.0.branch1.2' feeds a channel shuffle")
+    assert "\n" not in message
+    named = message.split("pass --ignore-layers ")[1].split(" ")[0].split(",")
+    feeding = [name for name, _ in model.named_modules() if name.endswith(("branch1.2", "branch2.5"))]
+    assert set(feeding) <= set(named)  # every block's output convs (the concatenation the shuffle permutes)
+
+    space = PruningSpace.from_model(model, example, ignored_layers=named)
+    assert len(space) == 18  # the stem, each block's inner branch, conv5
+    importance = compute_importance(model, space, "l2")
+    candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=2)])
+    macs, params = CostModel(space)(candidates)
+    assert CostModel(space).base() == _reference_cost(model, example[:1])
+    for row in range(len(candidates)):
+        pruned, plan = materialize(model, space, importance, candidates[row])
+        assert _reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+    fresh = apply_plan(build_model(spec), PruningPlan.from_json(plan.to_json()))
+    fresh.load_state_dict(pruned.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(example), pruned.eval()(example))

@@ -1,3 +1,7 @@
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
 import optuna
 import pytest
 import torch
@@ -6,6 +10,8 @@ from torch import nn
 from prune_search.errors import PruneSearchError
 from prune_search.models import ModelSpec, build_model
 from prune_search.space import CandidateBatch, PruningSpace, SpaceOptions
+from prune_search.space.deadline import TRACE_TIMEOUT_ENV, WORKER_NAME
+from prune_search.space.graph import quiet_depth_warnings
 
 
 @pytest.fixture(scope="module")
@@ -150,5 +156,91 @@ def test_a_layer_the_dependency_graph_cannot_trace_is_named():
 
 
 def test_unknown_ignored_layer_is_named(resnet20):
-    with pytest.raises(PruneSearchError, match="ignored layer 'layer9'"):
+    with pytest.raises(PruneSearchError, match="ignored layer 'layer9'") as info:
         PruningSpace.from_model(resnet20, torch.randn(1, 1, 8, 8), ignored_layers=["layer9"])
+    assert "did you mean 'layer" in str(info.value)
+    assert "e.g. conv1, layer1.0.conv1" in str(info.value)
+
+
+def test_an_ignored_container_leaves_every_channel_coupled_to_its_layers_whole(resnet20):
+    space = PruningSpace.from_model(resnet20, torch.randn(1, 1, 8, 8), ignored_layers=["layer1"])
+    assert space.names[0] == "layer2.0.conv1"  # layer1's own groups and the stem's stage group are left out
+    assert not any(name.startswith("layer1.") for group in space.groups for name in (m.module for m in group.members))
+
+
+class _Grouped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3)
+        self.widen = nn.Conv2d(8, 16, 1)
+        self.grouped = nn.Conv2d(16, 16, 3, groups=4)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.grouped(self.widen(self.stem(x).relu()).relu()).relu()
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_refusal_names_the_flag_and_every_layer_to_pass_and_those_layers_make_the_space():
+    model, example = _Grouped(), torch.randn(1, 1, 12, 12)
+    with pytest.raises(PruneSearchError) as info:
+        PruningSpace.from_model(model, example)
+    message = str(info.value)
+    assert message.startswith("grouped convolution 'grouped' (groups=4) in group 'widen' is not supported")
+    assert message.endswith("pass --ignore-layers widen,grouped (Python: ignored_layers=['widen', 'grouped'])")
+    assert "\n" not in message
+    assert PruningSpace.from_model(model, example, ignored_layers=["widen", "grouped"]).names == ["stem"]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])
+def test_a_bad_trace_time_limit_is_refused(resnet20, monkeypatch, value):
+    monkeypatch.setenv(TRACE_TIMEOUT_ENV, value)
+    with pytest.raises(PruneSearchError, match=f"{TRACE_TIMEOUT_ENV} must be a positive number of seconds"):
+        PruningSpace.from_model(resnet20, torch.randn(1, 1, 8, 8))
+
+
+class _Waiting(nn.Module):
+    """A network whose forward pass waits for ``done``."""
+
+    def __init__(self, done: threading.Event) -> None:
+        super().__init__()
+        self.done = done
+        self.body = nn.Conv2d(1, 8, 3)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        self.done.wait(60)
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def test_a_slow_trace_is_refused_in_a_worker_thread_too(monkeypatch):
+    done = threading.Event()
+    monkeypatch.setenv(TRACE_TIMEOUT_ENV, "0.2")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(PruningSpace.from_model, _Waiting(done), torch.randn(1, 1, 8, 8))
+            with pytest.raises(PruneSearchError) as info:
+                future.result(timeout=30)
+    finally:
+        done.set()
+        _join_traces()
+    message = str(info.value)
+    assert message.startswith("building the pruning space of _Waiting took more than 0.2 s (it was running the example")
+    assert "torch-pruning cannot follow this architecture yet" in message
+
+
+def _join_traces() -> None:
+    """Wait for traces left running after a time-out to end (they would outlive the test)."""
+    for thread in threading.enumerate():
+        if thread.name == WORKER_NAME:
+            thread.join(30)
+
+
+def test_torch_prunings_depth_warnings_are_hidden_only_inside_the_block():
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_depth_warnings(), quiet_depth_warnings():
+            warnings.warn("Maximum recursive depth reached!", stacklevel=1)
+        warnings.warn("Maximum recursive depth reached!", stacklevel=1)
+        warnings.warn("another warning", stacklevel=1)
+    assert [str(w.message) for w in seen] == ["Maximum recursive depth reached!", "another warning"]

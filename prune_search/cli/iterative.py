@@ -19,6 +19,7 @@ from prune_search.cli.options import (
     DeviceOpt,
     ExpectedModelOpt,
     FormatOpt,
+    IgnoreLayersOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
@@ -27,6 +28,7 @@ from prune_search.cli.options import (
     Output,
     ProgressOpt,
     load_checkpoint,
+    name_list,
     parse_model_options,
     require_empty_folder,
     tuning_config,
@@ -113,6 +115,7 @@ def iterative_command(
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Run at most this many schedule steps.")] = None,
     min_keep: Annotated[int, typer.Option(help="Fewest channels a group keeps.")] = DEFAULTS["min_keep"],
+    ignore_layers: IgnoreLayersOpt = None,
     epochs_per_step: Annotated[
         int, typer.Option(help="Retraining epochs after each pruning step.")
     ] = ITERATIVE.tuning.epochs,
@@ -138,7 +141,13 @@ def iterative_command(
     """Under ``--format json``: what result.json holds; ``csv``: the steps (as steps.csv)."""
     output = Output(fmt)
     tuning = tuning_config(epochs_per_step, lr, batch_size, kd, kd_temperature, kd_alpha, seed)
-    config = IterativeConfig(tuning, max_drop=max_drop, criterion=criterion, calibration_batches=calibration_batches)
+    config = IterativeConfig(
+        tuning,
+        max_drop=max_drop,
+        criterion=criterion,
+        calibration_batches=calibration_batches,
+        ignored_layers=tuple(name_list(ignore_layers) or ()),
+    )
     config.validate()
     if max_steps is not None and max_steps < 1:
         raise PruneSearchError(f"--max-steps must be at least 1, got {max_steps}")
@@ -147,7 +156,8 @@ def iterative_command(
     base, spec, data, bundle = load_checkpoint(checkpoint, model, options, dataset, data_root)
     torch_device = resolve_device(device)
     base = base.to(torch_device).eval()
-    space = step_space(base, [1, bundle.in_channels, bundle.image_size, bundle.image_size], min_keep)
+    shape = [1, bundle.in_channels, bundle.image_size, bundle.image_size]
+    space = step_space(base, shape, min_keep, config.ignored_layers)
     sizes = {group.name: group.size for group in space.groups}
     described, steps = _schedule(schedule, q, fractions, sizes, min_keep, max_steps)
     if not steps:

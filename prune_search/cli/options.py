@@ -44,6 +44,15 @@ ImageSizeOpt = Annotated[
 ]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow torchvision to download mnist/cifar.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+IgnoreLayersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ignore-layers",
+        help="Never prune these layers: module names as in model.named_modules(), comma-separated, e.g. "
+        "layer1.0.conv1,fc (a container stands for all it holds); their groups and every channel coupled to "
+        "them stay whole.",
+    ),
+]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 # The fine-tuning recipe (``finalize.tune.FinalizeConfig``), the same flags in every command that trains: their
@@ -89,6 +98,13 @@ def parse_model_options(items: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key] = raw
     return options
+
+
+def name_list(text: str | None) -> list[str] | None:
+    """``"layer1.0.conv1, fc"`` → ``["layer1.0.conv1", "fc"]`` (``--ignore-layers``); None when not given."""
+    if text is None:
+        return None
+    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
 def int_list(text: str, flag: str, what: str = "integers", example: str = "0,1,2") -> list[int]:

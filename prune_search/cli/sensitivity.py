@@ -16,11 +16,13 @@ from prune_search.cli.options import (
     DatasetOpt,
     DeviceOpt,
     FormatOpt,
+    IgnoreLayersOpt,
     ModelOpt,
     ModelOptions,
     Output,
     ProgressOpt,
     echo_table,
+    name_list,
     parse_model_options,
     root_text,
 )
@@ -88,6 +90,7 @@ def _config(base: BaseModel, options: StartOptions, evaluator: AdaptiveBNEvaluat
         "val_samples": sum(len(targets) for _, targets in evaluator.validation),
         "checkpoint_val_acc": accuracy(base.model, evaluator.validation, evaluator.device),
         "space": asdict(base.space.options),
+        "ignored_layers": sorted(set(options.ignored_layers or [])),
         "versions": versions(),
     }
 
@@ -138,6 +141,7 @@ def sensitivity_command(
         int, typer.Option(help="Round keep counts to multiples of this (as in start).")
     ] = _SPACE.round_to,
     min_keep: Annotated[int, typer.Option(help="Fewest channels a group keeps (as in start).")] = _SPACE.min_keep,
+    ignore_layers: IgnoreLayersOpt = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for sensitivity.csv/.json/.html (created if missing).")
     ] = Path("sensitivity"),
@@ -168,6 +172,7 @@ def sensitivity_command(
         ratio_step=ratio_step,
         round_to=round_to,
         min_keep=min_keep,
+        ignored_layers=name_list(ignore_layers),
     )
     base = load_base(options, torch_device, progress)
     importance = base_importance(base, options, torch_device)
@@ -187,6 +192,7 @@ def sensitivity_command(
     write_figure(result, out)
     output.results(result.to_dict(), lambda: _print_summary(result), rows=[asdict(row) for row in result.rows])
     output.note(f"wrote sensitivity.csv, sensitivity.json and sensitivity.html in {out}")
+    same = f" --ignore-layers {','.join(result.config['ignored_layers'])}" if result.config["ignored_layers"] else ""
     output.note(
-        f"use it in a study: prune-search start --study NAME ... --sensitivity {out} --sensitivity-use seed|bound"
+        f"use it in a study: prune-search start --study NAME ...{same} --sensitivity {out} --sensitivity-use seed|bound"
     )

@@ -16,11 +16,13 @@ from prune_search.cli.options import (
     DeviceOpt,
     ExistingStudyOpt,
     FormatOpt,
+    IgnoreLayersOpt,
     ModelOptions,
     Output,
     ProgressOpt,
     StorageOpt,
     echo_table,
+    name_list,
     parse_model_options,
     quiet_optuna,
     root_text,
@@ -131,6 +133,7 @@ def start(
     min_keep: Annotated[
         int | None, typer.Option(help=f"Fewest channels a group keeps (default {DEFAULTS['min_keep']}).")
     ] = None,
+    ignore_layers: IgnoreLayersOpt = None,
     sensitivity: Annotated[
         Path | None, typer.Option(help="A 'sensitivity' output folder or its sensitivity.json (new study).")
     ] = None,
@@ -166,6 +169,7 @@ def start(
         ratio_step=ratio_step,
         round_to=round_to,
         min_keep=min_keep,
+        ignored_layers=name_list(ignore_layers),
     )
     handle, created = create_or_join_with_scan(
         url, study, options, sensitivity, sensitivity_use, device=device, progress=progress

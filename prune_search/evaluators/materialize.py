@@ -6,13 +6,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators.importance import Importance
 from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
+from prune_search.space.graph import build_graph
 
 PLAN_FORMAT = "prune-search/plan"
 
@@ -101,9 +101,7 @@ def materialize(
     pruned = copy.deepcopy(model)
     was_training = pruned.training
     pruned.eval()
-    graph = tp.DependencyGraph().build_dependency(
-        pruned, example_inputs=_example(pruned, space.structure.input_shape), verbose=False
-    )
+    graph = build_graph(pruned, _example(pruned, space.structure.input_shape))
     modules = dict(pruned.named_modules())
     kept, strategies = {}, {}
     for g, (group, vector) in enumerate(zip(space.groups, vectors, strict=True)):
@@ -128,9 +126,7 @@ def apply_plan(fresh_model: nn.Module, plan: PruningPlan) -> nn.Module:
     """
     was_training = fresh_model.training
     fresh_model.eval()
-    graph = tp.DependencyGraph().build_dependency(
-        fresh_model, example_inputs=_example(fresh_model, plan.input_shape), verbose=False
-    )
+    graph = build_graph(fresh_model, _example(fresh_model, plan.input_shape))
     try:
         graph.load_pruning_history(plan.history)
     except (KeyError, IndexError) as exc:

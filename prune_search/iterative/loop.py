@@ -37,13 +37,15 @@ class IterativeConfig:
 
     ``tuning``: the finalizer's fine-tuning recipe, its ``epochs`` run after every step;
     ``max_drop``: largest allowed val-accuracy drop below the base model, in percentage
-    points; ``calibration_batches``: train batches (of ``tuning.batch_size``) for importance.
+    points; ``calibration_batches``: train batches (of ``tuning.batch_size``) for importance;
+    ``ignored_layers``: module names never pruned (``--ignore-layers``), at every step.
     """
 
     tuning: FinalizeConfig = field(default_factory=lambda: FinalizeConfig(epochs=2))
     max_drop: float = 1.0
     criterion: str = DEFAULTS["criterion"]
     calibration_batches: int = DEFAULTS["calibration_batches"]
+    ignored_layers: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.tuning.epochs < 1 or self.calibration_batches < 1:
@@ -120,15 +122,18 @@ def top_class_share(model: nn.Module, loader: torch.utils.data.DataLoader, devic
     return top, float(counts[top]) / float(counts.sum())
 
 
-def step_space(model: nn.Module, input_shape: list[int], min_keep: int) -> PruningSpace:
+def step_space(
+    model: nn.Module, input_shape: list[int], min_keep: int, ignored_layers: tuple[str, ...] = ()
+) -> PruningSpace:
     """The space of the current (possibly pruned) ``model`` on a grid fine enough for every keep count.
 
     The ratio grid is ``1/M, 2/M, ..., 1`` with ``M`` the largest group, so any count from
     ``min(n, min_keep)`` to ``n`` is a valid candidate of every group; strategy ``min`` only.
+    ``ignored_layers`` (module names) are never pruned.
     """
     parameter = next(model.parameters())
     example = torch.zeros(2, *input_shape[1:], device=parameter.device)
-    structure = trace_structure(model, example)
+    structure = trace_structure(model, example, ignored_layers)
     largest = max(group.size for group in structure.groups)
     return PruningSpace(structure, SpaceOptions(1 / largest, 1 / largest, 1, min_keep, ("min",)))
 
@@ -137,7 +142,7 @@ def _prune(
     model: nn.Module, target: dict[str, int], space: PruningSpace, config: IterativeConfig, bundle: DatasetBundle
 ) -> tuple[nn.Module, PruningPlan]:
     """``model`` pruned to ``target`` keep counts (group name → channels) with fresh importance."""
-    current = step_space(model, space.structure.input_shape, space.options.min_keep)
+    current = step_space(model, space.structure.input_shape, space.options.min_keep, config.ignored_layers)
     if current.names != space.names:
         raise PruneSearchError(
             "pruning changed the model's group structure "

@@ -28,6 +28,9 @@ _BUDGET_UNITS = {"--max-macs": " MACs", "--max-params": " params"}
 class StartOptions:
     """Flags of ``prune-search start``; ``None`` means "not given" (stored value or default).
 
+    ``ignored_layers``: module names (``--ignore-layers``) whose channels the space never prunes
+    (default none); a study stores them with its space (``config["space"]["ignored_layers"]``).
+
     The last four fields come resolved from a higher layer (``prune_search.sensitivity.study``
     turns ``--sensitivity``/``--sensitivity-use`` into them) and shape a new study only:
     ``group_min_ratio``, per-group keep-ratio floors of the space; ``seeds``, keep ratios per
@@ -53,6 +56,7 @@ class StartOptions:
     ratio_step: float | None = None
     round_to: int | None = None
     min_keep: int | None = None
+    ignored_layers: list[str] | None = None
     group_min_ratio: dict[str, float] | None = None
     seeds: list[dict[str, float]] | None = None
     recorded: dict[str, Any] | None = None
@@ -145,6 +149,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+def stored_ignored(stored: dict[str, Any]) -> list[str]:
+    """The ignored layers of a study's configuration, sorted (none for a study made before they were stored)."""
+    return list(stored["space"].get("ignored_layers", []))
+
+
 def contradictions(stored: dict[str, Any], options: StartOptions) -> str | None:
     """The first flag given to a joining worker that disagrees with the stored configuration."""
     given = {
@@ -166,6 +175,9 @@ def contradictions(stored: dict[str, Any], options: StartOptions) -> str | None:
         value = getattr(options, key)
         if value is not None and stored["space"][key] != value:
             return f"--{key.replace('_', '-')} {value} (the study has {stored['space'][key]})"
+    if options.ignored_layers is not None and sorted(set(options.ignored_layers)) != stored_ignored(stored):
+        held = ",".join(stored_ignored(stored)) or "none"
+        return f"--ignore-layers {','.join(options.ignored_layers) or 'none'} (the study has {held})"
     if options.model_options is not None and options.model_options != stored["model"]["options"]:
         return f"--model-option {options.model_options} (the study has {stored['model']['options']})"
     if options.checkpoint is not None and sha256_of(options.checkpoint) != stored["checkpoint_sha256"]:

@@ -184,7 +184,7 @@ class BaseModel:
 
 def load_base(options: StartOptions, device: torch.device, progress: bool) -> BaseModel:
     """The model, dataset and space that ``options`` name (defaults fill the gaps; no checkpoint:
-    the cached baseline, trained on first use)."""
+    the cached baseline, trained on first use; the space leaves ``options.ignored_layers`` unpruned)."""
     model_name = _get(options, "model")
     resolve_factory(model_name)
     data = DataSpec(name=_get(options, "dataset"), root=options.data_root)
@@ -206,6 +206,7 @@ def load_base(options: StartOptions, device: torch.device, progress: bool) -> Ba
         ratio_step=_get(options, "ratio_step"),
         round_to=_get(options, "round_to"),
         min_keep=_get(options, "min_keep"),
+        ignored_layers=options.ignored_layers or (),
     )
     return BaseModel(spec, data, bundle, Path(checkpoint), model, space)
 
@@ -284,6 +285,7 @@ def _prepare(
     flags.update(
         max_macs=options.max_macs, max_params=options.max_params, calibration_batches=get("calibration_batches")
     )
+    ignored = sorted(set(options.ignored_layers or []))
     config = {
         "version": 1,
         "flags": flags,
@@ -291,7 +293,7 @@ def _prepare(
         "data": data.to_dict(),
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_of(Path(checkpoint)),
-        "space": asdict(space.options) | {"strategies": list(space.strategies)},
+        "space": asdict(space.options) | {"strategies": list(space.strategies), "ignored_layers": ignored},
         "groups": len(space),
         "criterion": get("criterion"),
         "proxy": get("proxy"),

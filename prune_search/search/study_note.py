@@ -6,6 +6,7 @@ import numpy as np
 import optuna
 
 from prune_search.search.archive import Archive
+from prune_search.search.config import stored_ignored
 from prune_search.search.front import REFERENCE, front_hypervolume, front_indices
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive, spread
@@ -28,6 +29,7 @@ def note_markdown(handle: StudyHandle, archive: Archive | None = None, front: np
         f"`{config['data']['name']}`, {config['groups']} prunable groups; "
         f"base {config['base']['macs']:,} MACs, {config['base']['params']:,} params",
         f"- checkpoint: `{config['checkpoint']}` (SHA-256 `{config['checkpoint_sha256'][:16]}…`)",
+        *_ignored_line(config),
         f"- importance: `{config['criterion']}`; objectives: {', '.join(handle.objective_names())} (all minimised)",
         *_fitness_line(config),
         f"- budgets: MACs ≤ {limits['max_macs'] or '—'}, params ≤ {limits['max_params'] or '—'}",
@@ -47,6 +49,12 @@ def note_markdown(handle: StudyHandle, archive: Archive | None = None, front: np
         for r in spread(rows, 12)
     ]
     return "\n".join(lines)
+
+
+def _ignored_line(config: dict) -> list[str]:
+    """The layers the space leaves unpruned (``--ignore-layers``), for a study that has any."""
+    ignored = stored_ignored(config)
+    return [f"- ignored layers (never pruned): {', '.join(f'`{name}`' for name in ignored)}"] if ignored else []
 
 
 def _evaluations_line(handle: StudyHandle, rows: list[dict]) -> list[str]:

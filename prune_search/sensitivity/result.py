@@ -75,16 +75,20 @@ class SensitivityResult:
         """Raise a one-line error unless the scan's groups (names and sizes) are exactly ``space``'s."""
         here = dict(zip(space.names, space.sizes.tolist(), strict=True))
         where = f"sensitivity file {self.source} (made for {self.config.get('model', {}).get('name', '?')})"
+        ignored = self.config.get("ignored_layers") or []
+        same = f" (it was made with --ignore-layers {','.join(ignored)}: pass the same)" if ignored else ""
         for name, size in self.groups.items():
             if name not in here:
-                raise PruneSearchError(f"{where} does not match this model: its group '{name}' is not in the model")
+                raise PruneSearchError(
+                    f"{where} does not match this model: its group '{name}' is not in the model{same}"
+                )
             if here[name] != size:
                 raise PruneSearchError(
                     f"{where} does not match this model: group '{name}' has {size} channels there, {here[name]} here"
                 )
         missing = [name for name in here if name not in self.groups]
         if missing:
-            raise PruneSearchError(f"{where} does not match this model: it lacks group '{missing[0]}'")
+            raise PruneSearchError(f"{where} does not match this model: it lacks group '{missing[0]}'{same}")
 
 
 def read_sensitivity(path: Path) -> SensitivityResult:

@@ -112,7 +112,11 @@ class PruningSpace:
         min_keep: int = 1,
         strategies: Sequence[str] = STRATEGIES,
     ) -> "PruningSpace":
-        """Trace ``model`` on ``example_inputs`` (one batch, ``[B, C, H, W]``) and build the space."""
+        """Trace ``model`` on ``example_inputs`` (one batch, ``[B, C, H, W]``) and build the space.
+
+        ``ignored_layers``: module names (as in ``model.named_modules()``) whose channels, and every
+        channel coupled to them, are never pruned; see :func:`~prune_search.space.trace.trace_structure`.
+        """
         options = SpaceOptions(min_ratio, ratio_step, round_to, min_keep, tuple(strategies))
         options.validate()
         return cls(trace_structure(model, example_inputs, ignored_layers), options)

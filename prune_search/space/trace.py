@@ -1,7 +1,9 @@
 """Tracing a model: example forward pass, DependencyGraph, groups and layer geometry."""
 
+import difflib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from math import prod
 
 import torch
@@ -9,6 +11,8 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
+from prune_search.space.deadline import TRACE_TIMEOUT_ENV, run_within, trace_timeout_s
+from prune_search.space.graph import build_graph, quiet_depth_warnings, shuffle_coupled
 from prune_search.space.structure import BATCHNORM, CONV, LINEAR, Group, Layer, Member, Structure
 
 _KINDS: tuple[tuple[type[nn.Module], str], ...] = (
@@ -93,76 +97,147 @@ def _member(names: dict[nn.Module, str], item: "tp.dependency.GroupItem", dg: tp
     )
 
 
-def _check_group(group: Group, modules: dict[str, nn.Module]) -> None:
+def ignore_hint(names: Sequence[str]) -> str:
+    """What a refusal tells the user to do: the flag and the Python argument that leave ``names`` unpruned."""
+    return f"pass --ignore-layers {','.join(names)} (Python: ignored_layers={list(names)!r})"
+
+
+def _problem(group: Group, modules: dict[str, nn.Module]) -> str | None:
+    """Why prune-search cannot prune ``group``, or None."""
     for member in group.members:
         module = modules[member.module]
         kind = _kind(module)
         if kind is None:
-            raise PruneSearchError(
+            return (
                 f"layer '{member.module}' ({type(module).__name__}) is coupled to group '{group.name}', but "
-                "prune-search can only prune Conv, Linear and BatchNorm layers; add it to the ignored layers"
+                "prune-search can only prune Conv, Linear and BatchNorm layers"
             )
         if kind == CONV and module.groups > 1 and not (module.groups == module.in_channels == module.out_channels):
-            raise PruneSearchError(
-                f"grouped convolution '{member.module}' (groups={module.groups}) in group '{group.name}' is not "
-                "supported; add its producer to the ignored layers"
+            return (
+                f"grouped convolution '{member.module}' (groups={module.groups}) in group '{group.name}' "
+                "is not supported"
             )
         counts = Counter(member.root_idxs)
         if set(counts) != set(range(group.size)) or len(set(counts.values())) != 1:
-            raise PruneSearchError(
-                f"layer '{member.module}' takes an uneven share of group '{group.name}' (split or slice); "
-                "add the group's root to the ignored layers"
-            )
+            return f"layer '{member.module}' takes an uneven share of group '{group.name}' (split or slice)"
+    return None
+
+
+def _refusal(problems: list[tuple[str, str]]) -> PruneSearchError:
+    """One error for every (reason, layer to ignore) pair: the first reason, and every layer to pass."""
+    more = len(problems) - 1
+    also = f" (and {more} more like it)" if more else ""
+    roots = list(dict.fromkeys(root for _, root in problems))
+    return PruneSearchError(f"{problems[0][0]}{also}; {ignore_hint(roots)}")
 
 
 def _named(model: nn.Module, names: Iterable[str]) -> list[nn.Module]:
+    """The modules ``names`` name and every module inside them; a one-line error for an unknown name."""
     modules = dict(model.named_modules())
     unknown = [name for name in names if name not in modules]
     if unknown:
+        close = difflib.get_close_matches(unknown[0], [name for name in modules if name], n=1)
+        guess = f" (did you mean '{close[0]}'?)" if close else ""
+        layers = [name for name, module in modules.items() if _kind(module) in (CONV, LINEAR)][:4]
         raise PruneSearchError(
-            f"ignored layer '{unknown[0]}' is not a module of the model; names look like 'layer1.0.conv1'"
+            f"ignored layer '{unknown[0]}' is not a module of the model{guess}; names are those of "
+            f"model.named_modules(), e.g. {', '.join(layers)}"
         )
-    return [modules[name] for name in names]
+    return [inner for name in names for inner in modules[name].modules()]
+
+
+@dataclass
+class _Progress:
+    """What a trace is doing, written by the tracing thread and read when it runs out of time."""
+
+    step: str = "running the example forward pass"
+    layer: str | None = None
+
+
+def _late(model: nn.Module, seconds: float, progress: _Progress) -> PruneSearchError:
+    """The error of a trace that ran out of time: where it was, and what to do."""
+    more = f"allow more time with ${TRACE_TIMEOUT_ENV}"
+    if progress.layer is None:
+        advice = f"torch-pruning cannot follow this architecture yet (or {more})"
+    else:
+        parts = progress.layer.split(".")
+        holder = f" or a module holding it, e.g. {'.'.join(parts[:2])}," if len(parts) > 2 else ""
+        advice = f"torch-pruning cannot follow this layer's channels: {ignore_hint([progress.layer])}{holder} or {more}"
+    return PruneSearchError(
+        f"building the pruning space of {type(model).__name__} took more than {seconds:g} s (it was "
+        f"{progress.step}); {advice}"
+    )
 
 
 def trace_structure(model: nn.Module, example_inputs: Tensor, ignored_layers: Iterable[str] = ()) -> Structure:
     """Groups and layer geometry of ``model`` on ``example_inputs`` (``[B, C, H, W]``).
 
-    The classifier (the last Conv/Linear the forward pass runs) and ``ignored_layers``
-    (qualified names) are never pruned: groups rooted at them are left out.
+    The classifier (the last Conv/Linear the forward pass runs) and ``ignored_layers`` (qualified
+    names as in ``model.named_modules()``; a container stands for every module in it) are never
+    pruned: groups rooted at or coupled to them are left out. A trace that takes longer than
+    ``$PRUNE_SEARCH_TRACE_TIMEOUT_S`` (default 120 s) ends in a one-line error.
     """
     if not isinstance(example_inputs, Tensor):
         raise PruneSearchError("example inputs must be a tensor shaped like one batch [B, C, H, W]")
+    ignored = _named(model, list(ignored_layers))
+    seconds = trace_timeout_s()
+    progress = _Progress()
+    return run_within(
+        seconds, lambda: _quiet_trace(model, example_inputs, ignored, progress), lambda: _late(model, seconds, progress)
+    )
+
+
+def _quiet_trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], progress: _Progress) -> Structure:
+    with quiet_depth_warnings():
+        return _trace(model, example_inputs, ignored, progress)
+
+
+def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], progress: _Progress) -> Structure:
     outputs, _ = _record_forward(model, example_inputs)
     names = {module: name for name, module in model.named_modules()}
     modules = {name: module for module, name in names.items()}
     order = {module: index for index, module in enumerate(names)}
     costed = [m for m in outputs if _kind(m) in (CONV, LINEAR)]
     classifier = max(costed, key=lambda m: list(outputs).index(m))
-    ignored = [classifier, *_named(model, ignored_layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
-    finally:
-        model.train(was_training)
+    progress.step = "building torch-pruning's dependency graph"
+
+    def on_group(module: nn.Module) -> None:
+        progress.layer = names.get(module)
+        progress.step = f"grouping the channels of layer '{progress.layer}' ({type(module).__name__})"
+
+    dg = build_graph(model, example_inputs, on_group)
     untraced = [names[m] for m in outputs if _own_params(m) and m not in dg.module2node]
     if untraced:
         raise PruneSearchError(
             f"torch-pruning cannot trace layer '{untraced[0]}': it is not connected to the output in the autograd "
-            "graph (detach, numpy or a non-differentiable op); make its forward differentiable or ignore it"
+            "graph (detach, numpy or a non-differentiable op); make its forward differentiable"
         )
+    skipped = {classifier, *ignored}
+    shuffled = sorted((m for m in shuffle_coupled(dg) if m not in skipped), key=order.__getitem__)
+    problems = [
+        (
+            f"layer '{names[m]}' feeds a channel shuffle (a view that regroups the channels, then a transpose), "
+            "which torch-pruning cannot prune through",
+            names[m],
+        )
+        for m in shuffled
+    ]
     groups = []
     roots = sorted(
-        dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)),
+        dg.get_all_groups(ignored_layers=[*skipped, *shuffled], root_module_types=(nn.modules.conv._ConvNd, nn.Linear)),
         key=lambda g: order[g[0].dep.target.module],
     )
     for raw in roots:
         members = [m for m in (_member(names, item, dg) for item in raw) if m is not None]
         unique = list({(m.module, m.out): m for m in members}.values())
         group = Group(names[raw[0].dep.target.module], len(raw[0].idxs), unique)
-        _check_group(group, modules)
-        groups.append(group)
+        problem = _problem(group, modules)
+        if problem is None:
+            groups.append(group)
+        else:
+            problems.append((problem, group.name))
+    if problems:
+        raise _refusal(problems)
     batch = example_inputs.shape[0]
     layers = [_layer(names[m], m, out, batch) for m, out in outputs.items()]
     costed_params = sum(_own_params(m) for m in outputs)
