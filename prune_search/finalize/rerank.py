@@ -1,13 +1,13 @@
-"""Re-ranking the front trials within a budget by val accuracy after BN recalibration.
+"""Picking among the front trials within a budget (``finalize --pick``), beyond the best proxy.
 
-The proxy is computed once on the unpruned model; EagleEye's adaptive BN looks at each
-candidate itself (masks applied, BatchNorm statistics re-estimated on train batches, no
-training). On Fashion-MNIST (``benchmarks/results/fmnist_quality.md``) the re-ranked pick
-fine-tuned as well as or better than the best-proxy pick at every measured budget, so
-``finalize --max-macs/--max-params`` uses it by default.
+The proxy is computed once on the unpruned model; the re-rankers look at each candidate itself:
+``bn`` by val accuracy after BatchNorm recalibration (EagleEye's adaptive BN, no training), ``kl`` by the
+whole-candidate KL with BatchNorm re-estimated (no training), ``trained`` by successive halving of short KD
+fine-tunes over the front trials and the uniform and global baselines stored as trials (the default:
+``benchmarks/results/fmnist_quality.md`` and the README's "What the evidence says").
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -110,7 +110,7 @@ def trained_rerank(
     model: nn.Module,
     bundle: DatasetBundle,
     device: torch.device,
-    references: list[dict[str, Any]] = (),
+    references: Sequence[dict[str, Any]] = (),
     on_rung: Callable[[int, int, int], None] | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Successive halving by short KD fine-tunes: of the :data:`RERANKED` rows of ``fitting`` with the most MACs
