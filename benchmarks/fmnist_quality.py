@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--model-seeds", action="append", default=[], help="MODEL=SEEDS overriding --seeds")
     parser.add_argument("--model-budgets", action="append", default=[], help="MODEL=BUDGETS overriding --budgets")
     parser.add_argument("--budget-seeds", action="append", default=[], help="BUDGET=SEEDS overriding the seeds there")
+    parser.add_argument("--method-seeds", action="append", default=[], help="METHOD=SEEDS overriding the seeds of it")
+    parser.add_argument("--budget-methods", action="append", default=[], help="BUDGET=METHODS overriding --methods")
     parser.add_argument("--epochs", type=int, default=2, help="KD fine-tuning epochs of every compared model")
     parser.add_argument("--methods", default=DEFAULT_METHODS, help="compare's --methods")
     parser.add_argument("--proxy", default="bn_kl", help="the studies' --proxy")
@@ -148,6 +150,8 @@ def main() -> None:
     seeds_of = dict(item.split("=", 1) for item in args.model_seeds)
     budgets_of = dict(item.split("=", 1) for item in args.model_budgets)
     seeds_at = dict(item.split("=", 1) for item in args.budget_seeds)
+    seeds_of_method = dict(item.split("=", 1) for item in args.method_seeds)
+    methods_at = dict(item.split("=", 1) for item in args.budget_methods)
     args.workdir.mkdir(parents=True, exist_ok=True)
     log: list[str] = []
     results = {}
@@ -172,10 +176,14 @@ def main() -> None:
         summary = []
         for budget in budgets_of.get(model, args.budgets).split(","):
             out = args.workdir / model / budget.replace("%", "pct")
-            compare = ["compare", "--study", study, "--storage", storage, "--max-macs", budget]
-            compare += ["--methods", args.methods, "--epochs", str(args.epochs)]
-            compare += ["--seeds", seeds_at.get(budget, seeds_of.get(model, args.seeds))]
-            run([*compare, "--out", str(out), "--no-progress", "--device", "cpu"], log)
+            seeds = seeds_at.get(budget, seeds_of.get(model, args.seeds))
+            groups: dict[str, list[str]] = {}  # seeds → the methods run with them (one compare call each)
+            for method in methods_at.get(budget, args.methods).split(","):
+                groups.setdefault(seeds_of_method.get(method, seeds), []).append(method)
+            for method_seeds, methods in groups.items():
+                compare = ["compare", "--study", study, "--storage", storage, "--max-macs", budget]
+                compare += ["--methods", ",".join(methods), "--epochs", str(args.epochs), "--seeds", method_seeds]
+                run([*compare, "--out", str(out), "--no-progress", "--device", "cpu"], log)
             summary += read_summary(out / "summary.csv")
         results[model] = (base, summary)
     svg = args.results.with_suffix(".svg")
@@ -195,8 +203,7 @@ def main() -> None:
         "their widths with our channel choice, the candidates with the most MACs within it (README, `compare`). "
         "Test accuracy is measured once, on the "
         "best val epoch. Finished runs are read back, "
-        "so the fine-tuning runs may come from earlier invocations of the same commands (here: one process "
-        "per model and budget group, on 1 thread each).",
+        "so the fine-tuning runs may come from earlier invocations of the same commands.",
         "",
         f"![plot]({svg.name})",
         "",

@@ -60,6 +60,18 @@ def test_selection_breaks_ties_by_channel_order_and_rejects_bad_counts():
         keep_order(flat, "max")
 
 
+def test_a_blocked_group_keeps_the_same_count_or_the_same_positions_in_every_block():
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.2, 0.8, 0.1, 0.7])  # two blocks of 4 (a GroupNorm's or conv's groups)
+    assert select_channels(scores, "min", 4, blocks=2).tolist() == [0, 2, 5, 7]  # each block's best two
+    assert select_channels(scores, "min", 2, blocks=2).tolist() == [0, 5]
+    assert select_channels(scores, "median", 4, blocks=2).tolist() == [0, 1, 5, 6]  # each block's tails
+    # aligned (a grouped conv's inputs): positions ranked by their summed scores 1.1, 0.9, 0.6, 1.0
+    assert select_channels(scores, "min", 4, blocks=2, aligned=True).tolist() == [0, 3, 4, 7]
+    assert keep_order(scores, "min", blocks=2, aligned=True).tolist() == [0, 4, 3, 7, 1, 5, 2, 6]
+    with pytest.raises(PruneSearchError, match="keep count 3 is not a multiple of the group's 2 channel blocks"):
+        select_channels(scores, "min", 3, blocks=2)
+
+
 def test_taylor_is_deterministic_and_leaves_the_model_untouched(trained, taylor, digits):
     model, space = trained
     before = copy.deepcopy(model.state_dict())

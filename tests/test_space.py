@@ -1,3 +1,4 @@
+import json
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -168,28 +169,108 @@ def test_an_ignored_container_leaves_every_channel_coupled_to_its_layers_whole(r
     assert not any(name.startswith("layer1.") for group in space.groups for name in (m.module for m in group.members))
 
 
-class _Grouped(nn.Module):
+class _PerChannelPReLU(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Conv2d(1, 8, 3)
         self.widen = nn.Conv2d(8, 16, 1)
-        self.grouped = nn.Conv2d(16, 16, 3, groups=4)
+        self.act = nn.PReLU(16)
+        self.body = nn.Conv2d(16, 16, 3)
+        self.act2 = nn.PReLU(16)
         self.head = nn.Linear(16, 10)
 
     def forward(self, x):
-        x = self.grouped(self.widen(self.stem(x).relu()).relu()).relu()
+        x = self.act2(self.body(self.act(self.widen(self.stem(x).relu()))))
         return self.head(x.mean((2, 3)))
 
 
 def test_a_refusal_names_the_flag_and_every_layer_to_pass_and_those_layers_make_the_space():
-    model, example = _Grouped(), torch.randn(1, 1, 12, 12)
+    model, example = _PerChannelPReLU(), torch.randn(1, 1, 12, 12)
     with pytest.raises(PruneSearchError) as info:
         PruningSpace.from_model(model, example)
     message = str(info.value)
-    assert message.startswith("grouped convolution 'grouped' (groups=4) in group 'widen' is not supported")
-    assert message.endswith("pass --ignore-layers widen,grouped (Python: ignored_layers=['widen', 'grouped'])")
+    assert message.startswith("layer 'act' (PReLU) is coupled to group 'widen', but prune-search can only prune")
+    assert message.endswith("pass --ignore-layers widen,body (Python: ignored_layers=['widen', 'body'])")
     assert "\n" not in message
-    assert PruningSpace.from_model(model, example, ignored_layers=["widen", "grouped"]).names == ["stem"]
+    assert PruningSpace.from_model(model, example, ignored_layers=["widen", "body"]).names == ["stem"]
+
+
+class _Grouped(nn.Module):
+    """A grouped convolution (4 groups) widening 16 to 24 channels, and one taking 4 channels, one per group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3)
+        self.widen = nn.Conv2d(8, 16, 1)
+        self.grouped = nn.Conv2d(16, 24, 3, groups=4)
+        self.narrow = nn.Conv2d(24, 4, 1)
+        self.spread = nn.Conv2d(4, 16, 1, groups=4)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.grouped(self.widen(self.stem(x).relu()).relu()).relu()
+        return self.head(self.spread(self.narrow(x).relu()).mean((2, 3)))
+
+
+def test_grouped_convolutions_split_their_groups_into_blocks_and_keep_counts_are_multiples():
+    space = PruningSpace.from_model(_Grouped(), torch.randn(1, 1, 12, 12), round_to=8, min_keep=2)
+    layout = {g.name: (g.size, g.blocks, g.aligned) for g in space.groups}
+    # widen feeds the grouped conv (same positions in each group), grouped's own output only needs equal
+    # counts; narrow's 4 channels go one per group into spread, so no count below 4 is valid: left out
+    assert layout == {
+        "stem": (8, 1, False),
+        "widen": (16, 4, True),
+        "grouped": (24, 4, False),
+        "spread": (16, 4, False),
+    }
+    keep = space.level_keep_counts()
+    assert bool((keep % space.sizes.new_tensor([1, 4, 4, 4])[:, None] == 0).all())
+    assert keep[1].unique().tolist() == [4, 8, 16]  # lcm(round_to 8, 4 blocks) = 8; the floor 2 rounds up to 4
+    assert keep[2].unique().tolist() == [4, 8, 16, 24]
+    wrong = space.full()
+    wrong.keep[0, 1] = 6
+    with pytest.raises(PruneSearchError, match="keeps 6 of 16 channels in group 'widen'"):
+        space.validate(wrong)
+
+
+class _Concatenated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(1, 8, 3)
+        self.right = nn.Conv2d(1, 8, 3)
+        self.grouped = nn.Conv2d(16, 16, 3, groups=4)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.grouped(torch.cat([self.left(x), self.right(x)], 1).relu())
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_grouped_convolution_fed_by_a_concatenation_is_refused_with_the_layers_to_pass():
+    with pytest.raises(PruneSearchError) as info:
+        PruningSpace.from_model(_Concatenated(), torch.randn(1, 1, 12, 12))
+    message = str(info.value)
+    assert message.startswith(
+        "layer 'grouped' (Conv2d) splits its 16 channels into 4 groups, but group 'left' covers them only in part"
+    )
+    assert message.endswith("pass --ignore-layers left,right (Python: ignored_layers=['left', 'right'])")
+
+
+def test_a_layernorm_over_several_dimensions_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.LayerNorm([8, 6, 6]), nn.Flatten(), nn.Linear(288, 10))
+    with pytest.raises(PruneSearchError, match=r"LayerNorm '1' in group '0' normalises over several dimensions"):
+        PruningSpace.from_model(model, torch.randn(1, 1, 8, 8))
+
+
+def test_space_json_keeps_blocks_and_parameters_and_reads_spaces_stored_before_them():
+    space = PruningSpace.from_model(_Grouped(), torch.randn(1, 1, 12, 12))
+    assert PruningSpace.from_json(space.to_json()).groups == space.groups
+    data = json.loads(space.to_json())
+    for group in data["structure"]["groups"]:
+        for key in ("parameters", "blocks", "aligned"):
+            del group[key]
+    old = PruningSpace.from_json(json.dumps(data))
+    assert [(g.blocks, g.aligned, g.parameters) for g in old.groups] == [(1, False, [])] * len(space)
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])

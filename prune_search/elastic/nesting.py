@@ -160,6 +160,6 @@ def channel_orders(space: PruningSpace, importance: Importance, strategy: Tensor
     """Keep-priority order of every group (int64 ``[n]``) under its strategy code ``strategy[g]``."""
     vectors = importance.vectors(space)
     return {
-        group.name: keep_order(vector, space.strategies[int(code)])
+        group.name: keep_order(vector, space.strategies[int(code)], group.blocks, group.aligned)
         for group, vector, code in zip(space.groups, vectors, strategy.tolist(), strict=True)
     }

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from prune_search.errors import PruneSearchError
 from prune_search.evaluators.importance import Importance
 from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
@@ -72,6 +73,13 @@ class AdaptiveBNEvaluator:
         recalibrate: bool = True,
         batch_statistics: bool = False,
     ) -> None:
+        norms = space.structure.pruned_norms()
+        if norms:
+            raise PruneSearchError(
+                f"BN-recalibrated scores (proxies bn_kl/bn_loss, the sensitivity scan, --pick bn/kl) mask channels, "
+                f"which changes the statistics of LayerNorm/GroupNorm '{norms[0]}' ({len(norms)} such layers); "
+                "use --proxy taylor_loss and --pick trained for this model"
+            )
         self.model = model
         self.space = space
         self.vectors = importance.vectors(space)
@@ -87,7 +95,7 @@ class AdaptiveBNEvaluator:
         for g, (group, vector) in enumerate(zip(self.space.groups, self.vectors, strict=True)):
             strategy = self.space.strategies[int(candidate.strategy[row, g])]
             kept = torch.zeros(group.size, dtype=torch.bool)
-            kept[select_channels(vector, strategy, int(candidate.keep[row, g]))] = True
+            kept[select_channels(vector, strategy, int(candidate.keep[row, g]), group.blocks, group.aligned)] = True
             for member in group.members:
                 if not member.out:
                     continue

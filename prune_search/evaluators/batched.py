@@ -37,7 +37,8 @@ class BatchedEvaluator:
     ``model`` (eval mode, on ``device``) is never changed: hooks are added for a call and
     removed after it. ``batches`` should be a fixed TRAIN-split sample when the scores feed the
     search. Returns per candidate ``[P]`` float64: ``accuracy`` in [0, 1]; ``loss`` and ``kl``
-    in nats per sample. ``mode``: ``auto`` (``physical`` on the CPU, ``masked`` elsewhere),
+    in nats per sample. ``mode``: ``auto`` (``physical`` on the CPU or when a group prunes a
+    LayerNorm/GroupNorm, whose statistics a mask would change; ``masked`` elsewhere),
     ``masked`` or ``physical``.
     """
 
@@ -60,7 +61,14 @@ class BatchedEvaluator:
         self.device = torch.device(device)
         self.batches = [(inputs.to(self.device), targets.to(self.device)) for inputs, targets in batches]
         self.chunk = chunk
-        self.mode = mode if mode != "auto" else ("physical" if self.device.type == "cpu" else "masked")
+        norms = space.structure.pruned_norms()
+        if mode == "masked" and norms:
+            raise PruneSearchError(
+                f"masked evaluation changes the statistics of LayerNorm/GroupNorm '{norms[0]}' ({len(norms)} such "
+                "layers); use mode 'physical' for this model"
+            )
+        physical = self.device.type == "cpu" or bool(norms)
+        self.mode = mode if mode != "auto" else ("physical" if physical else "masked")
         modules = dict(model.named_modules())
         self._masked = sorted({m.module for g in space.groups for m in g.members if m.out})
         self._norms = [name for name, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -79,7 +87,7 @@ class BatchedEvaluator:
                     continue
                 kept = torch.zeros(group.size, dtype=torch.bool)
                 strategy = self.space.strategies[int(candidates.strategy[row, g])]
-                kept[select_channels(vector, strategy, count)] = True
+                kept[select_channels(vector, strategy, count, group.blocks, group.aligned)] = True
                 for member in group.members:
                     if member.out:
                         removed = ~kept[torch.tensor(member.root_idxs)]
@@ -134,6 +142,10 @@ def _out_width(module: nn.Module) -> int:
         return module.out_features
     if isinstance(module, nn.modules.conv._ConvNd):
         return module.out_channels
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[-1]
     return module.num_features
 
 

@@ -2,21 +2,23 @@
 
 Conventions (checked against the physically pruned model in the tests):
 - MACs: multiply-accumulates of Conv and Linear layers for one input sample, bias adds and
-  every other op (BN, activations, pooling, residual adds) excluded: torch's
+  every other op (norms, activations, pooling, residual adds) excluded: torch's
   ``FlopCounterMode`` total ÷ 2.
-- params: every parameter of the pruned model (weights, biases, BN γ/β; not BN running
+- params: every parameter of the pruned model (weights, biases, BatchNorm/LayerNorm/GroupNorm
+  affine parameters, unwrapped parameters such as ConvNeXt's layer scale; not BN running
   statistics, which are buffers), i.e. ``sum(p.numel() for p in model.parameters())``.
 
 Each layer width is ``base + Σ multiplicity · keep[group]`` over the groups that touch it,
-and both totals are sums of ``coef · width_a · width_b`` terms, so a population ``[P, G]``
-costs a few gathers on the device, exactly (int64 arithmetic).
+and both totals are sums of ``coef · width_a · width_b // divisor`` terms (the divisor is a
+grouped convolution's ``groups``, which divides its pruned input width), so a population
+``[P, G]`` costs a few gathers on the device, exactly (int64 arithmetic).
 """
 
 import torch
 from torch import Tensor
 
 from prune_search.space import CandidateBatch, PruningSpace
-from prune_search.space.structure import BATCHNORM, CONV, LINEAR, Layer
+from prune_search.space.structure import BATCHNORM, CONV, LINEAR, NORM, PARAMETER, Layer
 
 
 class CostModel:
@@ -33,37 +35,33 @@ class CostModel:
             widths.append(width)
             return dims[(layer.name, side)]
 
-        macs_terms: list[tuple[int, int, int]] = []
-        param_terms: list[tuple[int, int, int]] = []
-        self._fixed_macs = 0
+        macs_terms: list[tuple[int, int, int, int]] = []  # (coef, dim a, dim b, divisor)
+        param_terms: list[tuple[int, int, int, int]] = []
         fixed_params = space.structure.other_params
         one = -1
         for layer in space.structure.layers:
-            if layer.kind == BATCHNORM or layer.depthwise:
+            if layer.kind in (BATCHNORM, NORM, PARAMETER) or layer.depthwise:
                 dim = add_dim(layer, "out", layer.out_channels)
                 dims[(layer.name, "in")] = dim
                 if layer.kind == BATCHNORM:
-                    param_terms.append((2 if layer.affine else 0, dim, one))
-                    continue
-                macs_terms.append((layer.kernel * layer.positions, dim, one))
-                param_terms.append((layer.kernel + int(layer.bias), dim, one))
-                continue
-            out = add_dim(layer, "out", layer.out_channels)
-            inp = add_dim(layer, "in", layer.in_channels)
-            if layer.kind == CONV and layer.groups > 1:
-                per_group = layer.in_channels // layer.groups
-                self._fixed_macs += layer.kernel * layer.positions * layer.out_channels * per_group
-                fixed_params += layer.kernel * layer.out_channels * per_group + layer.out_channels * int(layer.bias)
+                    param_terms.append((2 if layer.affine else 0, dim, one, 1))
+                elif layer.kind in (NORM, PARAMETER):
+                    param_terms.append((layer.kernel, dim, one, 1))
+                else:
+                    macs_terms.append((layer.kernel * layer.positions, dim, one, 1))
+                    param_terms.append((layer.kernel + int(layer.bias), dim, one, 1))
                 continue
             assert layer.kind in (CONV, LINEAR)
-            macs_terms.append((layer.kernel * layer.positions, out, inp))
-            param_terms.append((layer.kernel, out, inp))
-            param_terms.append((int(layer.bias), out, one))
+            out = add_dim(layer, "out", layer.out_channels)
+            inp = add_dim(layer, "in", layer.in_channels)
+            macs_terms.append((layer.kernel * layer.positions, out, inp, layer.groups))
+            param_terms.append((layer.kernel, out, inp, layer.groups))
+            param_terms.append((int(layer.bias), out, one, 1))
         base = torch.tensor([*widths, 1], dtype=torch.int64)
         contrib_dims, contrib_groups, contrib_mult = [], [], []
         seen: set[tuple[int, int]] = set()
         for g, group in enumerate(space.groups):
-            for member in group.members:
+            for member in [*group.members, *group.parameters]:
                 dim = dims[(member.module, "out" if member.out else "in")]
                 if (dim, g) in seen:
                     continue
@@ -75,11 +73,12 @@ class CostModel:
                 contrib_mult.append(multiplicity)
         one_index = len(widths)
 
-        def terms(raw: list[tuple[int, int, int]]) -> tuple[Tensor, Tensor, Tensor]:
+        def terms(raw: list[tuple[int, int, int, int]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
             coef = torch.tensor([t[0] for t in raw], dtype=torch.int64)
             a = torch.tensor([t[1] for t in raw], dtype=torch.int64)
             b = torch.tensor([one_index if t[2] == one else t[2] for t in raw], dtype=torch.int64)
-            return coef.to(self.device), a.to(self.device), b.to(self.device)
+            divisor = torch.tensor([t[3] for t in raw], dtype=torch.int64)
+            return coef.to(self.device), a.to(self.device), b.to(self.device), divisor.to(self.device)
 
         self._base = base.to(self.device)
         self._dims = torch.tensor(contrib_dims, dtype=torch.int64, device=self.device)
@@ -96,16 +95,14 @@ class CostModel:
         return widths.index_add_(1, self._dims, keep[:, self._groups] * self._mult)
 
     @staticmethod
-    def _total(widths: Tensor, terms: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        coef, a, b = terms
-        return (widths[:, a] * widths[:, b] * coef).sum(1)
+    def _total(widths: Tensor, terms: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+        coef, a, b, divisor = terms
+        return (widths[:, a] * widths[:, b] * coef).div(divisor, rounding_mode="floor").sum(1)
 
     def __call__(self, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
         """(MACs ``[P]``, params ``[P]``), int64, per input sample."""
         widths = self.widths(batch)
-        return self._total(widths, self._macs) + self._fixed_macs, self._total(
-            widths, self._params
-        ) + self._fixed_params
+        return self._total(widths, self._macs), self._total(widths, self._params) + self._fixed_params
 
     def base(self) -> tuple[int, int]:
         """MACs and params of the unpruned model."""

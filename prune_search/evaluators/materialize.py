@@ -106,7 +106,7 @@ def materialize(
     kept, strategies = {}, {}
     for g, (group, vector) in enumerate(zip(space.groups, vectors, strict=True)):
         strategy = space.strategies[int(candidate.strategy[0, g])]
-        keep = select_channels(vector, strategy, int(candidate.keep[0, g]))
+        keep = select_channels(vector, strategy, int(candidate.keep[0, g]), group.blocks, group.aligned)
         kept[group.name] = keep.tolist()
         strategies[group.name] = strategy
         removed = sorted(set(range(group.size)) - set(kept[group.name]))

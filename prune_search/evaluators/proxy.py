@@ -52,11 +52,10 @@ class ProxyEvaluator:
         width = max(g.size for g in space.groups) + 1
         strategies = len(space.strategies)
         table = torch.zeros(len(space), strategies, width, dtype=torch.float64)
-        for g, vector in enumerate(vectors):
+        for g, (group, vector) in enumerate(zip(space.groups, vectors, strict=True)):
             for s, strategy in enumerate(space.strategies):
-                cumulative = torch.cat(
-                    [torch.zeros(1, dtype=torch.float64), vector[keep_order(vector, strategy)].cumsum(0)]
-                )
+                order = keep_order(vector, strategy, group.blocks, group.aligned)
+                cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), vector[order].cumsum(0)])
                 table[g, s, : len(cumulative)] = cumulative
                 table[g, s, len(cumulative) :] = cumulative[-1]
         self._table = table.flatten().to(self.device)

@@ -3,6 +3,7 @@
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from math import lcm
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,7 +26,10 @@ class SpaceOptions:
 
     Ratios lie on the grid ``min_ratio, min_ratio + ratio_step, ..., 1``; a ratio ``r`` of a
     group of ``n`` channels keeps ``k = min(n, max(min_keep, round_to·round(r·n / round_to)))``
-    channels, so ``k ≥ min(n, min_keep) ≥ 1`` whatever the rounding.
+    channels, so ``k ≥ min(n, min_keep) ≥ 1`` whatever the rounding. A group split into ``b``
+    channel blocks (:attr:`Group.blocks`: a grouped convolution's or a GroupNorm's groups) rounds
+    to multiples of ``lcm(round_to, b)`` instead, and its floor ``min_keep`` is rounded up to a
+    multiple of ``b``, so every keep count is a multiple of ``b``.
 
     ``group_min_ratio`` raises the smallest ratio of the groups it names (e.g. to the
     allocation of a sensitivity scan): such a group's genes start at the first grid level
@@ -90,6 +94,10 @@ class PruningSpace:
             raise PruneSearchError("the model has no prunable groups (every Conv/Linear is ignored or the classifier)")
         self.groups: list[Group] = structure.groups
         self.sizes = torch.tensor([g.size for g in self.groups], dtype=torch.int64)
+        self._steps = torch.tensor([lcm(self.options.round_to, g.blocks) for g in self.groups], dtype=torch.float64)
+        self._floors = torch.tensor(
+            [min(g.size, -(-self.options.min_keep // g.blocks) * g.blocks) for g in self.groups], dtype=torch.float64
+        )
         grid = torch.tensor(self.options.ratios, dtype=torch.float64)
         self._ratio_grid = grid
         self._keep_table = self.keep_counts(grid[:, None].expand(-1, len(self.groups))).T.contiguous()
@@ -133,12 +141,10 @@ class PruningSpace:
         return len(self.groups)
 
     def keep_counts(self, ratios: Tensor) -> Tensor:
-        """Keep counts ``[P, G]`` (int64) for ratios ``[P, G]`` in (0, 1]."""
+        """Keep counts ``[P, G]`` (int64) for ratios ``[P, G]`` in (0, 1]; see :class:`SpaceOptions`."""
         n = self.sizes.to(torch.float64)
-        step = self.options.round_to
-        rounded = torch.round(ratios.to(torch.float64) * n / step) * step
-        floor = n.clamp(max=float(self.options.min_keep))
-        return torch.minimum(n, torch.maximum(floor, rounded)).to(torch.int64)
+        rounded = torch.round(ratios.to(torch.float64) * n / self._steps) * self._steps
+        return torch.minimum(n, torch.maximum(self._floors, rounded)).to(torch.int64)
 
     def level_keep_counts(self) -> Tensor:
         """Keep count of every group at every ratio-grid level, int64 ``[G, R]``."""

@@ -6,10 +6,12 @@ A :class:`Layer` records the geometry the analytic cost model needs. Everything 
 JSON-serialisable, so a space can be stored in a study and rebuilt on another worker.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CONV, LINEAR, BATCHNORM = "conv", "linear", "batchnorm"
+NORM = "norm"  # LayerNorm, GroupNorm: per-channel affine parameters, no MACs
+PARAMETER = "parameter"  # an nn.Parameter outside any layer torch-pruning knows (e.g. ConvNeXt's layer_scale)
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,22 @@ class Member:
 
 @dataclass(frozen=True)
 class Group:
-    """Coupled channels: ``size`` root channels of layer ``name`` and every member they drag along."""
+    """Coupled channels: ``size`` root channels of layer ``name`` and every member they drag along.
+
+    ``parameters`` are the unwrapped ``nn.Parameter`` dimensions the group prunes (``Member.module``
+    is the parameter's qualified name, ``out`` True). ``blocks`` splits the root channels into that
+    many contiguous blocks of ``size // blocks`` (the channel groups of a grouped convolution or a
+    GroupNorm): a candidate keeps the same number of channels in every block, and with ``aligned``
+    the same positions in every block (a grouped convolution's input channels), so a keep count is
+    a multiple of ``blocks``.
+    """
 
     name: str
     size: int
     members: list[Member]
+    parameters: list[Member] = field(default_factory=list)
+    blocks: int = 1
+    aligned: bool = False
 
     def multiplicity(self, member: Member) -> int:
         """How many of ``member``'s channels go with each root channel (uniform by construction)."""
@@ -42,12 +55,14 @@ class Group:
 
 @dataclass(frozen=True)
 class Layer:
-    """Geometry of a Conv/Linear/BatchNorm layer as traced on the example input.
+    """Geometry of a Conv/Linear/norm layer or unwrapped parameter as traced on the example input.
 
     ``in_channels``/``out_channels`` are the full widths (features for Linear, channels for
-    BatchNorm in both); ``kernel`` is the number of weight elements per (out, in/groups)
-    pair (kh·kw for convs, 1 otherwise); ``positions`` is the number of output positions per
-    sample (Hout·Wout for convs, tokens for Linear); ``groups`` the conv groups.
+    norms and parameters in both); ``kernel`` is the number of weight elements per (out, in/groups)
+    pair (kh·kw for convs, 1 for Linear and BatchNorm) and, for LayerNorm/GroupNorm (``NORM``) and
+    unwrapped parameters (``PARAMETER``), the number of parameters per channel; ``positions`` is the
+    number of output positions per sample (Hout·Wout for convs, tokens for Linear, 1 otherwise);
+    ``groups`` the conv groups (a GroupNorm's ``num_groups``).
     """
 
     name: str
@@ -77,10 +92,25 @@ class Structure:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def pruned_norms(self) -> list[str]:
+        """LayerNorm/GroupNorm layers a group prunes: masking their input channels changes their statistics."""
+        norms = {layer.name for layer in self.layers if layer.kind == NORM}
+        return sorted({m.module for g in self.groups for m in g.members if m.module in norms})
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Structure":
         return cls(
-            groups=[Group(g["name"], g["size"], [Member(**m) for m in g["members"]]) for g in data["groups"]],
+            groups=[
+                Group(
+                    g["name"],
+                    g["size"],
+                    [Member(**m) for m in g["members"]],
+                    [Member(**m) for m in g.get("parameters", [])],
+                    int(g.get("blocks", 1)),
+                    bool(g.get("aligned", False)),
+                )
+                for g in data["groups"]
+            ],
             layers=[Layer(**layer) for layer in data["layers"]],
             other_params=int(data["other_params"]),
             input_shape=list(data["input_shape"]),

@@ -3,8 +3,8 @@
 import difflib
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from math import prod
+from dataclasses import dataclass, replace
+from math import gcd, prod
 
 import torch
 import torch_pruning as tp
@@ -13,13 +13,26 @@ from torch import Tensor, nn
 from prune_search.errors import PruneSearchError
 from prune_search.space.deadline import TRACE_TIMEOUT_ENV, run_within, trace_timeout_s
 from prune_search.space.graph import build_graph, quiet_depth_warnings, shuffle_coupled
-from prune_search.space.structure import BATCHNORM, CONV, LINEAR, Group, Layer, Member, Structure
+from prune_search.space.structure import (
+    BATCHNORM,
+    CONV,
+    LINEAR,
+    NORM,
+    PARAMETER,
+    Group,
+    Layer,
+    Member,
+    Structure,
+)
 
 _KINDS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.modules.conv._ConvNd, CONV),
     (nn.Linear, LINEAR),
     (nn.modules.batchnorm._BatchNorm, BATCHNORM),
+    (nn.LayerNorm, NORM),
+    (nn.GroupNorm, NORM),
 )
+_PRUNABLE = "Conv, Linear, BatchNorm, LayerNorm and GroupNorm layers"
 
 
 def _kind(module: nn.Module) -> str | None:
@@ -30,8 +43,15 @@ def _own_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters(recurse=False))
 
 
+def _grouped(module: nn.Module) -> bool:
+    """A convolution with several channel groups that is not depthwise (groups = in = out channels)."""
+    return (
+        _kind(module) == CONV and module.groups > 1 and not (module.groups == module.in_channels == module.out_channels)
+    )
+
+
 def _record_forward(model: nn.Module, example: Tensor) -> tuple[dict[nn.Module, Tensor], Tensor]:
-    """Run one eval-mode forward pass; return each Conv/Linear/BN's output and the model's output."""
+    """Run one eval-mode forward pass; return each Conv/Linear/norm layer's output and the model's output."""
     outputs: dict[nn.Module, Tensor] = {}
     entered: list[str] = []
     names = {module: name for name, module in model.named_modules()}
@@ -81,16 +101,31 @@ def _layer(name: str, module: nn.Module, output: Tensor, batch: int) -> Layer:
         return Layer(
             name, kind, module.in_features, module.out_features, 1, positions, 1, module.bias is not None, False
         )
+    if kind == NORM:
+        group_norm = isinstance(module, nn.GroupNorm)
+        channels = module.num_channels if group_norm else module.normalized_shape[-1]
+        per_channel = _own_params(module) // channels
+        groups = module.num_groups if group_norm else 1
+        return Layer(name, kind, channels, channels, per_channel, 1, groups, module.bias is not None, per_channel > 0)
     channels = module.num_features
     return Layer(name, kind, channels, channels, 1, 1, 1, False, module.affine)
 
 
-def _member(names: dict[nn.Module, str], item: "tp.dependency.GroupItem", dg: tp.DependencyGraph) -> Member | None:
-    module = item.dep.target.module
-    if module not in names:
+def _parameter_layer(name: str, parameter: nn.Parameter, dim: int) -> Layer:
+    """An unwrapped parameter that torch-pruning slices along ``dim``: its channels and elements per channel."""
+    channels = parameter.shape[dim]
+    return Layer(name, PARAMETER, channels, channels, parameter.numel() // channels, 1, 1, False, False)
+
+
+def _member(
+    names: dict[nn.Module | nn.Parameter, str], item: "tp.dependency.GroupItem", dg: tp.DependencyGraph
+) -> Member | None:
+    """The layer (or unwrapped parameter) dimension ``item`` prunes; None for torch-pruning's own ops."""
+    target = item.dep.target.module
+    if target not in names:
         return None
     return Member(
-        module=names[module],
+        module=names[target],
         out=bool(dg.is_out_channel_pruning_fn(item.dep.handler)),
         idxs=[int(i) for i in item.idxs],
         root_idxs=[int(i) for i in item.root_idxs],
@@ -102,7 +137,7 @@ def ignore_hint(names: Sequence[str]) -> str:
     return f"pass --ignore-layers {','.join(names)} (Python: ignored_layers={list(names)!r})"
 
 
-def _problem(group: Group, modules: dict[str, nn.Module]) -> str | None:
+def _problem(group: Group, modules: dict[str, nn.Module], parameters: dict[str, Layer]) -> str | None:
     """Why prune-search cannot prune ``group``, or None."""
     for member in group.members:
         module = modules[member.module]
@@ -110,17 +145,64 @@ def _problem(group: Group, modules: dict[str, nn.Module]) -> str | None:
         if kind is None:
             return (
                 f"layer '{member.module}' ({type(module).__name__}) is coupled to group '{group.name}', but "
-                "prune-search can only prune Conv, Linear and BatchNorm layers"
+                f"prune-search can only prune {_PRUNABLE}"
             )
-        if kind == CONV and module.groups > 1 and not (module.groups == module.in_channels == module.out_channels):
+        if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
             return (
-                f"grouped convolution '{member.module}' (groups={module.groups}) in group '{group.name}' "
-                "is not supported"
+                f"LayerNorm '{member.module}' in group '{group.name}' normalises over several dimensions "
+                f"{list(module.normalized_shape)}; prune-search prunes a LayerNorm over the channels alone"
             )
+        if _grouped(module) and module.transposed:
+            return (
+                f"grouped transposed convolution '{member.module}' (groups={module.groups}) in group "
+                f"'{group.name}' is not supported"
+            )
+        if kind == CONV and 1 < module.groups == module.out_channels != module.in_channels:
+            return (
+                f"convolution '{member.module}' in group '{group.name}' has groups = out_channels = {module.groups} "
+                f"but {module.in_channels} input channels, which torch-pruning prunes as a depthwise convolution"
+            )
+    for member in group.parameters:
+        if max(member.idxs) >= parameters[member.module].out_channels:
+            return (
+                f"torch-pruning would slice parameter '{member.module}' of group '{group.name}' along a dimension "
+                "that is not the group's channels"
+            )
+    for member in [*group.members, *group.parameters]:
         counts = Counter(member.root_idxs)
         if set(counts) != set(range(group.size)) or len(set(counts.values())) != 1:
             return f"layer '{member.module}' takes an uneven share of group '{group.name}' (split or slice)"
     return None
+
+
+def _blocks(group: Group, modules: dict[str, nn.Module]) -> tuple[int, bool] | str:
+    """``(blocks, aligned)`` of ``group`` (see :class:`Group`), or why its channel groups cannot be kept valid.
+
+    Every grouped convolution and GroupNorm member splits the root channels into its groups' contiguous
+    blocks; blocks of the gcd of their sizes refine them all, so equal counts (or, when a grouped
+    convolution takes the channels as input, equal positions) per block keep every member's groups valid.
+    """
+    sizes, aligned = [], False
+    for member in group.members:
+        module = modules[member.module]
+        if isinstance(module, nn.GroupNorm):
+            count, width = module.num_groups, module.num_channels
+        elif _grouped(module):
+            count, width = module.groups, module.out_channels if member.out else module.in_channels
+            aligned = aligned or not member.out
+        else:
+            continue
+        if count == 1:
+            continue
+        if width != group.size or sorted(zip(member.root_idxs, member.idxs, strict=True)) != [
+            (i, i) for i in range(width)
+        ]:
+            return (
+                f"layer '{member.module}' ({type(module).__name__}) splits its {width} channels into {count} "
+                f"groups, but group '{group.name}' covers them only in part or reordered (a concatenation or slice)"
+            )
+        sizes.append(width // count)
+    return (group.size // gcd(*sizes), aligned) if sizes else (1, False)
 
 
 def _refusal(problems: list[tuple[str, str]]) -> PruneSearchError:
@@ -174,7 +256,9 @@ def trace_structure(model: nn.Module, example_inputs: Tensor, ignored_layers: It
 
     The classifier (the last Conv/Linear the forward pass runs) and ``ignored_layers`` (qualified
     names as in ``model.named_modules()``; a container stands for every module in it) are never
-    pruned: groups rooted at or coupled to them are left out. A trace that takes longer than
+    pruned: groups rooted at or coupled to them are left out, and so are groups whose channel
+    groups allow no keep count below the full width (e.g. the input of a grouped convolution with
+    one channel per group). A trace that takes longer than
     ``$PRUNE_SEARCH_TRACE_TIMEOUT_S`` (default 120 s) ends in a one-line error.
     """
     if not isinstance(example_inputs, Tensor):
@@ -222,24 +306,36 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         )
         for m in shuffled
     ]
+    parameter_names = {p: name for name, p in model.named_parameters()}
+    unwrapped = [(parameter_names[p], p, dim) for p, dim in dg.unwrapped_parameters]
+    parameters = {name: _parameter_layer(name, p, dim) for name, p, dim in unwrapped}
+    targets: dict[nn.Module | nn.Parameter, str] = {**names, **parameter_names}
     groups = []
     roots = sorted(
         dg.get_all_groups(ignored_layers=[*skipped, *shuffled], root_module_types=(nn.modules.conv._ConvNd, nn.Linear)),
         key=lambda g: order[g[0].dep.target.module],
     )
     for raw in roots:
-        members = [m for m in (_member(names, item, dg) for item in raw) if m is not None]
+        members = [m for m in (_member(targets, item, dg) for item in raw) if m is not None]
         unique = list({(m.module, m.out): m for m in members}.values())
-        group = Group(names[raw[0].dep.target.module], len(raw[0].idxs), unique)
-        problem = _problem(group, modules)
-        if problem is None:
-            groups.append(group)
-        else:
-            problems.append((problem, group.name))
+        group = Group(
+            names[raw[0].dep.target.module],
+            len(raw[0].idxs),
+            [m for m in unique if m.module not in parameters],
+            [m for m in unique if m.module in parameters],
+        )
+        problem = _problem(group, modules, parameters)
+        layout = _blocks(group, modules) if problem is None else problem
+        if isinstance(layout, str):
+            problems.append((layout, group.name))
+            continue
+        blocks, aligned = layout
+        if blocks < group.size or group.size == 1:  # else no keep count below the full width is valid
+            groups.append(replace(group, blocks=blocks, aligned=aligned))
     if problems:
         raise _refusal(problems)
     batch = example_inputs.shape[0]
-    layers = [_layer(names[m], m, out, batch) for m, out in outputs.items()]
-    costed_params = sum(_own_params(m) for m in outputs)
+    layers = [_layer(names[m], m, out, batch) for m, out in outputs.items()] + list(parameters.values())
+    costed_params = sum(_own_params(m) for m in outputs) + sum(p.numel() for _, p, _ in unwrapped)
     other = sum(p.numel() for p in model.parameters()) - costed_params
     return Structure(groups, layers, other, [1, *example_inputs.shape[1:]])
