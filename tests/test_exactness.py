@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
+from model_checks import randomised, reference_cost
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import (
@@ -61,12 +61,6 @@ def case(request):
     return spec, model, space, importance, candidates, example[:1]
 
 
-def _reference_cost(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(example)
-    return counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
-
-
 def _kept_indices(space, importance, candidate, model):
     """Per module: kept out and in indices, from the selection function alone."""
     modules = dict(model.named_modules())
@@ -109,8 +103,8 @@ def test_analytic_cost_equals_the_pruned_models_count(case):
     macs, params = CostModel(space)(candidates)
     for row in range(len(candidates)):
         pruned, _ = materialize(model, space, importance, candidates[row])
-        assert _reference_cost(pruned, example) == (int(macs[row]), int(params[row])), row
-    assert CostModel(space).base() == _reference_cost(model, example)
+        assert reference_cost(pruned, example) == (int(macs[row]), int(params[row])), row
+    assert CostModel(space).base() == reference_cost(model, example)
 
 
 def test_materialized_model_keeps_exactly_the_selected_channels(case):
@@ -176,10 +170,10 @@ def test_shufflenet_names_its_channel_shuffle_layers_and_is_exact_with_them_igno
     importance = compute_importance(model, space, "l2")
     candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=2)])
     macs, params = CostModel(space)(candidates)
-    assert CostModel(space).base() == _reference_cost(model, example[:1])
+    assert CostModel(space).base() == reference_cost(model, example[:1])
     for row in range(len(candidates)):
         pruned, plan = materialize(model, space, importance, candidates[row])
-        assert _reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
     fresh = apply_plan(build_model(spec), PruningPlan.from_json(plan.to_json()))
     fresh.load_state_dict(pruned.state_dict())
     with torch.no_grad():
@@ -255,19 +249,6 @@ class _ConvNeXtNet(nn.Module):
         return self.head(self.norm(self.blocks(self.stem(x)).mean((2, 3))))
 
 
-def _randomised(model: nn.Module) -> nn.Module:
-    """``model`` in eval mode with non-trivial norm statistics and affine parameters, so a wrong channel shows."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-            if isinstance(module, nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm) and module.weight is not None:
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
-    return model.eval()
-
-
 def _candidates(space: PruningSpace, sampled: int) -> CandidateBatch:
     smallest = space.smallest()
     median = CandidateBatch(smallest.keep, torch.ones_like(smallest.keep))
@@ -312,18 +293,18 @@ def _assert_exact(model: nn.Module, space: PruningSpace, candidates: CandidateBa
     """Analytic cost == the materialised model's FlopCounterMode MACs and parameter count; the pruned models."""
     importance = compute_importance(model, space, "l2")
     macs, params = CostModel(space)(candidates)
-    assert CostModel(space).base() == _reference_cost(model, example)
+    assert CostModel(space).base() == reference_cost(model, example)
     pruned = []
     for row in range(len(candidates)):
         net, _ = materialize(model, space, importance, candidates[row])
-        assert _reference_cost(net, example) == (int(macs[row]), int(params[row])), row
+        assert reference_cost(net, example) == (int(macs[row]), int(params[row])), row
         pruned.append((net, _kept_roots(space, importance, candidates[row])))
     return pruned
 
 
 def test_grouped_convolutions_are_exact_and_keep_the_selected_channels_of_every_group():
     torch.manual_seed(0)
-    model, example = _randomised(_GroupedNet()), torch.randn(2, 3, 32, 32)
+    model, example = randomised(_GroupedNet()), torch.randn(2, 3, 32, 32)
     space = PruningSpace.from_model(model, example)
     layout = {g.name: (g.blocks, g.aligned) for g in space.groups}
     assert layout["blocks.0.conv1"] == (4, True) and layout["blocks.0.conv2"] == (4, False)
@@ -341,7 +322,7 @@ def test_grouped_convolutions_are_exact_and_keep_the_selected_channels_of_every_
 
 def test_groupnorm_keeps_its_groups_whole_and_is_exact():
     torch.manual_seed(0)
-    model, example = _randomised(_GroupNormNet()), torch.randn(2, 3, 32, 32)
+    model, example = randomised(_GroupNormNet()), torch.randn(2, 3, 32, 32)
     space = PruningSpace.from_model(model, example)
     # the residual group (rooted at conv2) holds GroupNorms of 4 and 2 groups: blocks of 4 channels serve both
     assert {g.name: g.blocks for g in space.groups} == {"conv1": 4, "conv2": 4}
@@ -357,7 +338,7 @@ def test_groupnorm_keeps_its_groups_whole_and_is_exact():
 
 def test_masked_scores_are_refused_on_groupnorm_models_and_batched_scoring_goes_physical():
     torch.manual_seed(0)
-    model, example = _randomised(_GroupNormNet()).eval(), torch.randn(8, 3, 32, 32)
+    model, example = randomised(_GroupNormNet()).eval(), torch.randn(8, 3, 32, 32)
     space = PruningSpace.from_model(model, example[:2])
     importance = compute_importance(model, space, "l2")
     batches = [(example, torch.arange(8) % 10)]
@@ -373,7 +354,7 @@ def test_masked_scores_are_refused_on_groupnorm_models_and_batched_scoring_goes_
 
 def test_a_convnext_block_prunes_its_layernorm_and_layer_scale_exactly():
     torch.manual_seed(0)
-    model, example = _randomised(_ConvNeXtNet()), torch.randn(2, 3, 32, 32)
+    model, example = randomised(_ConvNeXtNet()), torch.randn(2, 3, 32, 32)
     space = PruningSpace.from_model(model, example)
     assert space.names == ["blocks.0.fc1", "blocks.1.fc1", "blocks.1.fc2"]  # the MLPs' hidden widths, the stage
     stage = space.groups[2]
@@ -390,7 +371,7 @@ def test_a_convnext_block_prunes_its_layernorm_and_layer_scale_exactly():
 @pytest.mark.parametrize("net", [_GroupedNet, _GroupNormNet, _ConvNeXtNet])
 def test_a_plan_replays_grouped_convolutions_norms_and_layer_scales_on_a_fresh_model(net):
     torch.manual_seed(0)
-    model, example = _randomised(net()), torch.randn(2, 3, 32, 32)
+    model, example = randomised(net()), torch.randn(2, 3, 32, 32)
     space = PruningSpace.from_model(model, example)
     pruned, plan = materialize(model, space, compute_importance(model, space, "l2"), space.sample(1, seed=5))
     fresh = apply_plan(net(), PruningPlan.from_json(plan.to_json()))
@@ -405,7 +386,7 @@ TORCHVISION = ["tv:resnext50_32x4d", "tv:regnet_y_400mf", "tv:regnet_x_1_6gf", "
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_torchvision_grouped_and_layernorm_families_are_exact(name):
     torch.manual_seed(0)
-    model = _randomised(build_model(ModelSpec(name, 3, 10, 32)))
+    model = randomised(build_model(ModelSpec(name, 3, 10, 32)))
     example = torch.randn(2, 3, 32, 32)
     space = PruningSpace.from_model(model, example)
     assert any(g.blocks > 1 for g in space.groups) or any(g.parameters for g in space.groups)

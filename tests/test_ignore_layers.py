@@ -104,3 +104,20 @@ def test_a_trace_that_runs_out_of_time_is_one_line_naming_the_layer(slow_groupin
         "pass --ignore-layers net.",
         f"allow more time with ${TRACE_TIMEOUT_ENV}",
     )
+
+
+def test_torch_pruning_failing_inside_its_grouping_is_one_line_naming_the_layer(monkeypatch, mlp_checkpoint, tmp_path):
+    def broken(self, *args, **kwargs):  # what torch-pruning does on Swin-S: int + None deep in its index mapping
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+
+    monkeypatch.setattr(tp.DependencyGraph, "get_pruning_group", broken)
+    result = run_cli(
+        "sensitivity", "--model", "mlp", "--checkpoint", str(mlp_checkpoint), "--out", str(tmp_path / "o"),
+        "--device", "cpu", "--no-progress",
+    )  # fmt: skip
+    assert_one_line_error(
+        result,
+        "building the pruning space of MLP failed while grouping the channels of layer 'net.",
+        "(TypeError: unsupported operand type(s) for +: 'int' and 'NoneType')",
+        "pass --ignore-layers net.",
+    )

@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from prune_search.errors import PruneSearchError
+from prune_search.evaluators import compute_importance, materialize
+from prune_search.finalize.export import export, load_pruned
 from prune_search.models import ModelSpec, available_models, build_model
+from prune_search.models.torchvision_zoo import ResizeInput
+from prune_search.space import PruningSpace
 
 INPUTS = {"digits": (1, 8, 10), "fashion-mnist": (1, 28, 10), "cifar": (3, 32, 100)}
 MODELS = [
@@ -71,6 +75,24 @@ def test_torchvision_model_adapts_input_channels():
     model = build_model(ModelSpec("tv:resnet18", 1, 7, 28))
     assert model.conv1.in_channels == 1
     assert model.fc.out_features == 7
+
+
+def test_a_torchvision_vit_gets_inputs_of_the_size_it_was_built_for():
+    model = build_model(ModelSpec("tv:vit_b_16", 1, 10, 28)).eval()  # built for 224 px
+    assert isinstance(model, ResizeInput) and model.size == 224  # not 384, the largest of its published weights
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_an_export_keeps_the_state_dict_versions_a_model_checks_on_loading(tmp_path):
+    spec = ModelSpec("tv:mnasnet0_5", 1, 10, 32)  # MNASNet refuses a state_dict without its version
+    model = build_model(spec).eval()
+    space = PruningSpace.from_model(model, torch.randn(2, 1, 32, 32))
+    pruned, plan = materialize(model, space, compute_importance(model, space, "l2"), space.sample(1, seed=0))
+    export(pruned, plan, spec, {}, tmp_path)
+    example = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_pruned(tmp_path)(example), pruned.eval()(example))
 
 
 def test_user_factory_by_module_path(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ def models_command(fmt: FormatOpt = "table") -> None:
         for name in names:
             typer.echo(name)
         typer.echo("tv:<name>  (any torchvision classification model, random init)")
+        typer.echo("timm:<name>  (any timm model, random init; pip install 'prune-search[timm]')")
         typer.echo("package.module:factory  (your own model)")
 
     output.results(names, table, rows=[{"model": name} for name in names])

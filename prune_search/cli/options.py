@@ -22,7 +22,7 @@ from prune_search.models import ModelSpec
 from prune_search.storage import DEFAULT_URL, ENV_VAR
 from prune_search.training import EpochRecord, load_model, read_checkpoint
 
-ModelOpt = Annotated[str, typer.Option("--model", help="Zoo name, tv:NAME or package.module:factory.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Zoo name, tv:NAME, timm:NAME or package.module:factory.")]
 ExpectedModelOpt = Annotated[
     str | None,
     typer.Option(

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ def export(model: nn.Module, plan: PruningPlan, spec: ModelSpec, info: dict[str,
     """Write ``plan.json``, ``weights.pt`` (state_dict, ``weights_only`` loadable) and ``model.json``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / PLAN_FILE).write_text(plan.to_json())
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
+    state = model.state_dict()
+    weights = OrderedDict((k, v.detach().cpu()) for k, v in state.items())
+    weights._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]  # versions (MNASNet's)
+    torch.save(weights, out / WEIGHTS_FILE)
     (out / MODEL_FILE).write_text(json.dumps({"model": spec.to_dict(), **info}, indent=1))
 
 

@@ -3,10 +3,11 @@
 A factory is called as ``factory(in_channels=C, num_classes=K, image_size=S, **options)``
 and returns an ``nn.Module`` mapping ``[B, C, S, S]`` images to ``[B, K]`` logits.
 
-Trust: zoo and ``tv:`` names run only code that ships with prune-search and torchvision, so a
-spec read from a file or a database row may name them. A ``package.module:factory`` name imports
-and runs that module, so :func:`build_model` builds it only when the caller passes the same name
-as ``trusted_factory`` (what the user typed as ``--model``); every loader goes through here.
+Trust: zoo, ``tv:`` and ``timm:`` names run only code that ships with prune-search, torchvision and timm
+(random weights, no downloads), so a spec read from a file or a database row may name them. A
+``package.module:factory`` name imports and runs that module, so :func:`build_model` builds it only when the
+caller passes the same name as ``trusted_factory`` (what the user typed as ``--model``); every loader goes
+through here.
 """
 
 import importlib
@@ -21,6 +22,7 @@ from torch import nn
 from prune_search.errors import PruneSearchError
 from prune_search.models.mlp import MLP
 from prune_search.models.resnet_cifar import CifarResNet
+from prune_search.models.timm_zoo import build_timm_model
 from prune_search.models.torchvision_zoo import build_torchvision_model
 from prune_search.models.vgg import VGG16BN
 
@@ -35,29 +37,32 @@ ZOO: dict[str, ModelFactory] = {
     "mlp": MLP,
 }
 
+# Prefixes of names whose code ships with an installed library (torchvision, timm): trusted in stored specs.
+NAMED_PREFIXES = ("tv:", "timm:")
 _DATA_ARGS = ("in_channels", "num_classes", "image_size")
 _NOT_PLAIN = "the stored model spec is not plain data (a name, integer sizes and JSON options); re-create the file"
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`build_model`, besides ``tv:NAME`` and ``module:factory``."""
+    """Names accepted by :func:`build_model`, besides ``tv:NAME``, ``timm:NAME`` and ``module:factory``."""
     return list(ZOO)
 
 
 def is_named_model(name: str) -> bool:
-    """Whether ``name`` is a zoo or ``tv:`` model: safe to build from a spec stored in a file or a database."""
-    return name in ZOO or name.startswith("tv:")
+    """Whether ``name`` is a zoo, ``tv:`` or ``timm:`` model: safe to build from a spec stored in a file or a
+    database."""
+    return name in ZOO or name.startswith(NAMED_PREFIXES)
 
 
 def _describe_valid() -> str:
-    return f"{', '.join(ZOO)}, tv:<torchvision model>, or package.module:factory"
+    return f"{', '.join(ZOO)}, tv:<torchvision model>, timm:<timm model>, or package.module:factory"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild a model, as plain data (stored in checkpoints and studies).
 
-    ``name``: a zoo name, ``tv:NAME`` or ``package.module:factory``. ``image_size`` in px.
+    ``name``: a zoo name, ``tv:NAME``, ``timm:NAME`` or ``package.module:factory``. ``image_size`` in px.
     ``options``: extra keyword arguments of the factory (JSON values).
     """
 
@@ -136,6 +141,8 @@ def resolve_factory(name: str) -> ModelFactory:
         return ZOO[name]
     if name.startswith("tv:"):
         return partial(build_torchvision_model, name[3:])
+    if name.startswith("timm:"):
+        return partial(build_timm_model, name[5:])
     if ":" in name:
         return _import_factory(name)
     raise PruneSearchError(f"unknown model '{name}'; valid models are {_describe_valid()}")

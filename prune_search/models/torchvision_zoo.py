@@ -66,7 +66,9 @@ def build_torchvision_model(
     """A torchvision classification model adapted to the dataset.
 
     The first convolution takes ``in_channels``; inputs smaller than the architecture's
-    minimum size are resized up to it (:class:`ResizeInput`). Weights are random.
+    minimum size are resized up to it, and a model built for one size (ViT's ``image_size``,
+    224 px unless given as an option) gets its inputs resized to that size (:class:`ResizeInput`).
+    Weights are random.
     """
     from torchvision import models
 
@@ -79,6 +81,9 @@ def build_torchvision_model(
         raise PruneSearchError(f"tv:{name} rejected the model options {options}: {exc}") from None
     if in_channels != 3:
         _replace_first_conv(model, in_channels)
+    fixed = getattr(model, "image_size", None)  # a ViT takes exactly the size it was built for
+    if isinstance(fixed, int):
+        return model if image_size == fixed else ResizeInput(model, fixed)
     min_size = _min_size(name)
     if image_size < min_size:
         return ResizeInput(model, min_size)

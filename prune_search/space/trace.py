@@ -236,18 +236,29 @@ class _Progress:
     layer: str | None = None
 
 
+def _advice(progress: _Progress, more: str = "") -> str:
+    """What to do about the layer a trace was at: ignore it (or a module holding it)."""
+    if progress.layer is None:
+        return f"torch-pruning cannot follow this architecture yet{more}"
+    parts = progress.layer.split(".")
+    holder = f" or a module holding it, e.g. {'.'.join(parts[:2])}," if len(parts) > 2 else ""
+    return f"torch-pruning cannot follow this layer's channels: {ignore_hint([progress.layer])}{holder}{more}"
+
+
+def _failed(model: nn.Module, exc: Exception, progress: _Progress) -> PruneSearchError:
+    """The error of a trace that torch-pruning ended with an exception: where it was, and what to do."""
+    reason = (str(exc).strip().splitlines() or [""])[0][:160]
+    return PruneSearchError(
+        f"building the pruning space of {type(model).__name__} failed while {progress.step} "
+        f"({type(exc).__name__}: {reason}); {_advice(progress)}"
+    )
+
+
 def _late(model: nn.Module, seconds: float, progress: _Progress) -> PruneSearchError:
     """The error of a trace that ran out of time: where it was, and what to do."""
-    more = f"allow more time with ${TRACE_TIMEOUT_ENV}"
-    if progress.layer is None:
-        advice = f"torch-pruning cannot follow this architecture yet (or {more})"
-    else:
-        parts = progress.layer.split(".")
-        holder = f" or a module holding it, e.g. {'.'.join(parts[:2])}," if len(parts) > 2 else ""
-        advice = f"torch-pruning cannot follow this layer's channels: {ignore_hint([progress.layer])}{holder} or {more}"
     return PruneSearchError(
         f"building the pruning space of {type(model).__name__} took more than {seconds:g} s (it was "
-        f"{progress.step}); {advice}"
+        f"{progress.step}); {_advice(progress, f' (or allow more time with ${TRACE_TIMEOUT_ENV})')}"
     )
 
 
@@ -273,7 +284,12 @@ def trace_structure(model: nn.Module, example_inputs: Tensor, ignored_layers: It
 
 def _quiet_trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], progress: _Progress) -> Structure:
     with quiet_depth_warnings():
-        return _trace(model, example_inputs, ignored, progress)
+        try:
+            return _trace(model, example_inputs, ignored, progress)
+        except PruneSearchError:
+            raise
+        except Exception as exc:  # torch-pruning fails in many ways on constructs it cannot follow (Swin-S)
+            raise _failed(model, exc, progress) from None
 
 
 def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], progress: _Progress) -> Structure:

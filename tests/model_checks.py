@@ -1,0 +1,25 @@
+"""Checks shared by the exactness tests: a pruned model's own counts, and norms that show a wrong channel."""
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def reference_cost(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """MACs (FlopCounterMode total ÷ 2) and parameters of a physically pruned model on ``example`` ``[B, C, H, W]``."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(example)
+    return counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
+
+
+def randomised(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with non-trivial norm statistics and affine parameters, so a wrong channel shows."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+            if isinstance(module, nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm) and module.weight is not None:
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return model.eval()
