@@ -94,10 +94,9 @@ COLUMNS = ["model", "px", "groups", "space build s", "exact k/n", "pruned forwar
 def native_size(name: str) -> int:
     """The model's usual input size: 224 px, 299 for Inception v3, timm's default input size for timm models."""
     if name.startswith("timm:"):
-        import timm
+        from prune_search.models.timm_zoo import default_input_size
 
-        cfg = timm.models.get_pretrained_cfg(name[5:])
-        return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
+        return default_input_size(name[5:])
     return 299 if name == "tv:inception_v3" else 224
 
 

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,9 @@ def export(model: nn.Module, plan: PruningPlan, spec: ModelSpec, info: dict[str,
     """Write ``plan.json``, ``weights.pt`` (state_dict, ``weights_only`` loadable) and ``model.json``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / PLAN_FILE).write_text(plan.to_json())
-    state = model.state_dict()
-    weights = OrderedDict((k, v.detach().cpu()) for k, v in state.items())
-    weights._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]  # versions (MNASNet's)
+    weights = model.state_dict()  # replaced in place: its _metadata holds layer versions (MNASNet checks them)
+    for name, tensor in weights.items():
+        weights[name] = tensor.detach().cpu()
     torch.save(weights, out / WEIGHTS_FILE)
     (out / MODEL_FILE).write_text(json.dumps({"model": spec.to_dict(), **info}, indent=1))
 

@@ -77,6 +77,12 @@ def _runs_at(build: Any, in_channels: int, image_size: int) -> bool:
     return True
 
 
+def default_input_size(name: str) -> int:
+    """timm's default input size of model ``name`` in px (224 where its configuration gives none)."""
+    cfg = _timm().models.get_pretrained_cfg(name)
+    return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
+
+
 def build_timm_model(name: str, *, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
     """A timm model for ``in_channels``×``image_size``² images and ``num_classes`` classes, random weights.
 
@@ -88,7 +94,7 @@ def build_timm_model(name: str, *, in_channels: int, num_classes: int, image_siz
     _check_name(name)
     _check_options(name, options)
     cfg = timm.models.get_pretrained_cfg(name)
-    default_size = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
+    default_size = default_input_size(name)
     fixed = bool(cfg is not None and cfg.fixed_input_size)
 
     def build(**extra: Any) -> nn.Module:
