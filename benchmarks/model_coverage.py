@@ -3,9 +3,9 @@
 For every model (10 classes, 3 input channels, random weights): build it; build the search space with
 ``PruningSpace.from_model`` (timed; ``$PRUNE_SEARCH_TRACE_TIMEOUT_S`` is set to ``--trace-timeout``);
 check the analytic cost (``CostModel``) of ``--candidates`` random candidates against the physically pruned
-model (``materialize``; MACs = ``FlopCounterMode`` total ÷ 2, parameters counted); run the pruned models
-forward; export one (``export``: plan + weights + model.json) and load it back with ``load_pruned``, whose
-output must equal the pruned model's.
+model (``materialize``; MACs = ``counted_macs``: ``FlopCounterMode`` total ÷ 2 with fused CPU attention
+counted; parameters counted); run the pruned models forward; export one (``export``: plan + weights +
+model.json) and load it back with ``load_pruned``, whose output must equal the pruned model's.
 
 Each model runs in its own subprocess with a ``--timeout``, so a hang or a crash costs one row, not the table.
 Status: ``ok`` (every check passed), ``refused: …`` (a one-line PruneSearchError, e.g. a layer torch-pruning
@@ -109,18 +109,18 @@ def check_model(name: str, resolution: str, candidates: int, record: dict, save)
     """Run every stage for ``name``, filling ``record`` and calling ``save()`` after each stage."""
     import torch
     from torch import nn
-    from torch.utils.flop_counter import FlopCounterMode
 
     from prune_search.errors import PruneSearchError
     from prune_search.evaluators import CostModel, compute_importance, materialize
+    from prune_search.evaluators.cost import counted_macs
     from prune_search.finalize.export import export, load_pruned
     from prune_search.models import ModelSpec, build_model
     from prune_search.space import PruningSpace
 
     def reference(model: nn.Module, example: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor]:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with torch.no_grad():
             out = model(example)
-        return (counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())), out
+        return (counted_macs(model, example), sum(p.numel() for p in model.parameters())), out
 
     def stage(label: str) -> None:
         record["stage"] = label

@@ -2,14 +2,13 @@
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from prune_search.evaluators.cost import counted_macs
 
 
 def reference_cost(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    """MACs (FlopCounterMode total ÷ 2) and parameters of a physically pruned model on ``example`` ``[B, C, H, W]``."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(example)
-    return counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
+    """MACs (``counted_macs``) and parameters of a physically pruned model on ``example`` ``[B, C, H, W]``."""
+    return counted_macs(model.eval(), example), sum(p.numel() for p in model.parameters())
 
 
 def randomised(model: nn.Module) -> nn.Module:

@@ -1,7 +1,8 @@
-"""A grouped-convolution network (RegNet) goes through the whole CLI: train, start, finalize, load."""
+"""Networks beyond plain convolutions go through the whole CLI: train, start, finalize, load (RegNet, ViT)."""
 
 import json
 
+import pytest
 import torch
 from cli_helpers import run_cli
 
@@ -25,5 +26,28 @@ def test_a_regnet_is_searched_finalized_and_loaded_with_its_channel_groups_whole
     pruned = load_pruned(out)
     convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert convs and all(m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0 for m in convs)
+    with torch.no_grad():
+        assert pruned.eval()(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_a_vision_transformer_is_searched_finalized_and_loaded_with_its_head_counts_consistent(tmp_path):
+    pytest.importorskip("timm", reason="timm is an optional extra: pip install 'prune-search[timm]'")
+    checkpoint, storage, out = tmp_path / "vit.pt", f"sqlite:///{tmp_path / 'vit.db'}", tmp_path / "final"
+    options = [a for o in ("patch_size=2", "depth=2", "embed_dim=32", "num_heads=4") for a in ("--model-option", o)]
+    model = ["--model", "timm:vit_tiny_patch16_224", *options, "--dataset", "digits"]
+    for args in (
+        ["train", *model, "--epochs", "1", "--lr", "0.01", "--out", str(checkpoint)],
+        ["start", "--study", "v", "--storage", storage, *model, "--checkpoint", str(checkpoint), "--trials", "200",
+         "--proxy", "taylor_loss"],
+        ["finalize", "--study", "v", "--storage", storage, "--max-macs", "50%", "--pick", "best", "--epochs", "1",
+         "--out", str(out)],
+    ):  # fmt: skip
+        result = run_cli(*args, "--no-progress", "--device", "cpu")
+        assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "result.json").read_text())
+    assert record["macs"] <= 0.5 * record["base_macs"]
+    pruned = load_pruned(out)
+    blocks = [m for m in pruned.modules() if hasattr(m, "qkv")]
+    assert len(blocks) == 2 and all(b.qkv.out_features == 3 * b.num_heads * b.head_dim for b in blocks)
     with torch.no_grad():
         assert pruned.eval()(torch.randn(2, 1, 8, 8)).shape == (2, 10)

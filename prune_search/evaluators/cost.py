@@ -1,9 +1,10 @@
 """Exact analytic MACs and params of pruned candidates, batched, from keep counts alone.
 
 Conventions (checked against the physically pruned model in the tests):
-- MACs: multiply-accumulates of Conv and Linear layers for one input sample, bias adds and
-  every other op (norms, activations, pooling, residual adds) excluded: torch's
-  ``FlopCounterMode`` total ÷ 2.
+- MACs: multiply-accumulates of Conv and Linear layers and of attention's two matrix products
+  (q·kᵀ and weights·v) for one input sample, bias adds and every other op (norms, activations,
+  softmax, pooling, residual adds) excluded: torch's ``FlopCounterMode`` total ÷ 2 with attention
+  computed by matrix products (it does not count PyTorch's fused CPU attention kernel).
 - params: every parameter of the pruned model (weights, biases, BatchNorm/LayerNorm/GroupNorm
   affine parameters, unwrapped parameters such as ConvNeXt's layer scale; not BN running
   statistics, which are buffers), i.e. ``sum(p.numel() for p in model.parameters())``.
@@ -14,11 +15,13 @@ grouped convolution's ``groups``, which divides its pruned input width), so a po
 ``[P, G]`` costs a few gathers on the device, exactly (int64 arithmetic).
 """
 
+from typing import Any
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from prune_search.space import CandidateBatch, PruningSpace
-from prune_search.space.structure import BATCHNORM, CONV, LINEAR, NORM, PARAMETER, Layer
+from prune_search.space.structure import ATTENTION, BATCHNORM, CONV, LINEAR, NORM, PARAMETER, Layer
 
 
 class CostModel:
@@ -39,7 +42,10 @@ class CostModel:
         param_terms: list[tuple[int, int, int, int]] = []
         fixed_params = space.structure.other_params
         one = -1
+        attention = [layer for layer in space.structure.layers if layer.kind == ATTENTION]
         for layer in space.structure.layers:
+            if layer.kind == ATTENTION:
+                continue
             if layer.kind in (BATCHNORM, NORM, PARAMETER) or layer.depthwise:
                 dim = add_dim(layer, "out", layer.out_channels)
                 dims[(layer.name, "in")] = dim
@@ -57,6 +63,8 @@ class CostModel:
             macs_terms.append((layer.kernel * layer.positions, out, inp, layer.groups))
             param_terms.append((layer.kernel, out, inp, layer.groups))
             param_terms.append((int(layer.bias), out, one, 1))
+        for layer in attention:  # as wide as the input of the projection it feeds
+            macs_terms.append((layer.kernel * layer.positions, dims[(layer.follows, "in")], one, 1))
         base = torch.tensor([*widths, 1], dtype=torch.int64)
         contrib_dims, contrib_groups, contrib_mult = [], [], []
         seen: set[tuple[int, int]] = set()
@@ -108,3 +116,21 @@ class CostModel:
         """MACs and params of the unpruned model."""
         macs, params = self(self.space.full())
         return int(macs[0]), int(params[0])
+
+
+def _cpu_attention_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def counted_macs(model: nn.Module, example: Tensor) -> int:
+    """MACs of running ``model`` on ``example`` (``[B, C, H, W]``), counted by torch: ``FlopCounterMode``
+    total ÷ 2, with PyTorch's fused CPU attention kernel counted like its matrix products (torch counts
+    only the CUDA kernels). The definition :class:`CostModel` computes analytically, for ``B`` = 1."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fused = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    with FlopCounterMode(display=False, custom_mapping=fused) as counter, torch.no_grad():
+        model(example)
+    return counter.get_total_flops() // 2

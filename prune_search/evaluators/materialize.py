@@ -12,7 +12,9 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators.importance import Importance
 from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
+from prune_search.space.attention import sync_heads
 from prune_search.space.graph import build_graph
+from prune_search.space.structure import Group
 
 PLAN_FORMAT = "prune-search/plan"
 
@@ -85,13 +87,20 @@ def _example(model: nn.Module, shape: list[int]) -> torch.Tensor:
     return torch.zeros(shape, device=device)
 
 
+def _root_channels(group: Group, removed: set[int]) -> list[int]:
+    """The root layer's output channels that carry the ``removed`` root channels (a head: all its features)."""
+    root = next(m for m in group.members if m.module == group.name and m.out)
+    return sorted(idx for idx, r in zip(root.idxs, root.root_idxs, strict=True) if r in removed)
+
+
 def materialize(
     model: nn.Module, space: PruningSpace, importance: Importance, candidate: CandidateBatch
 ) -> tuple[nn.Module, PruningPlan]:
     """A physically pruned copy of ``model`` for one candidate (``len(candidate) == 1``) and its plan.
 
     Group by group, the channels :func:`select_channels` does not keep are removed with
-    torch-pruning, so the result has exactly the widths and channels the proxy scored.
+    torch-pruning, so the result has exactly the widths and channels the proxy scored; attention
+    blocks that lost heads get their head count updated (:func:`sync_heads`).
     ``model`` itself is not changed.
     """
     if len(candidate) != 1:
@@ -109,11 +118,12 @@ def materialize(
         keep = select_channels(vector, strategy, int(candidate.keep[0, g]), group.blocks, group.aligned)
         kept[group.name] = keep.tolist()
         strategies[group.name] = strategy
-        removed = sorted(set(range(group.size)) - set(kept[group.name]))
+        removed = set(range(group.size)) - set(kept[group.name])
         if removed:
             root = modules[group.name]
             handler = graph.get_pruner_of_module(root).prune_out_channels
-            graph.get_pruning_group(root, handler, removed).prune()
+            graph.get_pruning_group(root, handler, _root_channels(group, removed)).prune()
+    sync_heads(pruned)
     pruned.train(was_training)
     history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in graph.pruning_history()]
     return pruned, PruningPlan(kept, strategies, history, list(space.structure.input_shape))
@@ -133,5 +143,6 @@ def apply_plan(fresh_model: nn.Module, plan: PruningPlan) -> nn.Module:
         raise PruneSearchError(
             f"the pruning plan does not fit this model ({exc}); build the model it was made for"
         ) from None
+    sync_heads(fresh_model)
     fresh_model.train(was_training)
     return fresh_model

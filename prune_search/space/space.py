@@ -29,7 +29,8 @@ class SpaceOptions:
     channels, so ``k ≥ min(n, min_keep) ≥ 1`` whatever the rounding. A group split into ``b``
     channel blocks (:attr:`Group.blocks`: a grouped convolution's or a GroupNorm's groups) rounds
     to multiples of ``lcm(round_to, b)`` instead, and its floor ``min_keep`` is rounded up to a
-    multiple of ``b``, so every keep count is a multiple of ``b``.
+    multiple of ``b``, so every keep count is a multiple of ``b``. A group of attention heads
+    (:attr:`Group.heads`) keeps ``max(1, round(r·n))`` heads: rounding and floor are for channels.
 
     ``group_min_ratio`` raises the smallest ratio of the groups it names (e.g. to the
     allocation of a sensitivity scan): such a group's genes start at the first grid level
@@ -94,9 +95,12 @@ class PruningSpace:
             raise PruneSearchError("the model has no prunable groups (every Conv/Linear is ignored or the classifier)")
         self.groups: list[Group] = structure.groups
         self.sizes = torch.tensor([g.size for g in self.groups], dtype=torch.int64)
-        self._steps = torch.tensor([lcm(self.options.round_to, g.blocks) for g in self.groups], dtype=torch.float64)
+        self._steps = torch.tensor(
+            [1 if g.heads else lcm(self.options.round_to, g.blocks) for g in self.groups], dtype=torch.float64
+        )
         self._floors = torch.tensor(
-            [min(g.size, -(-self.options.min_keep // g.blocks) * g.blocks) for g in self.groups], dtype=torch.float64
+            [1 if g.heads else min(g.size, -(-self.options.min_keep // g.blocks) * g.blocks) for g in self.groups],
+            dtype=torch.float64,
         )
         grid = torch.tensor(self.options.ratios, dtype=torch.float64)
         self._ratio_grid = grid

@@ -12,6 +12,7 @@ from typing import Any
 CONV, LINEAR, BATCHNORM = "conv", "linear", "batchnorm"
 NORM = "norm"  # LayerNorm, GroupNorm: per-channel affine parameters, no MACs
 PARAMETER = "parameter"  # an nn.Parameter outside any layer torch-pruning knows (e.g. ConvNeXt's layer_scale)
+ATTENTION = "attention"  # the two matrix products of multi-head attention (q·kᵀ, weights·v); no parameters
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class Group:
     many contiguous blocks of ``size // blocks`` (the channel groups of a grouped convolution or a
     GroupNorm): a candidate keeps the same number of channels in every block, and with ``aligned``
     the same positions in every block (a grouped convolution's input channels), so a keep count is
-    a multiple of ``blocks``.
+    a multiple of ``blocks``. With ``heads`` each root channel is one attention head (all of its
+    q, k, v and projection features, see :mod:`prune_search.space.attention`): keep counts are head
+    counts, which the space's channel rounding and floor leave alone.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Group:
     parameters: list[Member] = field(default_factory=list)
     blocks: int = 1
     aligned: bool = False
+    heads: bool = False
 
     def multiplicity(self, member: Member) -> int:
         """How many of ``member``'s channels go with each root channel (uniform by construction)."""
@@ -63,6 +67,10 @@ class Layer:
     unwrapped parameters (``PARAMETER``), the number of parameters per channel; ``positions`` is the
     number of output positions per sample (Hout·Wout for convs, tokens for Linear, 1 otherwise);
     ``groups`` the conv groups (a GroupNorm's ``num_groups``).
+
+    An ``ATTENTION`` layer is one attention block's matrix products: its width is the input width of
+    its output projection ``follows`` (heads · head_dim), ``positions`` the (query, key) token pairs and
+    ``kernel`` 2 (q·kᵀ and weights·v each take tokens² · head_dim MACs per head).
     """
 
     name: str
@@ -74,6 +82,7 @@ class Layer:
     groups: int
     bias: bool
     affine: bool
+    follows: str = ""
 
     @property
     def depthwise(self) -> bool:
@@ -108,6 +117,7 @@ class Structure:
                     [Member(**m) for m in g.get("parameters", [])],
                     int(g.get("blocks", 1)),
                     bool(g.get("aligned", False)),
+                    bool(g.get("heads", False)),
                 )
                 for g in data["groups"]
             ],

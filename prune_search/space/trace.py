@@ -11,9 +11,11 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
+from prune_search.space.attention import HeadLayout, attention_blocks
 from prune_search.space.deadline import TRACE_TIMEOUT_ENV, run_within, trace_timeout_s
 from prune_search.space.graph import build_graph, quiet_depth_warnings, shuffle_coupled
 from prune_search.space.structure import (
+    ATTENTION,
     BATCHNORM,
     CONV,
     LINEAR,
@@ -130,6 +132,30 @@ def _member(
         idxs=[int(i) for i in item.idxs],
         root_idxs=[int(i) for i in item.root_idxs],
     )
+
+
+def _attention_layer(block: HeadLayout, proj: nn.Linear, output: Tensor, batch: int) -> Layer:
+    """The matrix products of ``block``, costed from its projection's traced output ``[B', N, C]``: each
+    sample's tokens form sequences of N tokens (B' = B for a ViT, B × patch area for MobileViT), and every
+    token attends to the N tokens of its sequence."""
+    tokens = output.numel() // (batch * proj.out_features)
+    width = block.heads * block.head_dim
+    pairs = tokens * output.shape[-2]
+    return Layer(block.block, ATTENTION, width, width, 2, pairs, 1, False, False, follows=block.proj)
+
+
+def _head_group(group: Group, block: HeadLayout) -> Group | None:
+    """``group`` (rooted at ``block``'s qkv) as one root channel per head, or None if it reaches further.
+
+    torch-pruning couples qkv's output features with proj's input features (the v part only) and with
+    nothing else; the head group keeps or removes each head's q, k and v features and proj inputs together.
+    """
+    if group.parameters or {(m.module, m.out) for m in group.members} != {(block.qkv, True), (block.proj, False)}:
+        return None
+    width = block.heads * block.head_dim
+    qkv = Member(block.qkv, True, list(range(3 * width)), [block.qkv_head(i) for i in range(3 * width)])
+    proj = Member(block.proj, False, list(range(width)), [i // block.head_dim for i in range(width)])
+    return Group(block.qkv, block.heads, [qkv, proj], heads=True)
 
 
 def ignore_hint(names: Sequence[str]) -> str:
@@ -326,6 +352,7 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
     unwrapped = [(parameter_names[p], p, dim) for p, dim in dg.unwrapped_parameters]
     parameters = {name: _parameter_layer(name, p, dim) for name, p, dim in unwrapped}
     targets: dict[nn.Module | nn.Parameter, str] = {**names, **parameter_names}
+    heads = {block.qkv: block for block in attention_blocks(model)}
     groups = []
     roots = sorted(
         dg.get_all_groups(ignored_layers=[*skipped, *shuffled], root_module_types=(nn.modules.conv._ConvNd, nn.Linear)),
@@ -340,6 +367,8 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
             [m for m in unique if m.module not in parameters],
             [m for m in unique if m.module in parameters],
         )
+        if group.name in heads:
+            group = _head_group(group, heads[group.name]) or group
         problem = _problem(group, modules, parameters)
         layout = _blocks(group, modules) if problem is None else problem
         if isinstance(layout, str):
@@ -352,6 +381,11 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         raise _refusal(problems)
     batch = example_inputs.shape[0]
     layers = [_layer(names[m], m, out, batch) for m, out in outputs.items()] + list(parameters.values())
+    layers += [
+        _attention_layer(block, modules[block.proj], outputs[modules[block.proj]], batch)
+        for block in heads.values()
+        if modules[block.proj] in outputs
+    ]
     costed_params = sum(_own_params(m) for m in outputs) + sum(p.numel() for _, p, _ in unwrapped)
     other = sum(p.numel() for p in model.parameters()) - costed_params
     return Structure(groups, layers, other, [1, *example_inputs.shape[1:]])

@@ -1,0 +1,97 @@
+"""Attention heads as groups: timm ViT blocks prune whole heads (q, k, v and proj together), costs exact."""
+
+import copy
+
+import pytest
+import torch
+from model_checks import randomised, reference_cost
+
+from prune_search.evaluators import CostModel, compute_importance, materialize
+from prune_search.finalize.export import export, load_pruned
+from prune_search.models import ModelSpec, build_model
+from prune_search.space import CandidateBatch, PruningSpace
+
+pytest.importorskip("timm", reason="timm is an optional extra: pip install 'prune-search[timm]'")
+
+SPEC = ModelSpec("timm:vit_tiny_patch16_224", 1, 10, 32, {"patch_size": 8, "depth": 2, "embed_dim": 48, "num_heads": 4})
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    model = randomised(build_model(SPEC))
+    example = torch.randn(2, 1, 32, 32)
+    return model, example, PruningSpace.from_model(model, example)
+
+
+def test_each_attention_block_is_a_group_of_heads_beside_the_mlp_and_embedding_groups(vit):
+    _, _, space = vit
+    sizes = {group.name: group.size for group in space.groups}
+    assert sizes["blocks.0.attn.qkv"] == sizes["blocks.1.attn.qkv"] == 4  # one root channel per head
+    assert sizes["blocks.0.mlp.fc1"] == 4 * 48
+    assert 48 in sizes.values()  # the embedding width, shared by every block
+    heads = next(g for g in space.groups if g.name == "blocks.0.attn.qkv")
+    assert [(m.module, m.out, heads.multiplicity(m)) for m in heads.members] == [
+        ("blocks.0.attn.qkv", True, 3 * 12),
+        ("blocks.0.attn.proj", False, 12),
+    ]
+
+
+def test_pruned_vits_cost_what_the_analytic_model_says_attention_products_included(vit):
+    model, example, space = vit
+    importance = compute_importance(model, space, "l2")
+    candidates = CandidateBatch.cat([space.smallest(), space.sample(4, seed=5)])
+    macs, params = CostModel(space)(candidates)
+    assert CostModel(space).base() == reference_cost(model, example[:1])
+    for row in range(len(candidates)):
+        pruned, _ = materialize(model, space, importance, candidates[row])
+        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+        blocks = [m for m in pruned.modules() if hasattr(m, "qkv")]
+        assert all(b.qkv.out_features == 3 * b.num_heads * b.head_dim == 3 * b.attn_dim for b in blocks)
+
+
+def test_removing_a_head_leaves_the_other_heads_as_they_were(vit):
+    model, example, space = vit
+    g = [group.name for group in space.groups].index("blocks.0.attn.qkv")
+    candidate = space.full()
+    candidate.keep[0, g] = 3
+    pruned, plan = materialize(model, space, compute_importance(model, space, "l2"), candidate)
+    (dropped,) = set(range(4)) - set(plan.kept["blocks.0.attn.qkv"])
+    assert pruned.blocks[0].attn.num_heads == 3 and pruned.blocks[1].attn.num_heads == 4
+    silenced = copy.deepcopy(model)
+    with torch.no_grad():  # the dropped head's contribution, through proj, set to zero
+        silenced.blocks[0].attn.proj.weight[:, dropped * 12 : (dropped + 1) * 12] = 0
+        torch.testing.assert_close(pruned(example), silenced(example))
+
+
+def test_a_vit_with_fewer_heads_exports_and_loads_back(vit, tmp_path):
+    model, example, space = vit
+    candidate = space.sample(1, seed=11)
+    pruned, plan = materialize(model, space, compute_importance(model, space, "l2"), candidate)
+    export(pruned, plan, SPEC, {}, tmp_path)
+    loaded = load_pruned(tmp_path)
+    assert [b.attn.num_heads for b in loaded.blocks] == [b.attn.num_heads for b in pruned.blocks]
+    with torch.no_grad():
+        assert torch.equal(loaded(example), pruned.eval()(example))
+
+
+def test_mobilevit_attention_over_patch_sequences_costs_exactly():
+    torch.manual_seed(0)
+    model = randomised(build_model(ModelSpec("timm:mobilevit_xxs", 1, 10, 32)))
+    example = torch.randn(2, 1, 32, 32)
+    space = PruningSpace.from_model(model, example)
+    assert sum(g.name.endswith("attn.qkv") for g in space.groups) == 9
+    candidates = CandidateBatch.cat([space.smallest(), space.sample(2, seed=1)])
+    macs, params = CostModel(space)(candidates)
+    importance = compute_importance(model, space, "l2")
+    for row in range(len(candidates)):
+        pruned, _ = materialize(model, space, importance, candidates[row])
+        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+
+
+def test_channel_rounding_and_floors_leave_head_counts_alone(vit):
+    model, example, _ = vit
+    space = PruningSpace.from_model(model, example, round_to=8, min_keep=16, min_ratio=0.25)
+    heads = space.names.index("blocks.0.attn.qkv")
+    assert space.smallest().keep[0, heads] == 1 and space.full().keep[0, heads] == 4
+    assert int(space.smallest().keep[0, space.names.index("blocks.0.mlp.fc1")]) % 8 == 0
