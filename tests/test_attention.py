@@ -95,3 +95,25 @@ def test_channel_rounding_and_floors_leave_head_counts_alone(vit):
     heads = space.names.index("blocks.0.attn.qkv")
     assert space.smallest().keep[0, heads] == 1 and space.full().keep[0, heads] == 4
     assert int(space.smallest().keep[0, space.names.index("blocks.0.mlp.fc1")]) % 8 == 0
+
+
+def test_torchvision_multihead_attention_narrows_every_head_equally_with_exact_costs(tmp_path):
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(0)
+    dims = {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 4, "hidden_dim": 48, "mlp_dim": 96}
+    model = randomised(VisionTransformer(**dims, num_classes=10))
+    example = torch.randn(2, 3, 32, 32)
+    space = PruningSpace.from_model(model, example)
+    stream = next(g for g in space.groups if any(m.module.endswith("self_attention") for m in g.members))
+    assert (stream.size, stream.blocks) == (48, 4)  # the embedding width, kept equal in each of the 4 heads
+    candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=1)])
+    macs, params = CostModel(space)(candidates)
+    assert CostModel(space).base() == reference_cost(model, example[:1])
+    importance = compute_importance(model, space, "taylor", batches=[(example, torch.tensor([1, 2]))])
+    for row in range(len(candidates)):
+        pruned, _ = materialize(model, space, importance, candidates[row])
+        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+        attention = pruned.encoder.layers[0].self_attention
+        assert attention.embed_dim == pruned.hidden_dim == 4 * attention.head_dim
+        assert pruned.train()(example).shape == (2, 10)  # the training path (no fused kernel) runs too

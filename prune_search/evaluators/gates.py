@@ -64,8 +64,10 @@ def mean_gate_statistic(
             names = list(gates)
             grads = dict(zip(names, torch.autograd.grad(loss, [gates[n] for n in names]), strict=True))
             for total, group in zip(totals, space.groups, strict=True):
-                per_sample = sum(
-                    to_root(group, m, grads[m.module].to(torch.float64)) for m in group.members if not m.out
+                per_sample = sum(  # a consumer the forward pass never calls (MultiheadAttention's out_proj) has none
+                    to_root(group, m, grads[m.module].to(torch.float64))
+                    for m in group.members
+                    if not m.out and m.module in grads
                 )
                 total += reduce(per_sample)
             samples += targets.numel()

@@ -12,7 +12,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators.importance import Importance
 from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
-from prune_search.space.attention import sync_heads
+from prune_search.space.attention import sync_widths
 from prune_search.space.graph import build_graph
 from prune_search.space.structure import Group
 
@@ -99,8 +99,8 @@ def materialize(
     """A physically pruned copy of ``model`` for one candidate (``len(candidate) == 1``) and its plan.
 
     Group by group, the channels :func:`select_channels` does not keep are removed with
-    torch-pruning, so the result has exactly the widths and channels the proxy scored; attention
-    blocks that lost heads get their head count updated (:func:`sync_heads`).
+    torch-pruning, so the result has exactly the widths and channels the proxy scored; widths that
+    attention models record as attributes (head counts, ViT's ``hidden_dim``) are updated (:func:`sync_widths`).
     ``model`` itself is not changed.
     """
     if len(candidate) != 1:
@@ -123,7 +123,7 @@ def materialize(
             root = modules[group.name]
             handler = graph.get_pruner_of_module(root).prune_out_channels
             graph.get_pruning_group(root, handler, _root_channels(group, removed)).prune()
-    sync_heads(pruned)
+    sync_widths(pruned)
     pruned.train(was_training)
     history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in graph.pruning_history()]
     return pruned, PruningPlan(kept, strategies, history, list(space.structure.input_shape))
@@ -143,6 +143,6 @@ def apply_plan(fresh_model: nn.Module, plan: PruningPlan) -> nn.Module:
         raise PruneSearchError(
             f"the pruning plan does not fit this model ({exc}); build the model it was made for"
         ) from None
-    sync_heads(fresh_model)
+    sync_widths(fresh_model)
     fresh_model.train(was_training)
     return fresh_model

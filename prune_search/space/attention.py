@@ -5,7 +5,7 @@ A block is recognised by what timm's ``Attention`` (ViT, DeiT, MobileViT, ...) h
 ``num_heads`` contiguous heads of ``head_dim``, and an ``nn.Linear`` ``proj`` taking the heads' concatenated
 ``num_heads · head_dim`` outputs. Pruning a whole head removes its ``3 · head_dim`` qkv rows and its
 ``head_dim`` proj columns and leaves every other head's function unchanged (same ``head_dim``, same
-scale), which :func:`sync_heads` records in the block afterwards. Blocks with a gate, a norm over the
+scale), which :func:`sync_widths` records in the block afterwards. Blocks with a gate, a norm over the
 concatenated heads, or different q/k/v widths are not recognised, and their heads stay unpruned.
 """
 
@@ -50,13 +50,18 @@ def attention_blocks(model: nn.Module) -> list[HeadLayout]:
     ]
 
 
-def sync_heads(model: nn.Module) -> None:
-    """Set each recognised-shaped block's ``num_heads`` (and timm's ``attn_dim``) from its pruned qkv width.
+def sync_widths(model: nn.Module) -> None:
+    """Update the widths that attention models record as plain attributes and use in reshapes, after channels
+    were removed physically (:func:`~prune_search.evaluators.materialize.materialize`, replaying a plan).
 
-    Called after heads were removed physically (:func:`~prune_search.evaluators.materialize.materialize`,
-    replaying a plan), when ``qkv`` is narrower than ``3 · num_heads · head_dim``.
+    - a recognised-shaped block (:func:`attention_blocks`) whose ``qkv`` is narrower than
+      ``3 · num_heads · head_dim`` gets the matching ``num_heads`` (and timm's ``attn_dim``);
+    - torchvision's ``VisionTransformer`` gets ``hidden_dim`` = its patch embedding's output channels.
     """
     for module in model.modules():
+        patches, hidden = getattr(module, "conv_proj", None), getattr(module, "hidden_dim", None)
+        if isinstance(patches, nn.Conv2d) and type(hidden) is int:
+            module.hidden_dim = patches.out_channels
         qkv, head_dim, heads = (getattr(module, key, None) for key in ("qkv", "head_dim", "num_heads"))
         if not isinstance(qkv, nn.Linear) or type(head_dim) is not int or type(heads) is not int:
             continue

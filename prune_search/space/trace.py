@@ -52,17 +52,28 @@ def _grouped(module: nn.Module) -> bool:
     )
 
 
-def _record_forward(model: nn.Module, example: Tensor) -> tuple[dict[nn.Module, Tensor], Tensor]:
-    """Run one eval-mode forward pass; return each Conv/Linear/norm layer's output and the model's output."""
+def _record_forward(
+    model: nn.Module, example: Tensor
+) -> tuple[dict[nn.Module, Tensor], dict[nn.MultiheadAttention, tuple[Tensor, Tensor]], Tensor]:
+    """Run one eval-mode forward pass; return each Conv/Linear/norm layer's output, each
+    MultiheadAttention's (query, key) and the model's output."""
     outputs: dict[nn.Module, Tensor] = {}
+    attention: dict[nn.MultiheadAttention, tuple[Tensor, Tensor]] = {}
     entered: list[str] = []
     names = {module: name for name, module in model.named_modules()}
     handles = []
+
+    def attended(module: nn.Module, args: tuple, kwargs: dict, _: object) -> None:
+        query = args[0] if args else kwargs["query"]
+        attention.setdefault(module, (query, args[1] if len(args) > 1 else kwargs["key"]))
+
     for module in model.modules():
         if not any(module.children()):
             handles.append(module.register_forward_pre_hook(lambda m, _: entered.append(names[m])))
         if _kind(module):
             handles.append(module.register_forward_hook(lambda m, _, out: outputs.setdefault(m, out)))
+        if isinstance(module, nn.MultiheadAttention):
+            handles.append(module.register_forward_hook(attended, with_kwargs=True))
     was_training = model.training
     model.eval()
     try:
@@ -81,7 +92,7 @@ def _record_forward(model: nn.Module, example: Tensor) -> tuple[dict[nn.Module, 
         model.train(was_training)
     if not isinstance(result, Tensor) or result.dim() != 2:
         raise PruneSearchError("the model must return logits shaped [batch, classes] for prune-search to search it")
-    return outputs, result
+    return outputs, attention, result
 
 
 def _layer(name: str, module: nn.Module, output: Tensor, batch: int) -> Layer:
@@ -144,6 +155,46 @@ def _attention_layer(block: HeadLayout, proj: nn.Linear, output: Tensor, batch: 
     return Layer(block.block, ATTENTION, width, width, 2, pairs, 1, False, False, follows=block.proj)
 
 
+def _mha_problem(name: str, mha: nn.MultiheadAttention, query: Tensor, key: Tensor) -> str | None:
+    """Why prune-search cannot cost or prune ``mha`` (traced on ``query``/``key``), or None."""
+    if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
+        return (
+            f"MultiheadAttention '{name}' has separate key/value widths, key/value biases or a zero-attention row, "
+            "which prune-search does not prune"
+        )
+    if query.shape != key.shape:
+        return f"MultiheadAttention '{name}' attends to a sequence of another length (cross-attention)"
+    return None
+
+
+def _mha_layers(name: str, mha: nn.MultiheadAttention, query: Tensor, batch: int) -> list[Layer]:
+    """``mha`` as its in-projection (E → 3E, under the module's own name), its ``out_proj`` and the matrix
+    products between them, costed from the traced ``query`` (``[B, L, E]``, or ``[L, B, E]``)."""
+    width = mha.embed_dim
+    tokens = query.numel() // (batch * width)
+    pairs = tokens * query.shape[1 if mha.batch_first else 0]
+    out = mha.out_proj
+    return [
+        Layer(name, LINEAR, width, 3 * width, 1, tokens, 1, mha.in_proj_bias is not None, False),
+        Layer(f"{name}.out_proj", LINEAR, width, width, 1, tokens, 1, out.bias is not None, False),
+        Layer(f"{name}/attention", ATTENTION, width, width, 2, pairs, 1, False, False, follows=f"{name}.out_proj"),
+    ]
+
+
+def _mha_members(member: Member, width: int) -> list[Member]:
+    """What torch-pruning's one MultiheadAttention member prunes: the q, k and v rows and the columns of the
+    in-projection, and ``out_proj``'s rows and columns (:class:`tp.pruner.function.MultiheadAttentionPruner`)."""
+    idxs, roots = member.idxs, member.root_idxs
+    qkv = [i + part * width for part in range(3) for i in idxs]
+    out_proj = f"{member.module}.out_proj"
+    return [
+        Member(member.module, True, qkv, roots * 3),
+        Member(member.module, False, idxs, roots),
+        Member(out_proj, True, idxs, roots),
+        Member(out_proj, False, idxs, roots),
+    ]
+
+
 def _head_group(group: Group, block: HeadLayout) -> Group | None:
     """``group`` (rooted at ``block``'s qkv) as one root channel per head, or None if it reaches further.
 
@@ -168,7 +219,7 @@ def _problem(group: Group, modules: dict[str, nn.Module], parameters: dict[str, 
     for member in group.members:
         module = modules[member.module]
         kind = _kind(module)
-        if kind is None:
+        if kind is None and not isinstance(module, nn.MultiheadAttention):
             return (
                 f"layer '{member.module}' ({type(module).__name__}) is coupled to group '{group.name}', but "
                 f"prune-search can only prune {_PRUNABLE}"
@@ -213,6 +264,10 @@ def _blocks(group: Group, modules: dict[str, nn.Module]) -> tuple[int, bool] | s
         module = modules[member.module]
         if isinstance(module, nn.GroupNorm):
             count, width = module.num_groups, module.num_channels
+        elif isinstance(module, nn.MultiheadAttention):  # its heads must stay equally wide
+            if member.out:
+                continue
+            count, width = module.num_heads, module.embed_dim
         elif _grouped(module):
             count, width = module.groups, module.out_channels if member.out else module.in_channels
             aligned = aligned or not member.out
@@ -319,7 +374,7 @@ def _quiet_trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Modu
 
 
 def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], progress: _Progress) -> Structure:
-    outputs, _ = _record_forward(model, example_inputs)
+    outputs, attention, _ = _record_forward(model, example_inputs)
     names = {module: name for name, module in model.named_modules()}
     modules = {name: module for module, name in names.items()}
     order = {module: index for index, module in enumerate(names)}
@@ -358,9 +413,23 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         dg.get_all_groups(ignored_layers=[*skipped, *shuffled], root_module_types=(nn.modules.conv._ConvNd, nn.Linear)),
         key=lambda g: order[g[0].dep.target.module],
     )
+    for mha, (query, key) in attention.items():
+        problem = _mha_problem(names[mha], mha, query, key)
+        if problem is not None:
+            problems.append((problem, names[mha]))
     for raw in roots:
         members = [m for m in (_member(targets, item, dg) for item in raw) if m is not None]
         unique = list({(m.module, m.out): m for m in members}.values())
+        unique = [
+            expanded
+            for m in unique
+            for expanded in (
+                _mha_members(m, modules[m.module].embed_dim)
+                if isinstance(modules.get(m.module), nn.MultiheadAttention)
+                else [m]
+            )
+        ]
+        unique = list({(m.module, m.out): m for m in unique}.values())
         group = Group(
             names[raw[0].dep.target.module],
             len(raw[0].idxs),
@@ -386,6 +455,8 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         for block in heads.values()
         if modules[block.proj] in outputs
     ]
-    costed_params = sum(_own_params(m) for m in outputs) + sum(p.numel() for _, p, _ in unwrapped)
+    layers += [layer for mha, (query, _) in attention.items() for layer in _mha_layers(names[mha], mha, query, batch)]
+    costed = [*outputs, *attention, *(mha.out_proj for mha in attention)]
+    costed_params = sum(_own_params(m) for m in costed) + sum(p.numel() for _, p, _ in unwrapped)
     other = sum(p.numel() for p in model.parameters()) - costed_params
     return Structure(groups, layers, other, [1, *example_inputs.shape[1:]])
