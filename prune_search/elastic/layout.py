@@ -84,6 +84,11 @@ class ChannelLayout:
                 raise PruneSearchError(f"the channel order of group '{group.name}' is not a permutation")
             tables: list[tuple[Axis, Tensor]] = []
             for member in group.members:
+                if group.partial(member):
+                    raise PruneSearchError(
+                        f"group '{group.name}' is split unevenly across layer '{member.module}' (a concatenation "
+                        "or split), which an elastic checkpoint cannot nest"
+                    )
                 module = modules[member.module]
                 axis = (member.module, _side(module, member))
                 if any(a == axis for a, _ in tables):

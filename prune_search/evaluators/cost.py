@@ -9,7 +9,9 @@ Conventions (checked against the physically pruned model in the tests):
   affine parameters, unwrapped parameters such as ConvNeXt's layer scale; not BN running
   statistics, which are buffers), i.e. ``sum(p.numel() for p in model.parameters())``.
 
-Each layer width is ``base + Σ multiplicity · keep[group]`` over the groups that touch it,
+Each layer width is ``base + Σ share · keep[group]`` over the groups that touch it (``share``: the
+member's channels per root channel, a fraction ``len(idxs) / size`` for one branch of an uneven
+concatenation, exact because keep counts are then multiples of the group's blocks),
 and both totals are sums of ``coef · width_a · width_b // divisor`` terms (the divisor is a
 grouped convolution's ``groups``, which divides its pruned input width), so a population
 ``[P, G]`` costs a few gathers on the device, exactly (int64 arithmetic).
@@ -66,7 +68,7 @@ class CostModel:
         for layer in attention:  # as wide as the input of the projection it feeds
             macs_terms.append((layer.kernel * layer.positions, dims[(layer.follows, "in")], one, 1))
         base = torch.tensor([*widths, 1], dtype=torch.int64)
-        contrib_dims, contrib_groups, contrib_mult = [], [], []
+        contrib_dims, contrib_groups, contrib_mult, contrib_size = [], [], [], []
         seen: set[tuple[int, int]] = set()
         for g, group in enumerate(space.groups):
             for member in [*group.members, *group.parameters]:
@@ -74,11 +76,11 @@ class CostModel:
                 if (dim, g) in seen:
                     continue
                 seen.add((dim, g))
-                multiplicity = group.multiplicity(member)
-                base[dim] -= multiplicity * group.size
+                base[dim] -= len(member.idxs)
                 contrib_dims.append(dim)
                 contrib_groups.append(g)
-                contrib_mult.append(multiplicity)
+                contrib_mult.append(len(member.idxs))
+                contrib_size.append(group.size)
         one_index = len(widths)
 
         def terms(raw: list[tuple[int, int, int, int]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -92,6 +94,7 @@ class CostModel:
         self._dims = torch.tensor(contrib_dims, dtype=torch.int64, device=self.device)
         self._groups = torch.tensor(contrib_groups, dtype=torch.int64, device=self.device)
         self._mult = torch.tensor(contrib_mult, dtype=torch.int64, device=self.device)
+        self._size = torch.tensor(contrib_size, dtype=torch.int64, device=self.device)
         self._macs = terms(macs_terms)
         self._params = terms(param_terms)
         self._fixed_params = fixed_params
@@ -100,7 +103,8 @@ class CostModel:
         """Width of every layer dimension per candidate ``[P, D + 1]`` (last column: 1)."""
         keep = batch.keep.to(self.device)
         widths = self._base.repeat(keep.shape[0], 1)
-        return widths.index_add_(1, self._dims, keep[:, self._groups] * self._mult)
+        share = (keep[:, self._groups] * self._mult).div(self._size, rounding_mode="floor")
+        return widths.index_add_(1, self._dims, share)
 
     @staticmethod
     def _total(widths: Tensor, terms: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:

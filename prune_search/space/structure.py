@@ -39,7 +39,9 @@ class Group:
     many contiguous blocks of ``size // blocks`` (the channel groups of a grouped convolution or a
     GroupNorm): a candidate keeps the same number of channels in every block, and with ``aligned``
     the same positions in every block (a grouped convolution's input channels), so a keep count is
-    a multiple of ``blocks``. With ``heads`` each root channel is one attention head (all of its
+    a multiple of ``blocks``. Members that take only part of the root channels (the branches of an
+    uneven concatenation or split, :meth:`partial`) each cover whole blocks. With ``heads`` each
+    root channel is one attention head (all of its
     q, k, v and projection features, see :mod:`prune_search.space.attention`): keep counts are head
     counts, which the space's channel rounding and floor leave alone.
     """
@@ -53,8 +55,16 @@ class Group:
     heads: bool = False
 
     def multiplicity(self, member: Member) -> int:
-        """How many of ``member``'s channels go with each root channel (uniform by construction)."""
-        return len(member.idxs) // self.size
+        """How many of ``member``'s channels go with each root channel it covers (uniform by construction)."""
+        return len(member.idxs) // len(set(member.root_idxs))
+
+    def partial(self, member: Member) -> bool:
+        """Whether ``member`` takes only some of the root channels (one side of a concatenation or split).
+
+        It then covers whole ``blocks`` (the trace makes them fine enough), so it keeps
+        ``len(member.idxs) · keep / size`` channels for every valid keep count.
+        """
+        return len(set(member.root_idxs)) < self.size
 
 
 @dataclass(frozen=True)

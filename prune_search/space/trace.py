@@ -4,6 +4,7 @@ import difflib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from math import gcd, prod
 
 import torch
@@ -45,11 +46,13 @@ def _own_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters(recurse=False))
 
 
+def _depthwise(module: nn.Module) -> bool:
+    return 1 < module.groups == module.in_channels == module.out_channels
+
+
 def _grouped(module: nn.Module) -> bool:
     """A convolution with several channel groups that is not depthwise (groups = in = out channels)."""
-    return (
-        _kind(module) == CONV and module.groups > 1 and not (module.groups == module.in_channels == module.out_channels)
-    )
+    return _kind(module) == CONV and module.groups > 1 and not _depthwise(module)
 
 
 def _record_forward(
@@ -209,6 +212,51 @@ def _head_group(group: Group, block: HeadLayout) -> Group | None:
     return Group(block.qkv, block.heads, [qkv, proj], heads=True)
 
 
+def _producer(dg: tp.DependencyGraph, module: nn.Module) -> nn.Module | None:
+    """The layer (Conv, Linear or norm) whose output ``module`` takes through a chain of single-input ops
+    (activations, dropout), or None when the chain merges several inputs first."""
+    node = dg.module2node[module]
+    while len(node.inputs) == 1:
+        node = node.inputs[0]
+        if isinstance(node.module, nn.Module) and _kind(node.module):
+            return node.module
+    return None
+
+
+def _tied(
+    group: Group, modules: dict[str, nn.Module], names: dict[nn.Module, str], dg: tp.DependencyGraph
+) -> str | None:
+    """A channel-preserving layer of ``group`` (norm, depthwise convolution) that carries other root channels
+    than the layer of ``group`` feeding it.
+
+    GhostNet concatenates a map with a depthwise function of itself: both halves of the root channels then
+    hang on the same producer channels, which torch-pruning records for one half only.
+    """
+    roots = {m.module: set(m.root_idxs) for m in group.members if m.out}
+    for member in group.members:
+        module = modules[member.module]
+        through = _kind(module) in (BATCHNORM, NORM) or (_kind(module) == CONV and _depthwise(module))
+        producer = _producer(dg, module) if member.out and through else None
+        if producer is not None and names[producer] in roots and roots[names[producer]] != roots[member.module]:
+            return (
+                f"layer '{member.module}' and the layer '{names[producer]}' feeding it carry different channels "
+                f"of group '{group.name}' (a map concatenated with a function of itself, as in GhostNet)"
+            )
+    return None
+
+
+def _merged(members: list[Member]) -> list[Member]:
+    """One member per layer dimension: torch-pruning lists a dimension once per path that reaches it, each
+    with the (channel, root channel) pairs of that path; the member holds every distinct pair."""
+    pairs: dict[tuple[str, bool], dict[tuple[int, int], None]] = {}
+    for m in members:
+        pairs.setdefault((m.module, m.out), {}).update(dict.fromkeys(zip(m.idxs, m.root_idxs, strict=True)))
+    return [
+        Member(module, out, [i for i, _ in found], [r for _, r in found])
+        for (module, out), found in ((key, list(value)) for key, value in pairs.items())
+    ]
+
+
 def ignore_hint(names: Sequence[str]) -> str:
     """What a refusal tells the user to do: the flag and the Python argument that leave ``names`` unpruned."""
     return f"pass --ignore-layers {','.join(names)} (Python: ignored_layers={list(names)!r})"
@@ -246,20 +294,44 @@ def _problem(group: Group, modules: dict[str, nn.Module], parameters: dict[str, 
                 "that is not the group's channels"
             )
     for member in [*group.members, *group.parameters]:
-        counts = Counter(member.root_idxs)
-        if set(counts) != set(range(group.size)) or len(set(counts.values())) != 1:
-            return f"layer '{member.module}' takes an uneven share of group '{group.name}' (split or slice)"
+        roots_of: dict[int, set[int]] = {}
+        for idx, root in zip(member.idxs, member.root_idxs, strict=True):
+            roots_of.setdefault(idx, set()).add(root)
+        if any(len(roots) > 1 for roots in roots_of.values()):
+            return (
+                f"each channel of layer '{member.module}' is tied to several channels of group '{group.name}' "
+                "(a concatenation of a map with a function of itself, as in GhostNet)"
+            )
+        if len(set(Counter(member.root_idxs).values())) != 1:
+            return (
+                f"layer '{member.module}' takes some channels of group '{group.name}' more often than others "
+                "(a slice or repeat)"
+            )
     return None
+
+
+def _runs(group: Group) -> list[int]:
+    """Boundaries of the contiguous runs of root channels that partial members take (see ``Group.partial``)."""
+    edges = []
+    for member in [*group.members, *group.parameters]:
+        covered = sorted(set(member.root_idxs))
+        if len(covered) < group.size:
+            gaps = [(a, b) for a, b in pairwise(covered) if b != a + 1]
+            edges += [covered[0], covered[-1] + 1, *(a + 1 for a, _ in gaps), *(b for _, b in gaps)]
+    return edges
 
 
 def _blocks(group: Group, modules: dict[str, nn.Module]) -> tuple[int, bool] | str:
     """``(blocks, aligned)`` of ``group`` (see :class:`Group`), or why its channel groups cannot be kept valid.
 
-    Every grouped convolution and GroupNorm member splits the root channels into its groups' contiguous
-    blocks; blocks of the gcd of their sizes refine them all, so equal counts (or, when a grouped
-    convolution takes the channels as input, equal positions) per block keep every member's groups valid.
+    Every grouped convolution, GroupNorm and MultiheadAttention member splits the root channels into its
+    groups' (heads') contiguous blocks, and every partial member (a branch of an uneven concatenation or
+    split) takes contiguous runs of them; blocks of the gcd of those sizes and run boundaries refine them
+    all, so equal counts (or, when a grouped convolution takes the channels as input, equal positions) per
+    block keep every member's groups valid and give each branch its share of the keep count.
     """
-    sizes, aligned = [], False
+    edges = _runs(group)
+    sizes, aligned = ([gcd(group.size, *edges)] if edges else []), False
     for member in group.members:
         module = modules[member.module]
         if isinstance(module, nn.GroupNorm):
@@ -350,7 +422,9 @@ def trace_structure(model: nn.Module, example_inputs: Tensor, ignored_layers: It
     names as in ``model.named_modules()``; a container stands for every module in it) are never
     pruned: groups rooted at or coupled to them are left out, and so are groups whose channel
     groups allow no keep count below the full width (e.g. the input of a grouped convolution with
-    one channel per group). A trace that takes longer than
+    one channel per group) and groups whose channels pass a split along the channels (the model's
+    code fixes the split sizes). The branches of an uneven concatenation are pruned, each by its
+    share (see :class:`Group`). A trace that takes longer than
     ``$PRUNE_SEARCH_TRACE_TIMEOUT_S`` (default 120 s) ends in a one-line error.
     """
     if not isinstance(example_inputs, Tensor):
@@ -418,8 +492,10 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         if problem is not None:
             problems.append((problem, names[mha]))
     for raw in roots:
+        if any(isinstance(item.dep.target.module, tp.ops._SplitOp) for item in raw):
+            continue  # the model's code fixes the split sizes (and torch-pruning may swap the parts): left whole
         members = [m for m in (_member(targets, item, dg) for item in raw) if m is not None]
-        unique = list({(m.module, m.out): m for m in members}.values())
+        unique = _merged(members)
         unique = [
             expanded
             for m in unique
@@ -429,7 +505,7 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
                 else [m]
             )
         ]
-        unique = list({(m.module, m.out): m for m in unique}.values())
+        unique = _merged(unique)
         group = Group(
             names[raw[0].dep.target.module],
             len(raw[0].idxs),
@@ -438,7 +514,7 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         )
         if group.name in heads:
             group = _head_group(group, heads[group.name]) or group
-        problem = _problem(group, modules, parameters)
+        problem = _problem(group, modules, parameters) or _tied(group, modules, names, dg)
         layout = _blocks(group, modules) if problem is None else problem
         if isinstance(layout, str):
             problems.append((layout, group.name))
