@@ -117,3 +117,28 @@ def test_torchvision_multihead_attention_narrows_every_head_equally_with_exact_c
         attention = pruned.encoder.layers[0].self_attention
         assert attention.embed_dim == pruned.hidden_dim == 4 * attention.head_dim
         assert pruned.train()(example).shape == (2, 10)  # the training path (no fused kernel) runs too
+
+
+def test_swin_windows_lose_whole_heads_with_their_relative_position_biases(tmp_path):
+    options = {"embed_dim": 16, "depths": [1, 1], "num_heads": [2, 4], "window_size": 4}
+    spec = ModelSpec("timm:swin_tiny_patch4_window7_224", 1, 10, 32, options)
+    torch.manual_seed(0)
+    model = randomised(build_model(spec))
+    example = torch.randn(2, 1, 32, 32)
+    space = PruningSpace.from_model(model, example)
+    heads = next(g for g in space.groups if g.name == "layers.1.blocks.0.attn.qkv")
+    assert heads.size == 4 and [m.module for m in heads.parameters] == [
+        "layers.1.blocks.0.attn.relative_position_bias_table"
+    ]
+    candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=4)])
+    macs, params = CostModel(space)(candidates)
+    assert CostModel(space).base() == reference_cost(model, example[:1])
+    importance = compute_importance(model, space, "l2")
+    for row in range(len(candidates)):
+        pruned, plan = materialize(model, space, importance, candidates[row])
+        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+        attention = pruned.layers[1].blocks[0].attn
+        assert attention.relative_position_bias_table.shape[1] == attention.num_heads == len(plan.kept[heads.name])
+    export(pruned, plan, spec, {}, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(load_pruned(tmp_path)(example), pruned.eval()(example))

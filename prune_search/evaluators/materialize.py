@@ -12,7 +12,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators.importance import Importance
 from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
-from prune_search.space.attention import sync_widths
+from prune_search.space.attention import attention_blocks, slice_head_tables, sync_widths
 from prune_search.space.graph import build_graph
 from prune_search.space.structure import Group
 
@@ -99,8 +99,9 @@ def materialize(
     """A physically pruned copy of ``model`` for one candidate (``len(candidate) == 1``) and its plan.
 
     Group by group, the channels :func:`select_channels` does not keep are removed with
-    torch-pruning, so the result has exactly the widths and channels the proxy scored; widths that
-    attention models record as attributes (head counts, ViT's ``hidden_dim``) are updated (:func:`sync_widths`).
+    torch-pruning, so the result has exactly the widths and channels the proxy scored; attention heads
+    lose their per-head bias columns too, and widths that attention models record as attributes (head
+    counts, ViT's ``hidden_dim``) are updated (:func:`sync_widths`).
     ``model`` itself is not changed.
     """
     if len(candidate) != 1:
@@ -111,6 +112,7 @@ def materialize(
     was_training = pruned.training
     pruned.eval()
     graph = build_graph(pruned, _example(pruned, space.structure.input_shape))
+    blocks = attention_blocks(pruned)
     modules = dict(pruned.named_modules())
     kept, strategies = {}, {}
     for g, (group, vector) in enumerate(zip(space.groups, vectors, strict=True)):
@@ -123,6 +125,7 @@ def materialize(
             root = modules[group.name]
             handler = graph.get_pruner_of_module(root).prune_out_channels
             graph.get_pruning_group(root, handler, _root_channels(group, removed)).prune()
+    slice_head_tables(pruned, blocks, kept)
     sync_widths(pruned)
     pruned.train(was_training)
     history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in graph.pruning_history()]
@@ -137,12 +140,14 @@ def apply_plan(fresh_model: nn.Module, plan: PruningPlan) -> nn.Module:
     was_training = fresh_model.training
     fresh_model.eval()
     graph = build_graph(fresh_model, _example(fresh_model, plan.input_shape))
+    blocks = attention_blocks(fresh_model)
     try:
         graph.load_pruning_history(plan.history)
     except (KeyError, IndexError) as exc:
         raise PruneSearchError(
             f"the pruning plan does not fit this model ({exc}); build the model it was made for"
         ) from None
+    slice_head_tables(fresh_model, blocks, plan.kept)
     sync_widths(fresh_model)
     fresh_model.train(was_training)
     return fresh_model

@@ -20,6 +20,8 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from prune_search.space.attention import head_tables
+
 _OPTYPE = tp.ops.OPTYPE
 _DEPTH_WARNING = "Maximum recursive depth reached!"  # torch-pruning's shape inference giving up on a long chain
 
@@ -119,12 +121,15 @@ def build_graph(
     model: nn.Module, example_inputs: Tensor, on_group: Callable[[nn.Module], None] | None = None
 ) -> ShuffleAwareGraph:
     """The dependency graph of ``model`` (in eval mode for the trace, then restored) on ``example_inputs``
-    (``[B, C, H, W]``), traced with autograd on whatever the caller's grad mode."""
+    (``[B, C, H, W]``), traced with autograd on whatever the caller's grad mode. Attention blocks' per-head
+    parameters are left out of it (:func:`~prune_search.space.attention.head_tables`)."""
     was_training = model.training
     model.eval()
     try:
         with quiet_depth_warnings(), torch.enable_grad():
-            return ShuffleAwareGraph(on_group).build_dependency(model, example_inputs=example_inputs, verbose=False)
+            return ShuffleAwareGraph(on_group).build_dependency(
+                model, example_inputs=example_inputs, ignored_params=head_tables(model), verbose=False
+            )
     finally:
         model.train(was_training)
 

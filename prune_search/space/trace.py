@@ -12,7 +12,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
-from prune_search.space.attention import HeadLayout, attention_blocks
+from prune_search.space.attention import HeadLayout, attention_blocks, head_tables
 from prune_search.space.deadline import TRACE_TIMEOUT_ENV, run_within, trace_timeout_s
 from prune_search.space.graph import build_graph, quiet_depth_warnings, shuffle_coupled
 from prune_search.space.structure import (
@@ -206,10 +206,11 @@ def _head_group(group: Group, block: HeadLayout) -> Group | None:
     """
     if group.parameters or {(m.module, m.out) for m in group.members} != {(block.qkv, True), (block.proj, False)}:
         return None
-    width = block.heads * block.head_dim
+    width, heads = block.heads * block.head_dim, list(range(block.heads))
     qkv = Member(block.qkv, True, list(range(3 * width)), [block.qkv_head(i) for i in range(3 * width)])
     proj = Member(block.proj, False, list(range(width)), [i // block.head_dim for i in range(width)])
-    return Group(block.qkv, block.heads, [qkv, proj], heads=True)
+    tables = [Member(table, True, heads, heads) for table in block.tables]
+    return Group(block.qkv, block.heads, [qkv, proj], tables, heads=True)
 
 
 def _producer(dg: tp.DependencyGraph, module: nn.Module) -> nn.Module | None:
@@ -243,6 +244,19 @@ def _tied(
                 f"of group '{group.name}' (a map concatenated with a function of itself, as in GhostNet)"
             )
     return None
+
+
+def _folded_inputs(model: nn.Module) -> set[nn.Module]:
+    """The layers of Swin's patch mergings (timm's and torchvision's ``PatchMerging``), which take 2×2
+    neighbouring positions folded into their channels: four copies of each incoming channel, of which
+    torch-pruning maps one, so the channels reaching them stay whole."""
+    return {
+        layer
+        for module in model.modules()
+        if type(module).__name__.startswith("PatchMerging")
+        for layer in (getattr(module, "norm", None), getattr(module, "reduction", None))
+        if isinstance(layer, nn.Module)
+    }
 
 
 def _merged(members: list[Member]) -> list[Member]:
@@ -422,10 +436,10 @@ def trace_structure(model: nn.Module, example_inputs: Tensor, ignored_layers: It
     names as in ``model.named_modules()``; a container stands for every module in it) are never
     pruned: groups rooted at or coupled to them are left out, and so are groups whose channel
     groups allow no keep count below the full width (e.g. the input of a grouped convolution with
-    one channel per group) and groups whose channels pass a split along the channels (the model's
-    code fixes the split sizes). The branches of an uneven concatenation are pruned, each by its
-    share (see :class:`Group`). A trace that takes longer than
-    ``$PRUNE_SEARCH_TRACE_TIMEOUT_S`` (default 120 s) ends in a one-line error.
+    one channel per group), groups whose channels pass a split along the channels (the model's
+    code fixes the split sizes) and groups whose channels enter a Swin patch merging. The branches
+    of an uneven concatenation are pruned, each by its share (see :class:`Group`). A trace that
+    takes longer than ``$PRUNE_SEARCH_TRACE_TIMEOUT_S`` (default 120 s) ends in a one-line error.
     """
     if not isinstance(example_inputs, Tensor):
         raise PruneSearchError("example inputs must be a tensor shaped like one batch [B, C, H, W]")
@@ -478,10 +492,17 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         for m in shuffled
     ]
     parameter_names = {p: name for name, p in model.named_parameters()}
-    unwrapped = [(parameter_names[p], p, dim) for p, dim in dg.unwrapped_parameters]
+    blocks = attention_blocks(model)
+    tables = [(parameter_names[p], p, 1) for p in head_tables(model)]
+    unwrapped = list(
+        {
+            name: (name, p, dim)
+            for name, p, dim in [*((parameter_names[p], p, dim) for p, dim in dg.unwrapped_parameters), *tables]
+        }.values()
+    )
     parameters = {name: _parameter_layer(name, p, dim) for name, p, dim in unwrapped}
     targets: dict[nn.Module | nn.Parameter, str] = {**names, **parameter_names}
-    heads = {block.qkv: block for block in attention_blocks(model)}
+    heads = {block.qkv: block for block in blocks}
     groups = []
     roots = sorted(
         dg.get_all_groups(ignored_layers=[*skipped, *shuffled], root_module_types=(nn.modules.conv._ConvNd, nn.Linear)),
@@ -491,9 +512,12 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         problem = _mha_problem(names[mha], mha, query, key)
         if problem is not None:
             problems.append((problem, names[mha]))
+    folded = _folded_inputs(model)
     for raw in roots:
         if any(isinstance(item.dep.target.module, tp.ops._SplitOp) for item in raw):
             continue  # the model's code fixes the split sizes (and torch-pruning may swap the parts): left whole
+        if any(item.dep.target.module in folded for item in raw):
+            continue  # a Swin patch merging folds 2×2 positions into channels, which torch-pruning maps once
         members = [m for m in (_member(targets, item, dg) for item in raw) if m is not None]
         unique = _merged(members)
         unique = [
