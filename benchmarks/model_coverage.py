@@ -88,7 +88,18 @@ TIMM = [
     "inception_v3",
 ]
 DEFAULT_MODELS = [f"tv:{name}" for name in TORCHVISION] + [f"timm:{name}" for name in TIMM]
-COLUMNS = ["model", "px", "groups", "space build s", "exact k/n", "pruned forward ok", "round trip ok", "status"]
+COLUMNS = [
+    "model",
+    "px",
+    "groups",
+    "what is pruned",
+    "unmodelled MACs",
+    "space build s",
+    "exact k/n",
+    "pruned forward ok",
+    "round trip ok",
+    "status",
+]
 
 
 def native_size(name: str) -> int:
@@ -105,6 +116,24 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
+def pruned_kinds(model, space) -> str:
+    """What the groups of ``space`` prune, by kind of root layer: e.g. ``conv 20, heads 12, linear 13``;
+    ``blocks`` counts groups kept equal per channel block (grouped convolutions, GroupNorm, MHA heads),
+    ``branches`` groups whose members take uneven shares (concatenations)."""
+    from torch import nn
+
+    modules = dict(model.named_modules())
+    counts: dict[str, int] = {}
+    for group in space.groups:
+        kind = "heads" if group.heads else "conv" if isinstance(modules[group.name], nn.Conv2d) else "linear"
+        counts[kind] = counts.get(kind, 0) + 1
+        if group.blocks > 1 and not group.heads:
+            counts["blocks"] = counts.get("blocks", 0) + 1
+        if any(group.partial(m) for m in group.members):
+            counts["branches"] = counts.get("branches", 0) + 1
+    return ", ".join(f"{kind} {n}" for kind, n in counts.items())
+
+
 def check_model(name: str, resolution: str, candidates: int, record: dict, save) -> None:
     """Run every stage for ``name``, filling ``record`` and calling ``save()`` after each stage."""
     import torch
@@ -112,10 +141,10 @@ def check_model(name: str, resolution: str, candidates: int, record: dict, save)
 
     from prune_search.errors import PruneSearchError
     from prune_search.evaluators import CostModel, compute_importance, materialize
-    from prune_search.evaluators.cost import counted_macs
     from prune_search.finalize.export import export, load_pruned
     from prune_search.models import ModelSpec, build_model
     from prune_search.space import PruningSpace
+    from prune_search.space.flops import counted_macs
 
     def reference(model: nn.Module, example: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor]:
         with torch.no_grad():
@@ -144,6 +173,9 @@ def check_model(name: str, resolution: str, candidates: int, record: dict, save)
         space = PruningSpace.from_model(model, example)
         record["space_s"] = round(time.perf_counter() - start, 2)
         record["groups"] = len(space.groups)
+        record["pruned"] = pruned_kinds(model, space)
+        cost = CostModel(space)
+        record["unmodelled_pct"] = round(100 * cost.unmodelled_macs / cost.base()[0], 2)
         stage("cost")
         importance = compute_importance(model, space, "l2")
         batch = space.sample(candidates, seed=0)
@@ -235,6 +267,10 @@ def cell(record: dict, column: str) -> str:
         return str(record.get("px", ""))
     if column == "groups":
         return str(record.get("groups", ""))
+    if column == "what is pruned":
+        return record.get("pruned", "")
+    if column == "unmodelled MACs":
+        return f"{record['unmodelled_pct']:g} %" if "unmodelled_pct" in record else ""
     if column == "space build s":
         return f"{record['space_s']:.1f}" if "space_s" in record else ""
     if column == "exact k/n":

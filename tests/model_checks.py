@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from prune_search.evaluators.cost import counted_macs
+from prune_search.space.flops import counted_macs
 
 
 def reference_cost(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:

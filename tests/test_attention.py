@@ -43,6 +43,7 @@ def test_pruned_vits_cost_what_the_analytic_model_says_attention_products_includ
     candidates = CandidateBatch.cat([space.smallest(), space.sample(4, seed=5)])
     macs, params = CostModel(space)(candidates)
     assert CostModel(space).base() == reference_cost(model, example[:1])
+    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
     for row in range(len(candidates)):
         pruned, _ = materialize(model, space, importance, candidates[row])
         assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
@@ -110,6 +111,7 @@ def test_torchvision_multihead_attention_narrows_every_head_equally_with_exact_c
     candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=1)])
     macs, params = CostModel(space)(candidates)
     assert CostModel(space).base() == reference_cost(model, example[:1])
+    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
     importance = compute_importance(model, space, "taylor", batches=[(example, torch.tensor([1, 2]))])
     for row in range(len(candidates)):
         pruned, _ = materialize(model, space, importance, candidates[row])
@@ -133,6 +135,7 @@ def test_swin_windows_lose_whole_heads_with_their_relative_position_biases(tmp_p
     candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=4)])
     macs, params = CostModel(space)(candidates)
     assert CostModel(space).base() == reference_cost(model, example[:1])
+    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
     importance = compute_importance(model, space, "l2")
     for row in range(len(candidates)):
         pruned, plan = materialize(model, space, importance, candidates[row])
@@ -142,3 +145,33 @@ def test_swin_windows_lose_whole_heads_with_their_relative_position_biases(tmp_p
     export(pruned, plan, spec, {}, tmp_path)
     with torch.no_grad():
         assert torch.equal(load_pruned(tmp_path)(example), pruned.eval()(example))
+
+
+class OpaqueAttention(torch.nn.Module):
+    """Self-attention written with matrix products the space does not model; its projections stay whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.qkv = torch.nn.Conv2d(1, 16, 4, stride=4), torch.nn.Linear(16, 48)
+        self.mlp, self.out = torch.nn.Linear(16, 32), torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(tokens).split(16, -1)
+        attended = (q @ k.transpose(1, 2)).softmax(-1) @ v
+        return self.out(torch.relu(self.mlp(attended)).mean(1))
+
+
+def test_counted_macs_outside_modelled_layers_are_a_measured_constant():
+    torch.manual_seed(0)
+    model, example = OpaqueAttention().eval(), torch.randn(2, 1, 16, 16)
+    space = PruningSpace.from_model(model, example)
+    assert space.names == ["embed", "mlp"]  # qkv's features pass a split: whole, and so are q·kᵀ and weights·v
+    cost = CostModel(space)
+    assert cost.unmodelled_macs == 2 * 16 * 16 * 16  # two products of 16 tokens × 16 tokens × 16 features
+    candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=0)])
+    macs, params = cost(candidates)
+    importance = compute_importance(model, space, "l2")
+    for row in range(len(candidates)):
+        pruned, _ = materialize(model, space, importance, candidates[row])
+        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row

@@ -105,6 +105,7 @@ def test_analytic_cost_equals_the_pruned_models_count(case):
         pruned, _ = materialize(model, space, importance, candidates[row])
         assert reference_cost(pruned, example) == (int(macs[row]), int(params[row])), row
     assert CostModel(space).base() == reference_cost(model, example)
+    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
 
 
 def test_materialized_model_keeps_exactly_the_selected_channels(case):
@@ -171,6 +172,7 @@ def test_shufflenet_names_its_channel_shuffle_layers_and_is_exact_with_them_igno
     candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=2)])
     macs, params = CostModel(space)(candidates)
     assert CostModel(space).base() == reference_cost(model, example[:1])
+    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
     for row in range(len(candidates)):
         pruned, plan = materialize(model, space, importance, candidates[row])
         assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
@@ -294,6 +296,7 @@ def _assert_exact(model: nn.Module, space: PruningSpace, candidates: CandidateBa
     importance = compute_importance(model, space, "l2")
     macs, params = CostModel(space)(candidates)
     assert CostModel(space).base() == reference_cost(model, example)
+    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
     pruned = []
     for row in range(len(candidates)):
         net, _ = materialize(model, space, importance, candidates[row])

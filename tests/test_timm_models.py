@@ -37,6 +37,7 @@ def test_small_timm_models_map_one_channel_32px_images_to_logits_with_exact_cost
         pruned, _ = materialize(model, space, importance, candidates[row])
         assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
     assert CostModel(space).base() == reference_cost(model, example[:1])
+    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
 
 
 def test_a_fixed_size_transformer_is_built_for_the_dataset_size():

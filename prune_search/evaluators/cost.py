@@ -1,10 +1,13 @@
 """Exact analytic MACs and params of pruned candidates, batched, from keep counts alone.
 
 Conventions (checked against the physically pruned model in the tests):
-- MACs: multiply-accumulates of Conv and Linear layers and of attention's two matrix products
-  (q·kᵀ and weights·v) for one input sample, bias adds and every other op (norms, activations,
-  softmax, pooling, residual adds) excluded: torch's ``FlopCounterMode`` total ÷ 2 with attention
-  computed by matrix products (it does not count PyTorch's fused CPU attention kernel).
+- MACs: multiply-accumulates for one input sample as torch counts them
+  (:func:`~prune_search.space.flops.counted_macs`: ``FlopCounterMode`` total ÷ 2, fused CPU attention
+  kernels included): Conv and Linear layers and attention's two matrix products (q·kᵀ and
+  weights·v) modelled per layer; bias adds and element-wise ops (norms, activations, softmax,
+  pooling, residual adds) are not counted. Counted MACs outside the modelled layers (e.g. the
+  matrix products of an attention block whose heads stay whole) are measured once at the trace
+  (``Structure.counted_macs``) and added as a constant, :attr:`CostModel.unmodelled_macs`.
 - params: every parameter of the pruned model (weights, biases, BatchNorm/LayerNorm/GroupNorm
   affine parameters, unwrapped parameters such as ConvNeXt's layer scale; not BN running
   statistics, which are buffers), i.e. ``sum(p.numel() for p in model.parameters())``.
@@ -17,17 +20,19 @@ grouped convolution's ``groups``, which divides its pruned input width), so a po
 ``[P, G]`` costs a few gathers on the device, exactly (int64 arithmetic).
 """
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from prune_search.space import CandidateBatch, PruningSpace
 from prune_search.space.structure import ATTENTION, BATCHNORM, CONV, LINEAR, NORM, PARAMETER, Layer
 
 
 class CostModel:
-    """MACs and params of candidates of ``space``, on ``device``."""
+    """MACs and params of candidates of ``space``, on ``device``.
+
+    ``unmodelled_macs``: the counted MACs of the unpruned model that no modelled layer accounts for
+    (0 for a model whose every counted op is modelled, and for spaces stored before it was measured).
+    """
 
     def __init__(self, space: PruningSpace, device: torch.device | str = "cpu") -> None:
         self.space = space
@@ -98,6 +103,10 @@ class CostModel:
         self._macs = terms(macs_terms)
         self._params = terms(param_terms)
         self._fixed_params = fixed_params
+        self.unmodelled_macs = 0
+        counted = space.structure.counted_macs
+        if counted is not None:
+            self.unmodelled_macs = counted - int(self(space.full())[0][0])
 
     def widths(self, batch: CandidateBatch) -> Tensor:
         """Width of every layer dimension per candidate ``[P, D + 1]`` (last column: 1)."""
@@ -114,51 +123,10 @@ class CostModel:
     def __call__(self, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
         """(MACs ``[P]``, params ``[P]``), int64, per input sample."""
         widths = self.widths(batch)
-        return self._total(widths, self._macs), self._total(widths, self._params) + self._fixed_params
+        macs = self._total(widths, self._macs) + self.unmodelled_macs
+        return macs, self._total(widths, self._params) + self._fixed_params
 
     def base(self) -> tuple[int, int]:
         """MACs and params of the unpruned model."""
         macs, params = self(self.space.full())
         return int(macs[0]), int(params[0])
-
-
-def _cpu_attention_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query, key, value)
-
-
-def _native_mha_flops(
-    query: Any,
-    key: Any,
-    value: Any,
-    embed_dim: int,
-    heads: int,
-    qkv_weight: Any,
-    qkv_bias: Any,
-    proj_weight: Any,
-    *args: Any,
-    out_shape: Any = None,
-    **kwargs: Any,
-) -> int:
-    batch, length, _ = query
-    sources = key[1]
-    width, inputs = qkv_weight[0] // 3, qkv_weight[1]
-    projections = batch * (length + 2 * sources) * width * inputs + batch * length * proj_weight[0] * proj_weight[1]
-    return 2 * (projections + 2 * batch * length * sources * width)
-
-
-def counted_macs(model: nn.Module, example: Tensor) -> int:
-    """MACs of running ``model`` on ``example`` (``[B, C, H, W]``), counted by torch: ``FlopCounterMode``
-    total ÷ 2, with PyTorch's fused CPU attention kernels (scaled dot-product attention, and
-    ``nn.MultiheadAttention``'s inference path) counted like their linear layers and matrix products (torch
-    counts only the CUDA kernels). The definition :class:`CostModel` computes analytically, for ``B`` = 1."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    fused = {
-        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
-        torch.ops.aten._native_multi_head_attention: _native_mha_flops,
-    }
-    with FlopCounterMode(display=False, custom_mapping=fused) as counter, torch.no_grad():
-        model(example)
-    return counter.get_total_flops() // 2

@@ -101,12 +101,15 @@ class Layer:
 
 @dataclass(frozen=True)
 class Structure:
-    """Groups (searchable), layers (costed) and the parameters outside those layers."""
+    """Groups (searchable), layers (costed), the parameters outside those layers and the MACs torch
+    counts for the unpruned model on one input sample (:func:`~prune_search.space.flops.counted_macs`;
+    None in spaces stored before it was measured)."""
 
     groups: list[Group]
     layers: list[Layer]
     other_params: int
     input_shape: list[int]
+    counted_macs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,4 +137,5 @@ class Structure:
             layers=[Layer(**layer) for layer in data["layers"]],
             other_params=int(data["other_params"]),
             input_shape=list(data["input_shape"]),
+            counted_macs=None if data.get("counted_macs") is None else int(data["counted_macs"]),
         )

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from prune_search.errors import PruneSearchError
 from prune_search.space.attention import HeadLayout, attention_blocks, head_tables
 from prune_search.space.deadline import TRACE_TIMEOUT_ENV, run_within, trace_timeout_s
+from prune_search.space.flops import counted_macs
 from prune_search.space.graph import build_graph, quiet_depth_warnings, shuffle_coupled
 from prune_search.space.structure import (
     ATTENTION,
@@ -559,4 +560,9 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
     costed = [*outputs, *attention, *(mha.out_proj for mha in attention)]
     costed_params = sum(_own_params(m) for m in costed) + sum(p.numel() for _, p, _ in unwrapped)
     other = sum(p.numel() for p in model.parameters()) - costed_params
-    return Structure(groups, layers, other, [1, *example_inputs.shape[1:]])
+    was_training = model.training
+    try:
+        counted = counted_macs(model.eval(), example_inputs[:1])
+    finally:
+        model.train(was_training)
+    return Structure(groups, layers, other, [1, *example_inputs.shape[1:]], counted)
