@@ -175,3 +175,14 @@ def test_counted_macs_outside_modelled_layers_are_a_measured_constant():
     for row in range(len(candidates)):
         pruned, _ = materialize(model, space, importance, candidates[row])
         assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+
+
+def test_peer_widths_read_back_from_a_pruned_vit_count_heads(vit):
+    from types import SimpleNamespace
+
+    from prune_search.evidence.peers import _widths
+
+    model, _, space = vit
+    candidate = space.sample(1, seed=9)
+    pruned, _ = materialize(model, space, compute_importance(model, space, "l2"), candidate)
+    assert _widths(pruned, SimpleNamespace(handle=SimpleNamespace(space=space))).tolist() == candidate.keep[0].tolist()

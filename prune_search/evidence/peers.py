@@ -88,12 +88,15 @@ def _peer_widths(base: Bench, method: str, ratio: float) -> torch.Tensor:
 
 
 def _widths(model: nn.Module, base: Bench) -> torch.Tensor:
-    """Output count ``[G]`` of each group's root module in a pruned copy of the base model."""
+    """Width ``[G]`` of each group in a pruned copy of the base model, in root channels: its root module's
+    output count over the outputs per root channel (3 · head_dim for a group of attention heads)."""
     modules = dict(model.named_modules())
     widths = []
     for group in base.handle.space.groups:
         root = modules[group.name]
-        widths.append(root.out_channels if isinstance(root, nn.modules.conv._ConvNd) else root.out_features)
+        outputs = root.out_channels if isinstance(root, nn.modules.conv._ConvNd) else root.out_features
+        member = next(m for m in group.members if m.module == group.name and m.out)
+        widths.append(outputs // group.multiplicity(member))
     return torch.tensor(widths, dtype=torch.int64)
 
 
