@@ -152,22 +152,15 @@ def test_importance_json_round_trip_keeps_scores(case):
     )
 
 
-def test_shufflenet_names_its_channel_shuffle_layers_and_is_exact_with_them_ignored():
+def test_shufflenet_leaves_what_reaches_a_channel_shuffle_whole_and_is_exact():
     spec = ModelSpec("tv:shufflenet_v2_x1_0", 3, 10, 64)
     torch.manual_seed(0)
     model = build_model(spec).eval()
     example = torch.randn(2, 3, 64, 64)
-    with pytest.raises(PruneSearchError) as info:
-        PruningSpace.from_model(model, example)
-    message = str(info.value)
-    assert message.startswith("layer 'stage2.0.branch1.2' feeds a channel shuffle")
-    assert "\n" not in message
-    named = message.split("pass --ignore-layers ")[1].split(" ")[0].split(",")
-    feeding = [name for name, _ in model.named_modules() if name.endswith(("branch1.2", "branch2.5"))]
-    assert set(feeding) <= set(named)  # every block's output convs (the concatenation the shuffle permutes)
-
-    space = PruningSpace.from_model(model, example, ignored_layers=named)
+    space = PruningSpace.from_model(model, example)
     assert len(space) == 18  # the stem, each block's inner branch, conv5
+    feeding = {name for name, _ in model.named_modules() if name.endswith(("branch1.2", "branch2.5"))}
+    assert not {m.module for g in space.groups for m in g.members if m.out} & feeding  # the shuffled outputs
     importance = compute_importance(model, space, "l2")
     candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=2)])
     macs, params = CostModel(space)(candidates)

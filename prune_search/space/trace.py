@@ -438,7 +438,7 @@ def trace_structure(model: nn.Module, example_inputs: Tensor, ignored_layers: It
     pruned: groups rooted at or coupled to them are left out, and so are groups whose channel
     groups allow no keep count below the full width (e.g. the input of a grouped convolution with
     one channel per group), groups whose channels pass a split along the channels (the model's
-    code fixes the split sizes) and groups whose channels enter a Swin patch merging. The branches
+    code fixes the split sizes), reach a channel shuffle or enter a Swin patch merging. The branches
     of an uneven concatenation are pruned, each by its share (see :class:`Group`). A trace that
     takes longer than ``$PRUNE_SEARCH_TRACE_TIMEOUT_S`` (default 120 s) ends in a one-line error.
     """
@@ -483,15 +483,9 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
             "graph (detach, numpy or a non-differentiable op); make its forward differentiable"
         )
     skipped = {classifier, *ignored}
+    # a channel shuffle permutes channels in a way torch-pruning cannot map: what reaches one stays whole
     shuffled = sorted((m for m in shuffle_coupled(dg) if m not in skipped), key=order.__getitem__)
-    problems = [
-        (
-            f"layer '{names[m]}' feeds a channel shuffle (a view that regroups the channels, then a transpose), "
-            "which torch-pruning cannot prune through",
-            names[m],
-        )
-        for m in shuffled
-    ]
+    problems: list[tuple[str, str]] = []
     parameter_names = {p: name for name, p in model.named_parameters()}
     blocks = attention_blocks(model)
     tables = [(parameter_names[p], p, 1) for p in head_tables(model)]
