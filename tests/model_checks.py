@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from prune_search.evaluators import CostModel, PruningPlan, compute_importance, materialize
+from prune_search.space import CandidateBatch, PruningSpace
 from prune_search.space.flops import counted_macs
 
 
@@ -22,3 +24,23 @@ def randomised(model: nn.Module) -> nn.Module:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.5, 0.5)
     return model.eval()
+
+
+def pruned_exactly(
+    model: nn.Module, space: PruningSpace, example: torch.Tensor, candidates: CandidateBatch, criterion: str = "l2"
+) -> list[tuple[nn.Module, PruningPlan]]:
+    """Materialise every candidate, assert its counted MACs/params are the analytic ones, return (model, plan)s."""
+    macs, params = CostModel(space)(candidates)
+    importance = compute_importance(model, space, criterion, batches=[(example, torch.zeros(len(example)).long())])
+    pruned = []
+    for row in range(len(candidates)):
+        model_row, plan = materialize(model, space, importance, candidates[row])
+        assert reference_cost(model_row, example[:1]) == (int(macs[row]), int(params[row])), row
+        pruned.append((model_row, plan))
+    return pruned
+
+
+def fully_modelled(model: nn.Module, space: PruningSpace, example: torch.Tensor) -> bool:
+    """Whether the analytic cost of the unpruned model is the counted one with no unmodelled MACs."""
+    cost = CostModel(space)
+    return cost.unmodelled_macs == 0 and cost.base() == reference_cost(model, example[:1])

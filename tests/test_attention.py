@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from model_checks import randomised, reference_cost
+from model_checks import fully_modelled, pruned_exactly, randomised
 
 from prune_search.evaluators import CostModel, compute_importance, materialize
 from prune_search.finalize.export import export, load_pruned
@@ -39,14 +39,10 @@ def test_each_attention_block_is_a_group_of_heads_beside_the_mlp_and_embedding_g
 
 def test_pruned_vits_cost_what_the_analytic_model_says_attention_products_included(vit):
     model, example, space = vit
-    importance = compute_importance(model, space, "l2")
-    candidates = CandidateBatch.cat([space.smallest(), space.sample(4, seed=5)])
-    macs, params = CostModel(space)(candidates)
-    assert CostModel(space).base() == reference_cost(model, example[:1])
-    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
-    for row in range(len(candidates)):
-        pruned, _ = materialize(model, space, importance, candidates[row])
-        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+    assert fully_modelled(model, space, example)
+    for pruned, _ in pruned_exactly(
+        model, space, example, CandidateBatch.cat([space.smallest(), space.sample(4, seed=5)])
+    ):
         blocks = [m for m in pruned.modules() if hasattr(m, "qkv")]
         assert all(b.qkv.out_features == 3 * b.num_heads * b.head_dim == 3 * b.attn_dim for b in blocks)
 
@@ -82,12 +78,8 @@ def test_mobilevit_attention_over_patch_sequences_costs_exactly():
     example = torch.randn(2, 1, 32, 32)
     space = PruningSpace.from_model(model, example)
     assert sum(g.name.endswith("attn.qkv") for g in space.groups) == 9
-    candidates = CandidateBatch.cat([space.smallest(), space.sample(2, seed=1)])
-    macs, params = CostModel(space)(candidates)
-    importance = compute_importance(model, space, "l2")
-    for row in range(len(candidates)):
-        pruned, _ = materialize(model, space, importance, candidates[row])
-        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+    assert fully_modelled(model, space, example)
+    pruned_exactly(model, space, example, CandidateBatch.cat([space.smallest(), space.sample(2, seed=1)]))
 
 
 def test_channel_rounding_and_floors_leave_head_counts_alone(vit):
@@ -108,14 +100,9 @@ def test_torchvision_multihead_attention_narrows_every_head_equally_with_exact_c
     space = PruningSpace.from_model(model, example)
     stream = next(g for g in space.groups if any(m.module.endswith("self_attention") for m in g.members))
     assert (stream.size, stream.blocks) == (48, 4)  # the embedding width, kept equal in each of the 4 heads
+    assert fully_modelled(model, space, example)
     candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=1)])
-    macs, params = CostModel(space)(candidates)
-    assert CostModel(space).base() == reference_cost(model, example[:1])
-    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
-    importance = compute_importance(model, space, "taylor", batches=[(example, torch.tensor([1, 2]))])
-    for row in range(len(candidates)):
-        pruned, _ = materialize(model, space, importance, candidates[row])
-        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+    for pruned, _ in pruned_exactly(model, space, example, candidates, "taylor"):
         attention = pruned.encoder.layers[0].self_attention
         assert attention.embed_dim == pruned.hidden_dim == 4 * attention.head_dim
         assert pruned.train()(example).shape == (2, 10)  # the training path (no fused kernel) runs too
@@ -132,14 +119,10 @@ def test_swin_windows_lose_whole_heads_with_their_relative_position_biases(tmp_p
     assert heads.size == 4 and [m.module for m in heads.parameters] == [
         "layers.1.blocks.0.attn.relative_position_bias_table"
     ]
-    candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=4)])
-    macs, params = CostModel(space)(candidates)
-    assert CostModel(space).base() == reference_cost(model, example[:1])
-    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
-    importance = compute_importance(model, space, "l2")
-    for row in range(len(candidates)):
-        pruned, plan = materialize(model, space, importance, candidates[row])
-        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+    assert fully_modelled(model, space, example)
+    for pruned, plan in pruned_exactly(
+        model, space, example, CandidateBatch.cat([space.smallest(), space.sample(3, seed=4)])
+    ):
         attention = pruned.layers[1].blocks[0].attn
         assert attention.relative_position_bias_table.shape[1] == attention.num_heads == len(plan.kept[heads.name])
     export(pruned, plan, spec, {}, tmp_path)
@@ -169,12 +152,7 @@ def test_counted_macs_outside_modelled_layers_are_a_measured_constant():
     assert space.names == ["embed", "mlp"]  # qkv's features pass a split: whole, and so are q·kᵀ and weights·v
     cost = CostModel(space)
     assert cost.unmodelled_macs == 2 * 16 * 16 * 16  # two products of 16 tokens × 16 tokens × 16 features
-    candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=0)])
-    macs, params = cost(candidates)
-    importance = compute_importance(model, space, "l2")
-    for row in range(len(candidates)):
-        pruned, _ = materialize(model, space, importance, candidates[row])
-        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+    pruned_exactly(model, space, example, CandidateBatch.cat([space.smallest(), space.sample(3, seed=0)]))
 
 
 def test_peer_widths_read_back_from_a_pruned_vit_count_heads(vit):

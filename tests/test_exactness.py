@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from model_checks import randomised, reference_cost
+from model_checks import fully_modelled, pruned_exactly, randomised, reference_cost
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
@@ -161,14 +161,10 @@ def test_shufflenet_leaves_what_reaches_a_channel_shuffle_whole_and_is_exact():
     assert len(space) == 18  # the stem, each block's inner branch, conv5
     feeding = {name for name, _ in model.named_modules() if name.endswith(("branch1.2", "branch2.5"))}
     assert not {m.module for g in space.groups for m in g.members if m.out} & feeding  # the shuffled outputs
-    importance = compute_importance(model, space, "l2")
-    candidates = CandidateBatch.cat([space.smallest(), space.sample(3, seed=2)])
-    macs, params = CostModel(space)(candidates)
-    assert CostModel(space).base() == reference_cost(model, example[:1])
-    assert CostModel(space).unmodelled_macs == 0  # every counted MAC in a modelled layer
-    for row in range(len(candidates)):
-        pruned, plan = materialize(model, space, importance, candidates[row])
-        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
+    assert fully_modelled(model, space, example)
+    pruned, plan = pruned_exactly(
+        model, space, example, CandidateBatch.cat([space.smallest(), space.sample(3, seed=2)])
+    )[-1]
     fresh = apply_plan(build_model(spec), PruningPlan.from_json(plan.to_json()))
     fresh.load_state_dict(pruned.state_dict())
     with torch.no_grad():

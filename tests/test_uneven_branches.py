@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-from model_checks import randomised, reference_cost
+from model_checks import pruned_exactly, randomised
 from torch import nn
 
 from prune_search.errors import PruneSearchError
-from prune_search.evaluators import CostModel, compute_importance, materialize
 from prune_search.space import CandidateBatch, PruningSpace
 
 
@@ -43,18 +42,6 @@ class UnevenSplit(nn.Module):
         return self.head(torch.relu(y).mean((2, 3)))
 
 
-def _exact(model: nn.Module, space: PruningSpace, example: torch.Tensor, candidates: CandidateBatch) -> list:
-    macs, params = CostModel(space)(candidates)
-    importance = compute_importance(model, space, "l1")
-    plans = []
-    for row in range(len(candidates)):
-        pruned, plan = materialize(model, space, importance, candidates[row])
-        assert reference_cost(pruned, example[:1]) == (int(macs[row]), int(params[row])), row
-        assert pruned(example).shape == (2, 10)
-        plans.append(plan)
-    return plans
-
-
 def test_an_uneven_concatenation_keeps_each_branchs_share_with_exact_costs():
     torch.manual_seed(0)
     model, example = randomised(UnevenConcat()), torch.randn(2, 1, 12, 12)
@@ -64,7 +51,7 @@ def test_an_uneven_concatenation_keeps_each_branchs_share_with_exact_costs():
     assert sorted(m.module for m in group.members if group.partial(m)) == ["narrow", "wide"]
     candidates = CandidateBatch.cat([space.smallest(), space.sample(6, seed=2)])
     assert bool((candidates.keep[:, space.names.index(group.name)] % 3 == 0).all())
-    for plan in _exact(model, space, example, candidates):
+    for _, plan in pruned_exactly(model, space, example, candidates, "l1"):
         kept = torch.tensor(plan.kept[group.name])
         assert int((kept < 32).sum()) == 2 * int((kept >= 32).sum())  # each branch keeps its share
 
@@ -74,7 +61,7 @@ def test_channels_that_pass_a_split_are_left_whole_and_the_rest_costs_exactly():
     model, example = randomised(UnevenSplit()), torch.randn(2, 1, 12, 12)
     space = PruningSpace.from_model(model, example)
     assert space.names == ["pw"]  # forward() fixes the split sizes [32, 16]: the stem's channels stay whole
-    _exact(model, space, example, CandidateBatch.cat([space.smallest(), space.sample(3, seed=2)]))
+    pruned_exactly(model, space, example, CandidateBatch.cat([space.smallest(), space.sample(3, seed=2)]), "l1")
 
 
 class Ghost(nn.Module):
