@@ -11,13 +11,18 @@ Pruning a whole head removes its ``3 · head_dim`` qkv rows, its ``head_dim`` pr
 column, and leaves every other head's function unchanged (same ``head_dim``, same scale), which
 :func:`sync_widths` records in the block afterwards. Blocks with a gate, a norm over the concatenated
 heads, or different q/k/v widths are not recognised, and their heads stay unpruned.
+
+torchvision's ``nn.MultiheadAttention`` is pruned by torch-pruning with the embedding width; here it is
+costed (:func:`mha_layers`) and its one torch-pruning member spelt out (:func:`mha_members`).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from prune_search.space.structure import ATTENTION, LINEAR, Group, Layer, Member
 
 HEAD_TABLES = ("relative_position_bias_table",)  # parameters [positions, num_heads]: one column per head
 
@@ -117,3 +122,68 @@ def sync_widths(model: nn.Module) -> None:
             module.num_heads = qkv.out_features // (3 * head_dim)
         if type(getattr(module, "attn_dim", None)) is int and type(head_dim) is int:
             module.attn_dim = module.num_heads * head_dim
+
+
+def attention_layer(block: HeadLayout, proj: nn.Linear, output: Tensor, batch: int) -> Layer:
+    """The matrix products of ``block``, costed from its projection's traced output ``[B', N, C]``: each
+    sample's tokens form sequences of N tokens (B' = B for a ViT, B × patch area for MobileViT), and every
+    token attends to the N tokens of its sequence."""
+    tokens = output.numel() // (batch * proj.out_features)
+    width = block.heads * block.head_dim
+    pairs = tokens * output.shape[-2]
+    return Layer(block.block, ATTENTION, width, width, 2, pairs, 1, False, False, follows=block.proj)
+
+
+def mha_problem(name: str, mha: nn.MultiheadAttention, query: Tensor, key: Tensor) -> str | None:
+    """Why prune-search cannot cost or prune ``mha`` (traced on ``query``/``key``), or None."""
+    if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
+        return (
+            f"MultiheadAttention '{name}' has separate key/value widths, key/value biases or a zero-attention row, "
+            "which prune-search does not prune"
+        )
+    if query.shape != key.shape:
+        return f"MultiheadAttention '{name}' attends to a sequence of another length (cross-attention)"
+    return None
+
+
+def mha_layers(name: str, mha: nn.MultiheadAttention, query: Tensor, batch: int) -> list[Layer]:
+    """``mha`` as its in-projection (E → 3E, under the module's own name), its ``out_proj`` and the matrix
+    products between them, costed from the traced ``query`` (``[B, L, E]``, or ``[L, B, E]``)."""
+    width = mha.embed_dim
+    tokens = query.numel() // (batch * width)
+    pairs = tokens * query.shape[1 if mha.batch_first else 0]
+    out = mha.out_proj
+    return [
+        Layer(name, LINEAR, width, 3 * width, 1, tokens, 1, mha.in_proj_bias is not None, False),
+        Layer(f"{name}.out_proj", LINEAR, width, width, 1, tokens, 1, out.bias is not None, False),
+        Layer(f"{name}/attention", ATTENTION, width, width, 2, pairs, 1, False, False, follows=f"{name}.out_proj"),
+    ]
+
+
+def mha_members(member: Member, width: int) -> list[Member]:
+    """What torch-pruning's one MultiheadAttention member prunes: the q, k and v rows and the columns of the
+    in-projection, and ``out_proj``'s rows and columns (:class:`tp.pruner.function.MultiheadAttentionPruner`)."""
+    idxs, roots = member.idxs, member.root_idxs
+    qkv = [i + part * width for part in range(3) for i in idxs]
+    out_proj = f"{member.module}.out_proj"
+    return [
+        Member(member.module, True, qkv, roots * 3),
+        Member(member.module, False, idxs, roots),
+        Member(out_proj, True, idxs, roots),
+        Member(out_proj, False, idxs, roots),
+    ]
+
+
+def head_group(group: Group, block: HeadLayout) -> Group | None:
+    """``group`` (rooted at ``block``'s qkv) as one root channel per head, or None if it reaches further.
+
+    torch-pruning couples qkv's output features with proj's input features (the v part only) and with
+    nothing else; the head group keeps or removes each head's q, k and v features and proj inputs together.
+    """
+    if group.parameters or {(m.module, m.out) for m in group.members} != {(block.qkv, True), (block.proj, False)}:
+        return None
+    width, heads = block.heads * block.head_dim, list(range(block.heads))
+    qkv = Member(block.qkv, True, list(range(3 * width)), [block.qkv_head(i) for i in range(3 * width)])
+    proj = Member(block.proj, False, list(range(width)), [i // block.head_dim for i in range(width)])
+    tables = [Member(table, True, heads, heads) for table in block.tables]
+    return Group(block.qkv, block.heads, [qkv, proj], tables, heads=True)

@@ -12,12 +12,19 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from prune_search.errors import PruneSearchError
-from prune_search.space.attention import HeadLayout, attention_blocks, head_tables
+from prune_search.space.attention import (
+    attention_blocks,
+    attention_layer,
+    head_group,
+    head_tables,
+    mha_layers,
+    mha_members,
+    mha_problem,
+)
 from prune_search.space.deadline import TRACE_TIMEOUT_ENV, run_within, trace_timeout_s
 from prune_search.space.flops import counted_macs
 from prune_search.space.graph import build_graph, quiet_depth_warnings, shuffle_coupled
 from prune_search.space.structure import (
-    ATTENTION,
     BATCHNORM,
     CONV,
     LINEAR,
@@ -147,71 +154,6 @@ def _member(
         idxs=[int(i) for i in item.idxs],
         root_idxs=[int(i) for i in item.root_idxs],
     )
-
-
-def _attention_layer(block: HeadLayout, proj: nn.Linear, output: Tensor, batch: int) -> Layer:
-    """The matrix products of ``block``, costed from its projection's traced output ``[B', N, C]``: each
-    sample's tokens form sequences of N tokens (B' = B for a ViT, B × patch area for MobileViT), and every
-    token attends to the N tokens of its sequence."""
-    tokens = output.numel() // (batch * proj.out_features)
-    width = block.heads * block.head_dim
-    pairs = tokens * output.shape[-2]
-    return Layer(block.block, ATTENTION, width, width, 2, pairs, 1, False, False, follows=block.proj)
-
-
-def _mha_problem(name: str, mha: nn.MultiheadAttention, query: Tensor, key: Tensor) -> str | None:
-    """Why prune-search cannot cost or prune ``mha`` (traced on ``query``/``key``), or None."""
-    if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-        return (
-            f"MultiheadAttention '{name}' has separate key/value widths, key/value biases or a zero-attention row, "
-            "which prune-search does not prune"
-        )
-    if query.shape != key.shape:
-        return f"MultiheadAttention '{name}' attends to a sequence of another length (cross-attention)"
-    return None
-
-
-def _mha_layers(name: str, mha: nn.MultiheadAttention, query: Tensor, batch: int) -> list[Layer]:
-    """``mha`` as its in-projection (E → 3E, under the module's own name), its ``out_proj`` and the matrix
-    products between them, costed from the traced ``query`` (``[B, L, E]``, or ``[L, B, E]``)."""
-    width = mha.embed_dim
-    tokens = query.numel() // (batch * width)
-    pairs = tokens * query.shape[1 if mha.batch_first else 0]
-    out = mha.out_proj
-    return [
-        Layer(name, LINEAR, width, 3 * width, 1, tokens, 1, mha.in_proj_bias is not None, False),
-        Layer(f"{name}.out_proj", LINEAR, width, width, 1, tokens, 1, out.bias is not None, False),
-        Layer(f"{name}/attention", ATTENTION, width, width, 2, pairs, 1, False, False, follows=f"{name}.out_proj"),
-    ]
-
-
-def _mha_members(member: Member, width: int) -> list[Member]:
-    """What torch-pruning's one MultiheadAttention member prunes: the q, k and v rows and the columns of the
-    in-projection, and ``out_proj``'s rows and columns (:class:`tp.pruner.function.MultiheadAttentionPruner`)."""
-    idxs, roots = member.idxs, member.root_idxs
-    qkv = [i + part * width for part in range(3) for i in idxs]
-    out_proj = f"{member.module}.out_proj"
-    return [
-        Member(member.module, True, qkv, roots * 3),
-        Member(member.module, False, idxs, roots),
-        Member(out_proj, True, idxs, roots),
-        Member(out_proj, False, idxs, roots),
-    ]
-
-
-def _head_group(group: Group, block: HeadLayout) -> Group | None:
-    """``group`` (rooted at ``block``'s qkv) as one root channel per head, or None if it reaches further.
-
-    torch-pruning couples qkv's output features with proj's input features (the v part only) and with
-    nothing else; the head group keeps or removes each head's q, k and v features and proj inputs together.
-    """
-    if group.parameters or {(m.module, m.out) for m in group.members} != {(block.qkv, True), (block.proj, False)}:
-        return None
-    width, heads = block.heads * block.head_dim, list(range(block.heads))
-    qkv = Member(block.qkv, True, list(range(3 * width)), [block.qkv_head(i) for i in range(3 * width)])
-    proj = Member(block.proj, False, list(range(width)), [i // block.head_dim for i in range(width)])
-    tables = [Member(table, True, heads, heads) for table in block.tables]
-    return Group(block.qkv, block.heads, [qkv, proj], tables, heads=True)
 
 
 def _producer(dg: tp.DependencyGraph, module: nn.Module) -> nn.Module | None:
@@ -504,7 +446,7 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         key=lambda g: order[g[0].dep.target.module],
     )
     for mha, (query, key) in attention.items():
-        problem = _mha_problem(names[mha], mha, query, key)
+        problem = mha_problem(names[mha], mha, query, key)
         if problem is not None:
             problems.append((problem, names[mha]))
     folded = _folded_inputs(model)
@@ -519,7 +461,7 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
             expanded
             for m in unique
             for expanded in (
-                _mha_members(m, modules[m.module].embed_dim)
+                mha_members(m, modules[m.module].embed_dim)
                 if isinstance(modules.get(m.module), nn.MultiheadAttention)
                 else [m]
             )
@@ -532,7 +474,7 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
             [m for m in unique if m.module in parameters],
         )
         if group.name in heads:
-            group = _head_group(group, heads[group.name]) or group
+            group = head_group(group, heads[group.name]) or group
         problem = _problem(group, modules, parameters) or _tied(group, modules, names, dg)
         layout = _blocks(group, modules) if problem is None else problem
         if isinstance(layout, str):
@@ -546,11 +488,11 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
     batch = example_inputs.shape[0]
     layers = [_layer(names[m], m, out, batch) for m, out in outputs.items()] + list(parameters.values())
     layers += [
-        _attention_layer(block, modules[block.proj], outputs[modules[block.proj]], batch)
+        attention_layer(block, modules[block.proj], outputs[modules[block.proj]], batch)
         for block in heads.values()
         if modules[block.proj] in outputs
     ]
-    layers += [layer for mha, (query, _) in attention.items() for layer in _mha_layers(names[mha], mha, query, batch)]
+    layers += [layer for mha, (query, _) in attention.items() for layer in mha_layers(names[mha], mha, query, batch)]
     costed = [*outputs, *attention, *(mha.out_proj for mha in attention)]
     costed_params = sum(_own_params(m) for m in costed) + sum(p.numel() for _, p, _ in unwrapped)
     other = sum(p.numel() for p in model.parameters()) - costed_params
