@@ -10,6 +10,7 @@ import optuna
 import typer
 from tqdm import tqdm
 
+from prune_search.cli.interrupt import deferred_interrupt
 from prune_search.cli.options import (
     CreateOrJoinStudyOpt,
     DataRootOpt,
@@ -181,6 +182,7 @@ def start(
     measured = [0]
 
     def report(update: GenerationReport) -> None:
+        interrupt.check()  # the generation is stored: stopping here leaves every stored generation whole
         bar.n = update.complete
         measured[0] += update.measured
         extra = {"measured": measured[0]} if handle.config.get("evaluations") else {}
@@ -189,15 +191,16 @@ def start(
             update_study_note(handle, update.archive, update.front_rows)
 
     try:
-        added = run_worker(
-            handle,
-            trials,
-            seed=seed,
-            device=resolve_device(device),
-            on_generation=report,
-            checkpoint=checkpoint,
-            data_root=root_text(data_root),
-        )
+        with deferred_interrupt() as interrupt:
+            added = run_worker(
+                handle,
+                trials,
+                seed=seed,
+                device=resolve_device(device),
+                on_generation=report,
+                checkpoint=checkpoint,
+                data_root=root_text(data_root),
+            )
     except KeyboardInterrupt:
         bar.close()
         held = complete_trials(handle.engine, handle.study_id)
