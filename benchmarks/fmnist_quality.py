@@ -52,6 +52,11 @@ METHODS = (
 DEFAULT_METHODS = "search,uniform,tp_global_taylor,fastnas"
 
 
+def spread(mean: str, std: str, seeds: str) -> str:
+    """``mean ± std`` (%), or the mean alone where one seed gives no spread."""
+    return f"{float(mean):.2f} ± {float(std):.2f}" if int(seeds) > 1 else f"{float(mean):.2f}"
+
+
 def run(command: list[str], log: list[str]) -> str:
     """Run ``prune-search ARGS`` and return stdout; the command joins ``log``; failure stops the benchmark."""
     shown = "prune-search " + shlex.join(command)
@@ -97,8 +102,8 @@ def markdown(model: str, base: tuple[float, float], summary: list[dict]) -> list
         lines.append(
             f"| {row['budget']} | {row['method']} | {row['trial']} | {float(row['macs_reduction_pct']):.1f} % | "
             f"{float(row['params_reduction_pct']):.1f} % | {row['seeds']} | "
-            f"{float(row['val_mean']):.2f} ± {float(row['val_std']):.2f} | "
-            f"{test:.2f} ± {float(row['test_std']):.2f} | {gaps[0]} | {gaps[1]} |"
+            f"{spread(row['val_mean'], row['val_std'], row['seeds'])} | "
+            f"{spread(row['test_mean'], row['test_std'], row['seeds'])} | {gaps[0]} | {gaps[1]} |"
         )
     return [*lines, ""]
 

@@ -144,8 +144,13 @@ def _print_summary(summary: list[dict[str, Any]]) -> None:
     for s in summary:
         typer.echo(
             f"{s['budget']:>6}  {s['method']:<14} {s['macs_reduction_pct']:5.1f}%  {s['params_reduction_pct']:6.1f}%  "
-            f"{s['val_mean']:6.2f} ± {s['val_std']:.2f}       {s['test_mean']:6.2f} ± {s['test_std']:.2f}"
+            f"{_spread(s['val_mean'], s['val_std'], s['seeds'])}  {_spread(s['test_mean'], s['test_std'], s['seeds'])}"
         )
+
+
+def _spread(mean: float, std: float, seeds: int) -> str:
+    """``mean ± std`` (%), or the mean alone where one seed gives no spread."""
+    return f"{mean:6.2f} ± {std:.2f}      " if seeds > 1 else f"{mean:6.2f} (1 seed)   "
 
 
 def validate_proxy_command(
