@@ -164,3 +164,20 @@ def test_peer_widths_read_back_from_a_pruned_vit_count_heads(vit):
     candidate = space.sample(1, seed=9)
     pruned, _ = materialize(model, space, compute_importance(model, space, "l2"), candidate)
     assert _widths(pruned, SimpleNamespace(handle=SimpleNamespace(space=space))).tolist() == candidate.keep[0].tolist()
+
+
+def test_the_search_accuracy_evaluator_scores_vit_candidates_as_their_pruned_networks(vit):
+    from prune_search.evaluators import BatchedEvaluator
+
+    model, example, space = vit
+    importance = compute_importance(model, space, "l2")
+    batches = [(example, torch.tensor([0, 1]))]
+    candidates = space.sample(3, seed=6)
+    scores = BatchedEvaluator(model, space, importance, batches)(candidates)  # auto: physical (LayerNorm)
+    with torch.no_grad():
+        reference = torch.log_softmax(model(batches[0][0]).double(), 1)
+        for row in range(len(candidates)):
+            pruned, _ = materialize(model, space, importance, candidates[row])
+            logits = torch.log_softmax(pruned.eval()(batches[0][0]).double(), 1)
+            kl = torch.nn.functional.kl_div(logits, reference, log_target=True, reduction="batchmean")
+            assert float(scores["kl"][row]) == pytest.approx(float(kl), rel=1e-4, abs=1e-6)
