@@ -89,7 +89,7 @@ def _example(model: nn.Module, shape: list[int]) -> torch.Tensor:
 
 def _root_channels(group: Group, removed: set[int]) -> list[int]:
     """The root layer's output channels that carry the ``removed`` root channels (a head: all its features)."""
-    root = next(m for m in group.members if m.module == group.name and m.out)
+    root = group.root()
     return sorted(idx for idx, r in zip(root.idxs, root.root_idxs, strict=True) if r in removed)
 
 

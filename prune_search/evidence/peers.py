@@ -95,8 +95,7 @@ def _widths(model: nn.Module, base: Bench) -> torch.Tensor:
     for group in base.handle.space.groups:
         root = modules[group.name]
         outputs = root.out_channels if isinstance(root, nn.modules.conv._ConvNd) else root.out_features
-        member = next(m for m in group.members if m.module == group.name and m.out)
-        widths.append(outputs // group.multiplicity(member))
+        widths.append(outputs // group.multiplicity(group.root()))
     return torch.tensor(widths, dtype=torch.int64)
 
 

@@ -41,9 +41,9 @@ class Group:
     the same positions in every block (a grouped convolution's input channels), so a keep count is
     a multiple of ``blocks``. Members that take only part of the root channels (the branches of an
     uneven concatenation or split, :meth:`partial`) each cover whole blocks. With ``heads`` each
-    root channel is one attention head (all of its
-    q, k, v and projection features, see :mod:`prune_search.space.attention`): keep counts are head
-    counts, which the space's channel rounding and floor leave alone.
+    root channel is one attention head (all of its q, k, v and projection features, see
+    :mod:`prune_search.space.attention`): keep counts are head counts, which the space's channel
+    rounding and floor leave alone.
     """
 
     name: str
@@ -53,6 +53,10 @@ class Group:
     blocks: int = 1
     aligned: bool = False
     heads: bool = False
+
+    def root(self) -> Member:
+        """The member for the root layer's own output channels."""
+        return next(m for m in self.members if m.module == self.name and m.out)
 
     def multiplicity(self, member: Member) -> int:
         """How many of ``member``'s channels go with each root channel it covers (uniform by construction)."""

@@ -16,7 +16,6 @@ from prune_search.space.attention import (
     attention_blocks,
     attention_layer,
     head_group,
-    head_tables,
     mha_layers,
     mha_members,
     mha_problem,
@@ -429,8 +428,10 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
     shuffled = sorted((m for m in shuffle_coupled(dg) if m not in skipped), key=order.__getitem__)
     problems: list[tuple[str, str]] = []
     parameter_names = {p: name for name, p in model.named_parameters()}
-    blocks = attention_blocks(model)
-    tables = [(parameter_names[p], p, 1) for p in head_tables(model)]
+    heads = {block.qkv: block for block in attention_blocks(model)}
+    by_name = dict(model.named_parameters())
+    tables = [(table, by_name[table], 1) for block in heads.values() for table in block.tables]
+    # the per-head tables are left out of torch-pruning's groups but still listed among its unwrapped parameters
     unwrapped = list(
         {
             name: (name, p, dim)
@@ -439,7 +440,6 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
     )
     parameters = {name: _parameter_layer(name, p, dim) for name, p, dim in unwrapped}
     targets: dict[nn.Module | nn.Parameter, str] = {**names, **parameter_names}
-    heads = {block.qkv: block for block in blocks}
     groups = []
     roots = sorted(
         dg.get_all_groups(ignored_layers=[*skipped, *shuffled], root_module_types=(nn.modules.conv._ConvNd, nn.Linear)),
@@ -456,17 +456,17 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
         if any(item.dep.target.module in folded for item in raw):
             continue  # a Swin patch merging folds 2×2 positions into channels, which torch-pruning maps once
         members = [m for m in (_member(targets, item, dg) for item in raw) if m is not None]
-        unique = _merged(members)
-        unique = [
-            expanded
-            for m in unique
-            for expanded in (
-                mha_members(m, modules[m.module].embed_dim)
-                if isinstance(modules.get(m.module), nn.MultiheadAttention)
-                else [m]
-            )
-        ]
-        unique = _merged(unique)
+        unique = _merged(
+            [
+                expanded
+                for m in members
+                for expanded in (
+                    mha_members(m, modules[m.module].embed_dim)
+                    if isinstance(modules.get(m.module), nn.MultiheadAttention)
+                    else [m]
+                )
+            ]
+        )
         group = Group(
             names[raw[0].dep.target.module],
             len(raw[0].idxs),
