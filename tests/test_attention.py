@@ -181,3 +181,32 @@ def test_the_search_accuracy_evaluator_scores_vit_candidates_as_their_pruned_net
             logits = torch.log_softmax(pruned.eval()(batches[0][0]).double(), 1)
             kl = torch.nn.functional.kl_div(logits, reference, log_target=True, reduction="batchmean")
             assert float(scores["kl"][row]) == pytest.approx(float(kl), rel=1e-4, abs=1e-6)
+
+
+class KeyValueAttention(torch.nn.Module):
+    """Attention over keys and values of another width (``kdim``/``vdim``), which prune-search does not prune."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.context = torch.nn.Conv2d(1, 16, 4, stride=4), torch.nn.Conv2d(1, 8, 4, stride=4)
+        self.attention = torch.nn.MultiheadAttention(16, 2, kdim=8, vdim=8, batch_first=True)
+        self.mlp, self.out = torch.nn.Linear(16, 32), torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, context = self.embed(x).flatten(2).transpose(1, 2), self.context(x).flatten(2).transpose(1, 2)
+        attended, _ = self.attention(tokens, context, context, need_weights=False)
+        return self.out(torch.relu(self.mlp(attended)).mean(1))
+
+
+def test_an_unsupported_multihead_attention_is_refused_and_the_layer_it_names_can_be_ignored():
+    from prune_search.errors import PruneSearchError
+
+    torch.manual_seed(0)
+    model, example = KeyValueAttention().eval(), torch.randn(2, 1, 16, 16)
+    with pytest.raises(PruneSearchError) as info:
+        PruningSpace.from_model(model, example)
+    message = str(info.value)
+    assert "\n" not in message and "separate key/value widths" in message and "--ignore-layers attention" in message
+    space = PruningSpace.from_model(model, example, ignored_layers=["attention"])
+    assert "mlp" in space.names and CostModel(space).unmodelled_macs > 0  # the attention, counted as a constant
+    pruned_exactly(model, space, example, CandidateBatch.cat([space.smallest(), space.sample(3, seed=0)]))

@@ -84,3 +84,14 @@ def test_channels_tied_to_two_channels_of_a_group_are_refused_in_one_line():
         PruningSpace.from_model(Ghost(), torch.randn(2, 1, 12, 12))
     message = str(info.value)
     assert "\n" not in message and "as in GhostNet" in message and "--ignore-layers" in message
+
+
+def test_an_elastic_layout_refuses_a_group_split_across_a_concatenation_in_one_line():
+    from prune_search.elastic.layout import ChannelLayout
+
+    model = UnevenConcat()
+    space = PruningSpace.from_model(model, torch.randn(2, 1, 12, 12))
+    orders = {group.name: torch.arange(group.size) for group in space.groups}
+    with pytest.raises(PruneSearchError) as info:
+        ChannelLayout(model, space, orders)
+    assert "\n" not in str(info.value) and "split unevenly across layer" in str(info.value)

@@ -404,7 +404,9 @@ def _quiet_trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Modu
 
 
 def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], progress: _Progress) -> Structure:
-    outputs, attention, _ = _record_forward(model, example_inputs)
+    outputs, traced_attention, _ = _record_forward(model, example_inputs)
+    # an ignored MultiheadAttention keeps every channel: its MACs are a measured constant like any unmodelled op
+    attention = {mha: inputs for mha, inputs in traced_attention.items() if mha not in ignored}
     names = {module: name for name, module in model.named_modules()}
     modules = {name: module for module, name in names.items()}
     order = {module: index for index, module in enumerate(names)}
