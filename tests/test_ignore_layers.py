@@ -5,8 +5,8 @@ import json
 import threading
 
 import pytest
-import torch_pruning as tp
 from cli_helpers import assert_one_line_error, run_cli
+from torch_pruning.dependency import Dependency
 
 from prune_search.search import StartOptions, open_study
 from prune_search.search.config import contradictions
@@ -76,15 +76,15 @@ def test_sensitivity_records_the_ignored_layers_and_says_to_pass_them_to_start(m
 
 @pytest.fixture
 def slow_grouping(monkeypatch):
-    """Every torch-pruning group takes until the test ends to compute."""
+    """Every torch-pruning group takes until the test ends to compute (each of its dependencies' checks)."""
     done = threading.Event()
-    grouping = tp.DependencyGraph.get_pruning_group
+    triggered = Dependency.is_triggered_by
 
     def slow(self, *args, **kwargs):
         done.wait(60)
-        return grouping(self, *args, **kwargs)
+        return triggered(self, *args, **kwargs)
 
-    monkeypatch.setattr(tp.DependencyGraph, "get_pruning_group", slow)
+    monkeypatch.setattr(Dependency, "is_triggered_by", slow)
     yield
     done.set()
     for thread in threading.enumerate():  # the trace left running ends before the next test
@@ -107,10 +107,10 @@ def test_a_trace_that_runs_out_of_time_is_one_line_naming_the_layer(slow_groupin
 
 
 def test_torch_pruning_failing_inside_its_grouping_is_one_line_naming_the_layer(monkeypatch, mlp_checkpoint, tmp_path):
-    def broken(self, *args, **kwargs):  # what torch-pruning does on Swin-S: int + None deep in its index mapping
+    def broken(self, *args, **kwargs):  # what torch-pruning did on Swin-S: int + None deep in its index mapping
         raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
 
-    monkeypatch.setattr(tp.DependencyGraph, "get_pruning_group", broken)
+    monkeypatch.setattr(Dependency, "is_triggered_by", broken)
     result = run_cli(
         "sensitivity", "--model", "mlp", "--checkpoint", str(mlp_checkpoint), "--out", str(tmp_path / "o"),
         "--device", "cpu", "--no-progress",

@@ -14,6 +14,10 @@ heads, or different q/k/v widths are not recognised, and their heads stay unprun
 
 torchvision's ``nn.MultiheadAttention`` is pruned by torch-pruning with the embedding width; here it is
 costed (:func:`mha_layers`) and its one torch-pruning member spelt out (:func:`mha_members`).
+
+torchvision's Swin and MaxViT attention take their head width from their input's width, so neither their
+heads nor their input width can change: :func:`fixed_width_blocks` lists these blocks, whose projection
+layers' channels stay whole.
 """
 
 from collections.abc import Sequence
@@ -44,8 +48,33 @@ class HeadLayout:
         return (feature % (self.heads * self.head_dim)) // self.head_dim
 
 
+_FIXED_WIDTH = {  # (module, class) → its layers: blocks whose head width follows the input width at every call
+    ("torchvision.models.swin_transformer", "ShiftedWindowAttention"): ("qkv", "proj"),
+    ("torchvision.models.swin_transformer", "ShiftedWindowAttentionV2"): ("qkv", "proj"),
+    ("torchvision.models.maxvit", "RelativePositionalMultiHeadAttention"): ("to_qkv", "merge"),
+}
+
+
+def _fixed_layers(module: nn.Module) -> tuple[str, ...]:
+    return _FIXED_WIDTH.get((type(module).__module__, type(module).__name__), ())
+
+
+def fixed_width_blocks(model: nn.Module) -> list[tuple[nn.Module, list[nn.Module]]]:
+    """``model``'s attention blocks whose head width is computed from the input width at every call, each
+    with its projection layers: torchvision's Swin ``ShiftedWindowAttention(V2)`` (``C // num_heads``) and
+    MaxViT's ``RelativePositionalMultiHeadAttention`` (its output reshaped to the input width). Removing a
+    head or an input channel breaks their reshapes, so these layers' channels are left whole."""
+    return [
+        (module, [getattr(module, name) for name in _fixed_layers(module)])
+        for module in model.modules()
+        if _fixed_layers(module)
+    ]
+
+
 def _head_dim(module: nn.Module) -> int | None:
     """Features per head of a recognised block, or None."""
+    if _fixed_layers(module):
+        return None  # fixed_width_blocks
     qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
     heads = getattr(module, "num_heads", None)
     if not (isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)) or type(heads) is not int or heads < 1:
@@ -80,10 +109,11 @@ def attention_blocks(model: nn.Module) -> list[HeadLayout]:
 
 
 def head_tables(model: nn.Module) -> list[nn.Parameter]:
-    """The per-head parameters of ``model``'s recognised blocks: torch-pruning must leave them alone (it
-    would slice them with feature indices); :func:`slice_head_tables` prunes them by head."""
+    """The per-head parameters of ``model``'s recognised and fixed-width blocks: torch-pruning must leave them
+    alone (it would slice them with feature indices); :func:`slice_head_tables` prunes them by head."""
     modules = dict(model.named_modules())
-    return [getattr(modules[b.block], t.rsplit(".", 1)[-1]) for b in attention_blocks(model) for t in b.tables]
+    recognised = [getattr(modules[b.block], t.rsplit(".", 1)[-1]) for b in attention_blocks(model) for t in b.tables]
+    return recognised + [getattr(block, table) for block, _ in fixed_width_blocks(model) for table in _tables(block)]
 
 
 def slice_head_tables(model: nn.Module, blocks: Sequence[HeadLayout], kept: dict[str, list[int]]) -> None:

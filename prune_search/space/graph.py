@@ -6,6 +6,10 @@ divides by zero mapping the views. :class:`ShuffleAwareGraph` records the shapes
 treats a channel shuffle's views as the identity (so the graph builds), and lists them in
 :attr:`ShuffleAwareGraph.shuffles`; :func:`shuffle_coupled` names the layers whose channels reach one, which
 the space must leave unpruned.
+
+Layers that a model applies through their weights (``F.linear(x, self.qkv.weight, self.qkv.bias)``, as
+torchvision's Swin does) are called as modules while tracing (:class:`LayersCalled`), so that torch-pruning
+and the cost trace see a Linear layer there, not an element-wise op that channels flow through.
 """
 
 import threading
@@ -19,6 +23,9 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+from torch_pruning._helpers import GroupItem as _GroupItem
+from torch_pruning._helpers import _HybridIndex
+from torch_pruning.dependency import index_mapping as _index_mapping
 
 from prune_search.space.attention import head_tables
 
@@ -42,6 +49,28 @@ class _ViewShapes(TorchFunctionMode):
         if ("view" in name or "reshape" in name) and args and isinstance(args[0], Tensor):
             self.shapes.setdefault(grad_fn, (tuple(args[0].shape), tuple(out.shape)))  # the op that made it
         return out
+
+
+class LayersCalled(TorchFunctionMode):
+    """Turns ``F.linear(x, layer.weight, layer.bias)`` on an ``nn.Linear`` of ``model`` into ``layer(x)``, so
+    its forward hooks run, while the mode is on. A ``nn.MultiheadAttention``'s ``out_proj`` is left alone:
+    torch-pruning and the cost model handle that layer as a whole."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        owned = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+        self._layers = {id(m.weight): m for m in model.modules() if isinstance(m, nn.Linear) and id(m) not in owned}
+
+    def __torch_function__(
+        self, func: Callable, types: tuple, args: tuple = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func is nn.functional.linear and len(args) >= 2:
+            layer = self._layers.get(id(args[1]))
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if layer is not None and args[1] is layer.weight and bias is layer.bias:
+                return layer(args[0])
+        return func(*args, **kwargs)
 
 
 def _splits_channels(whole: tuple[int, ...], parts: tuple[int, ...]) -> bool:
@@ -75,7 +104,7 @@ class ShuffleAwareGraph(tp.DependencyGraph):
         recorder = _ViewShapes()
 
         def forward(module: nn.Module, inputs: Tensor) -> Any:
-            with recorder:
+            with LayersCalled(model), recorder:
                 return forward_fn(module, inputs) if forward_fn is not None else module(inputs)
 
         module2node = super()._trace(model, example_inputs, forward, output_transform)
@@ -86,9 +115,59 @@ class ShuffleAwareGraph(tp.DependencyGraph):
         return module2node
 
     def get_pruning_group(self, module: nn.Module, pruning_fn: Callable, idxs: Sequence[int]) -> tp.dependency.Group:
+        """torch-pruning's group of ``module``'s channels ``idxs``, found by passing on only the (channel, root
+        channel) pairs that a layer dimension has not received yet.
+
+        torch-pruning 1.6 walks a dimension again with its whole index list whenever the list differs from
+        the ones the group holds, compares every step with every item found so far, and merges the items
+        pairwise at the end: quadratic in a number of steps that grows exponentially with the depth of models
+        that add into slices of their channels (RexNet's ``cat([x[:, :c] + shortcut, x[:, c:]])``, minutes per
+        group). Every index mapping maps pairs one by one, so passing on the new pairs alone reaches the same
+        pairs. Merged as torch-pruning merges, a channel keeps the first pair that reached it: where several
+        root channels reach one channel, which one is kept may differ from torch-pruning's walk."""
         if self._on_group is not None:
             self._on_group(module)
-        return super().get_pruning_group(module, pruning_fn, idxs)
+        if module not in self.module2node:
+            raise ValueError(f"Module {module} is not in the dependency graph.")
+        if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels > 1:
+            pruning_fn = tp.pruner.function.prune_depthwise_conv_out_channels
+        _index_mapping.update_index_mapping(self)
+        root = self.module2node[module]
+        start = [_HybridIndex(idx=i, root_idx=i) for i in idxs]
+        root_dep = tp.dependency.Dependency(pruning_fn, pruning_fn, source=root, target=root)
+        # per (layer dimension, handler), in the order first reached: its first dependency and channel → pair
+        members: dict[tuple[tp.dependency.Node, Callable], tuple[Any, dict[int, _HybridIndex]]] = {
+            (root, pruning_fn): (root_dep, {pair.idx: pair for pair in start})
+        }
+        reached: dict[tuple[tp.dependency.Node, Callable], set[_HybridIndex]] = {(root, pruning_fn): set(start)}
+        stack = [(root, pruning_fn, start)]
+        while stack:
+            node, fn, pairs = stack.pop()
+            for dep in node.dependencies:
+                if not dep.is_triggered_by(fn):
+                    continue
+                mapped = pairs
+                for mapping in dep.index_mapping:
+                    if mapping is not None:
+                        mapped = mapping(mapped)
+                key = (dep.target, dep.handler)
+                seen = reached.setdefault(key, set())
+                fresh = [pair for pair in dict.fromkeys(mapped) if pair not in seen]
+                if fresh:
+                    seen.update(fresh)
+                    channels = members.setdefault(key, (dep, {}))[1]
+                    for pair in fresh:
+                        channels.setdefault(pair.idx, pair)
+                    stack.append((dep.target, dep.handler, fresh))
+        ignored = {id(p) for p in self.ignored_params}
+        merged = tp.dependency.Group()
+        for dep, channels in members.values():
+            if not (isinstance(dep.target.module, nn.Parameter) and id(dep.target.module) in ignored):
+                item = _GroupItem(dep, list(channels))
+                item.root_idxs = [pair.root_idx for pair in channels.values()]
+                merged.items.append(item)
+        merged._DG = self
+        return merged
 
 
 _quiet_lock = threading.Lock()

@@ -15,6 +15,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.space.attention import (
     attention_blocks,
     attention_layer,
+    fixed_width_blocks,
     head_group,
     mha_layers,
     mha_members,
@@ -22,7 +23,7 @@ from prune_search.space.attention import (
 )
 from prune_search.space.deadline import TRACE_TIMEOUT_ENV, run_within, trace_timeout_s
 from prune_search.space.flops import counted_macs
-from prune_search.space.graph import build_graph, quiet_depth_warnings, shuffle_coupled
+from prune_search.space.graph import LayersCalled, build_graph, quiet_depth_warnings, shuffle_coupled
 from prune_search.space.structure import (
     BATCHNORM,
     CONV,
@@ -87,7 +88,7 @@ def _record_forward(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), LayersCalled(model):
             result = model(example)
     except Exception as exc:
         where = f" in layer '{entered[-1]}'" if entered else ""
@@ -188,17 +189,22 @@ def _tied(
     return None
 
 
-def _folded_inputs(model: nn.Module) -> set[nn.Module]:
-    """The layers of Swin's patch mergings (timm's and torchvision's ``PatchMerging``), which take 2×2
-    neighbouring positions folded into their channels: four copies of each incoming channel, of which
-    torch-pruning maps one, so the channels reaching them stay whole."""
-    return {
-        layer
+def _whole_layers(model: nn.Module) -> set[nn.Module]:
+    """Layers whose channels stay whole, with every group that reaches them:
+
+    - the layers of Swin's patch mergings (timm's and torchvision's ``PatchMerging``), which take 2×2
+      neighbouring positions folded into their channels: four copies of each incoming channel, of which
+      torch-pruning maps one;
+    - the projections of torchvision's Swin and MaxViT attention, whose head width follows the input width
+      (:func:`~prune_search.space.attention.fixed_width_blocks`)."""
+    merging = [
+        getattr(module, key, None)
         for module in model.modules()
         if type(module).__name__.startswith("PatchMerging")
-        for layer in (getattr(module, "norm", None), getattr(module, "reduction", None))
-        if isinstance(layer, nn.Module)
-    }
+        for key in ("norm", "reduction")
+    ]
+    attention = [layer for _, layers in fixed_width_blocks(model) for layer in layers]
+    return {layer for layer in [*merging, *attention] if isinstance(layer, nn.Module)}
 
 
 def _merged(members: list[Member]) -> list[Member]:
@@ -443,20 +449,22 @@ def _trace(model: nn.Module, example_inputs: Tensor, ignored: list[nn.Module], p
     parameters = {name: _parameter_layer(name, p, dim) for name, p, dim in unwrapped}
     targets: dict[nn.Module | nn.Parameter, str] = {**names, **parameter_names}
     groups = []
+    whole = _whole_layers(model)
     roots = sorted(
-        dg.get_all_groups(ignored_layers=[*skipped, *shuffled], root_module_types=(nn.modules.conv._ConvNd, nn.Linear)),
+        dg.get_all_groups(
+            ignored_layers=[*skipped, *shuffled, *whole], root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
+        ),
         key=lambda g: order[g[0].dep.target.module],
     )
     for mha, (query, key) in attention.items():
         problem = mha_problem(names[mha], mha, query, key)
         if problem is not None:
             problems.append((problem, names[mha]))
-    folded = _folded_inputs(model)
     for raw in roots:
         if any(isinstance(item.dep.target.module, tp.ops._SplitOp) for item in raw):
             continue  # the model's code fixes the split sizes (and torch-pruning may swap the parts): left whole
-        if any(item.dep.target.module in folded for item in raw):
-            continue  # a Swin patch merging folds 2×2 positions into channels, which torch-pruning maps once
+        if any(item.dep.target.module in whole for item in raw):
+            continue  # fixed by the model's code (a Swin patch merging, torchvision's Swin attention)
         members = [m for m in (_member(targets, item, dg) for item in raw) if m is not None]
         unique = _merged(
             [
