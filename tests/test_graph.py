@@ -4,7 +4,7 @@ layers that a model applies through their weights seen as layers."""
 import pytest
 import torch
 import torch_pruning as tp
-from model_checks import pruned_exactly, randomised
+from model_checks import fully_modelled, pruned_exactly, randomised
 from test_uneven_branches import UnevenConcat
 from torch import nn
 
@@ -70,6 +70,27 @@ def test_a_deep_chain_of_slice_additions_is_grouped_at_once_not_after_hours():
     with pytest.raises(PruneSearchError) as refusal:
         PruningSpace.from_model(model, torch.randn(2, 1, 8, 8))
     assert "more often than others" in str(refusal.value) and "--ignore-layers blocks." in str(refusal.value)
+
+
+class FunctionalLinear(nn.Module):
+    """A Linear layer applied through its weights, as torchvision's Swin applies ``qkv`` and ``proj``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.fc, self.head = nn.Linear(12, 16), nn.Linear(16, 24), nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.embed(x.flatten(1)))
+        return self.head(torch.relu(nn.functional.linear(hidden, self.fc.weight, self.fc.bias)))
+
+
+def test_a_layer_applied_through_its_weights_is_traced_and_pruned_as_a_layer():
+    torch.manual_seed(0)
+    model, example = FunctionalLinear().eval(), torch.randn(3, 1, 3, 4)
+    space = PruningSpace.from_model(model, example)
+    assert [(g.name, g.size) for g in space.groups] == [("embed", 16), ("fc", 24)]
+    assert fully_modelled(model, space, example)
+    pruned_exactly(model, space, example, CandidateBatch.cat([space.smallest(), space.sample(3, seed=0)]))
 
 
 @pytest.mark.parametrize("name", ["tv:swin_t", "tv:maxvit_t"])
