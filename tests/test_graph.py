@@ -64,7 +64,7 @@ def test_every_group_holds_the_channels_torch_pruning_finds(build):
 
 
 def test_a_deep_chain_of_slice_additions_is_grouped_at_once_not_after_hours():
-    # torch-pruning 1.6 alone: 3 s at depth 6, 91 s at depth 8, growing ×30 per two blocks
+    # torch-pruning 1.6's own grouping of this chain: 3 s at depth 6, 91 s at depth 8 (measured on this CPU)
     torch.manual_seed(0)
     model = SliceAdd(12).eval()
     with pytest.raises(PruneSearchError) as refusal:
