@@ -5,14 +5,17 @@ budgets outside the space are refused."""
 import json
 import shutil
 import sqlite3
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
+from services import unavailable
 from sqlalchemy import create_engine, event, inspect
 
 import prune_search
@@ -211,6 +214,47 @@ def test_a_full_disk_during_start_is_one_line_and_a_rerun_resumes(tmp_path, digi
     handle.engine.dispose()
     run_worker(handle, 80)
     assert complete_trials(handle.engine, handle.study_id) == 80
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test (root, or a user allowed to mount), unmounted after it."""
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    unavailable(None if mounted.returncode == 0 else f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)  # the in-process CLI may hold the file open
+
+
+def test_start_on_a_real_full_disk_is_one_line_and_resumes_once_space_is_freed(tiny_tmpfs, digits_checkpoint):
+    path = tiny_tmpfs / "study.db"
+    url = f"sqlite:///{path}"
+    start = ("start", "--study", "full", "--storage", url, "--checkpoint", str(digits_checkpoint))
+    start += ("--proxy", "taylor_loss", "--population", "20", "--no-progress")
+    result = run_cli(*start, "--trials", "100000")
+    assert_one_line_error(result, f"cannot write to {path}: the disk is full", "free disk space, then rerun")
+    stored = _stored_trials(path)
+    assert 0 < stored["COMPLETE"] == stored["valued"] == stored["numbers"] and stored["other"] == 0
+    subprocess.run(["mount", "-o", "remount,size=16m", str(tiny_tmpfs)], check=True)
+    target = stored["COMPLETE"] + 100
+    assert run_cli(*start, "--trials", str(target)).returncode == 0
+    assert _stored_trials(path) == {"COMPLETE": target, "valued": target, "numbers": target, "other": 0}
+
+
+def _stored_trials(path: Path) -> dict[str, int]:
+    """Counts in a study database, read without writing after an integrity check: COMPLETE trials, trials
+    with values, distinct trial numbers, trials in any other state."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        complete, other, numbers = conn.execute(
+            "SELECT sum(state = 'COMPLETE'), sum(state != 'COMPLETE'), count(DISTINCT number) FROM trials"
+        ).fetchone()
+        valued = conn.execute("SELECT count(DISTINCT trial_id) FROM trial_values").fetchone()[0]
+    conn.close()
+    return {"COMPLETE": complete, "valued": valued, "numbers": numbers, "other": other}
 
 
 # 4. load_pruned checks what it reads -------------------------------------------------------------------------------
