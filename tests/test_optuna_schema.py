@@ -98,3 +98,22 @@ def test_an_optuna_with_another_schema_is_refused(plain_study, monkeypatch):
     monkeypatch.setattr(optuna_tables, "SCHEMA_REVISION", "v9.0.0.a")
     with pytest.raises(PruneSearchError, match=r"^the installed Optuna .* pip install 'optuna==5\.0\.\*'$"):
         optuna_tables.check_schema(create_engine(url), url)
+
+
+@pytest.mark.parametrize(
+    "distribution",
+    [
+        optuna.distributions.FloatDistribution(0.1, 1.0, step=0.05),
+        optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
+        optuna.distributions.FloatDistribution(0.0, 1.0),
+        optuna.distributions.IntDistribution(1, 64),
+        optuna.distributions.IntDistribution(2, 64, step=2),
+        optuna.distributions.IntDistribution(1, 64, log=True),
+        optuna.distributions.CategoricalDistribution(["min", "median"]),
+        optuna.distributions.CategoricalDistribution([1, None, 2.5]),
+    ],
+)
+def test_stored_distributions_read_back_equal_in_fewer_bytes(distribution):
+    text = optuna_tables.distribution_text(distribution)
+    assert optuna.distributions.json_to_distribution(text) == distribution
+    assert len(text) < 0.65 * len(optuna.distributions.distribution_to_json(distribution))

@@ -19,7 +19,13 @@ from typing import Any
 import optuna
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+)
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from sqlalchemy import Table, delete, func, insert, select
@@ -129,7 +135,7 @@ def insert_complete_trials(
 ) -> list[int]:
     """Insert ``trials`` as COMPLETE trials numbered from ``first_number``, in ``conn``'s transaction, with
     one multi-row insert per table. Returns their trial ids, in order."""
-    dist_json = {name: _compact(json.loads(distribution_to_json(d))) for name, d in distributions.items()}
+    dist_json = {name: distribution_text(d) for name, d in distributions.items()}
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     ids = _insert_ids(
         conn,
@@ -166,6 +172,25 @@ def insert_complete_trials(
         if rows:
             conn.execute(insert(table), rows)
     return ids
+
+
+def distribution_text(distribution: BaseDistribution) -> str:
+    """A parameter's distribution as stored in each of its rows: Optuna's abbreviated JSON form, which its
+    ``json_to_distribution`` reads back equal (``{"type":"float","low":0.1,"high":1.0,"step":0.05}``,
+    about half the bytes of the named form ``distribution_to_json`` writes); the named form for other kinds."""
+    short: dict[str, Any]
+    if isinstance(distribution, CategoricalDistribution):
+        short = {"type": "categorical", "choices": list(distribution.choices)}
+    elif isinstance(distribution, FloatDistribution | IntDistribution):
+        kind = "float" if isinstance(distribution, FloatDistribution) else "int"
+        short = {"type": kind, "low": distribution.low, "high": distribution.high}
+        if distribution.step is not None:
+            short["step"] = distribution.step
+        if distribution.log:
+            short["log"] = True
+    else:
+        return _compact(json.loads(distribution_to_json(distribution)))
+    return _compact(short)
 
 
 def _compact(value: Any) -> str:
