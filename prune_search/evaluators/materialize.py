@@ -13,7 +13,6 @@ from prune_search.evaluators.importance import Importance
 from prune_search.evaluators.selection import select_channels
 from prune_search.space import CandidateBatch, PruningSpace
 from prune_search.space.attention import attention_blocks, slice_head_tables, sync_widths
-from prune_search.space.graph import build_graph
 from prune_search.space.structure import Group
 
 PLAN_FORMAT = "prune-search/plan"
@@ -111,6 +110,8 @@ def materialize(
     pruned = copy.deepcopy(model)
     was_training = pruned.training
     pruned.eval()
+    from prune_search.space.graph import build_graph  # torch-pruning, imported where a model is pruned
+
     graph = build_graph(pruned, _example(pruned, space.structure.input_shape))
     blocks = attention_blocks(pruned)
     modules = dict(pruned.named_modules())
@@ -139,6 +140,8 @@ def apply_plan(fresh_model: nn.Module, plan: PruningPlan) -> nn.Module:
     """
     was_training = fresh_model.training
     fresh_model.eval()
+    from prune_search.space.graph import build_graph  # torch-pruning, imported where a model is pruned
+
     graph = build_graph(fresh_model, _example(fresh_model, plan.input_shape))
     blocks = attention_blocks(fresh_model)
     try:

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 from prune_search.space.candidates import CandidateBatch
 from prune_search.space.structure import Group, Structure
-from prune_search.space.trace import trace_structure
 
 STRATEGIES = ("min", "median")
 
@@ -131,6 +130,8 @@ class PruningSpace:
         """
         options = SpaceOptions(min_ratio, ratio_step, round_to, min_keep, tuple(strategies))
         options.validate()
+        from prune_search.space.trace import trace_structure  # torch-pruning: only to trace, not to read a study
+
         return cls(trace_structure(model, example_inputs, ignored_layers), options)
 
     @property
