@@ -30,7 +30,16 @@ from scipy import stats
 
 from prune_search.evaluators.trained import SCORES, TrainedEvaluator
 from prune_search.evidence.context import Bench
-from prune_search.finalize.rerank import RERANKED, TRAINED_KEEP, TRAINED_RUNGS, reference_rows, trained_batches
+from prune_search.finalize.rerank import (
+    REFERENCES,
+    TRAINED_BATCH,
+    TRAINED_RUNGS,
+    nearest,
+    reference_rows,
+    successive_halving,
+    trained_batches,
+    trained_pool,
+)
 from prune_search.finalize.select import fitting_rows
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search import open_study
@@ -40,16 +49,15 @@ from prune_search.search.summary import front_rows
 LOWER_IS_BETTER = {"accuracy": False, "loss": True, "kl": True}
 
 
-def halving(scores: dict[int, list[float]], lower: bool, keep: int = TRAINED_KEEP) -> int:
-    """Successive halving over the rungs: ``scores[member][rung]``; each rung keeps the best ``1/keep`` (rounded
-    up). Returns the winning member."""
-    alive = list(scores)
-    for rung in range(len(next(iter(scores.values())))):
-        if rung and len(alive) == 1:
-            break
-        ranked = sorted(alive, key=lambda m: scores[m][rung] if lower else -scores[m][rung])
-        alive = ranked[: -(-len(alive) // keep)]
-    return alive[0]
+def halving_pick(table: dict[int, list[float]], rungs: list[int], lower: bool) -> int:
+    """The trial successive halving (the trained pick's, :func:`successive_halving`) picks from scores measured
+    beforehand: ``table[trial][rung]``, ``lower`` when a lower score is better."""
+    trials, sign = list(table), 1.0 if lower else -1.0
+
+    def score(alive: list[int], steps: int) -> list[float]:
+        return [sign * table[trials[i]][rungs.index(steps)] for i in alive]
+
+    return trials[successive_halving(len(trials), rungs, score)[0]]
 
 
 def main() -> None:
@@ -72,12 +80,12 @@ def main() -> None:
     device = torch.device("cpu")
     bench = Bench.open(handle, device)
     fitting = fitting_rows(handle, front_rows(handle), args.max_macs, None)
-    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
-    references = reference_rows(handle, args.max_macs, None, device)
-    kinds = {row["trial"]: "front" for row in nearest}
-    for name, row in zip(("uniform", "global_mean"), references, strict=False):
-        kinds[row["trial"]] = name
-    pool = list({row["trial"]: row for row in [*nearest, *references]}.values())
+    front = nearest(fitting)
+    references = reference_rows(handle, args.max_macs, None, device)  # one row per REFERENCES name, in order
+    pool = trained_pool(fitting, references)
+    kinds = {row["trial"]: "front" for row in front} | {
+        row["trial"]: name for name, row in zip(REFERENCES, references, strict=True)
+    }
     codec = CandidateCodec(handle.space)
     base = handle.config["base"]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,9 +117,10 @@ def main() -> None:
     lines = [
         f"# The trained pick's pool at {args.max_macs} MACs: short-fine-tune scores vs the full fine-tune",
         "",
-        f"Study `{args.study}`: the {len(nearest)} front trials with the most MACs within the budget and the "
-        f"{len(references)} references (uniform, global_mean), each scored after {', '.join(map(str, rungs))} KD "
-        f"steps (batch 64, lr 0.01, on {len(train)} fixed train batches; scored on {len(held_out)} held-out train "
+        f"Study `{args.study}`: the {len(front)} front trials with the most MACs within the budget and the "
+        f"{len(references)} references ({', '.join(REFERENCES)}), each scored after {', '.join(map(str, rungs))} KD "
+        f"steps (batch {TRAINED_BATCH}, lr {evaluator.lr}, on {len(train)} fixed train batches; scored on "
+        f"{len(held_out)} held-out train "
         f"batches), and each fine-tuned with KD for {args.epochs} epoch(s), seed {args.seed} (compare's recipe). "
         f"ρ: Spearman with fine-tuned val accuracy over the {len(pool)} members. Halving: successive halving by "
         f"the score over the rungs, keeping the best third, as `finalize --pick trained` does with "
@@ -127,7 +136,7 @@ def main() -> None:
     for score in SCORES:
         lower = LOWER_IS_BETTER[score]
         table = {t: [measured[str(s)][str(t)][score] for s in rungs] for t in trials}
-        winner = halving(table, lower)
+        winner = halving_pick(table, rungs, lower)
         for r, steps in enumerate(rungs):
             values = np.array([table[t][r] for t in trials])
             rho = stats.spearmanr(-values if lower else values, val).statistic

@@ -30,6 +30,11 @@ CALIBRATION_BATCHES = 8  # train batches of 128 re-estimating the BN statistics
 VAL_BATCHES = 4  # val batches of 128 scoring each candidate
 
 
+def nearest(fitting: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The :data:`RERANKED` rows of ``fitting`` with the most MACs, by MACs descending."""
+    return sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
+
+
 def bn_rerank(
     handle: StudyHandle, fitting: list[dict[str, Any]], model: nn.Module, bundle: DatasetBundle, device: torch.device
 ) -> tuple[dict[str, Any], float]:
@@ -37,14 +42,14 @@ def bn_rerank(
 
     ``model`` is the study's base model (unchanged); returns the row and its accuracy in [0, 1].
     """
-    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
-    batch = CandidateCodec(handle.space).from_rows(nearest)
+    rows = nearest(fitting)
+    batch = CandidateCodec(handle.space).from_rows(rows)
     calibration = [b for _, b in zip(range(CALIBRATION_BATCHES), bundle.loader("train", 128), strict=False)]
     validation = [b for _, b in zip(range(VAL_BATCHES), bundle.loader("val", 128), strict=False)]
     evaluator = AdaptiveBNEvaluator(model, handle.space, handle.importance, calibration, validation, device)
     scores = evaluator(batch)
     best = int(scores.argmax())
-    return nearest[best], float(scores[best])
+    return rows[best], float(scores[best])
 
 
 def kl_rerank(
@@ -53,12 +58,12 @@ def kl_rerank(
     """Of the :data:`RERANKED` rows of ``fitting`` with the most MACs, the one whose whole network is closest
     to the unpruned model: least KL (nats per sample) with BN re-estimated, on the study's train-split fitness
     sample (:class:`BatchedEvaluator`; val is not used). Returns the row and its KL."""
-    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
-    batch = CandidateCodec(handle.space).from_rows(nearest)
+    rows = nearest(fitting)
+    batch = CandidateCodec(handle.space).from_rows(rows)
     evaluator = BatchedEvaluator(model, handle.space, handle.importance, fitness_batches(bundle), device)
     scores = evaluator(batch)["kl"]
     best = int(scores.argmin())
-    return nearest[best], float(scores[best])
+    return rows[best], float(scores[best])
 
 
 PICKS = ("auto", "trained", "bn", "kl", "best")
@@ -104,6 +109,34 @@ def trained_batches(bundle: DatasetBundle) -> tuple[list, list]:
     return batches[HELD_OUT_BATCHES:], batches[:HELD_OUT_BATCHES]
 
 
+def trained_pool(fitting: list[dict[str, Any]], references: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trained pick's candidates: the :func:`nearest` rows of ``fitting`` and the ``references`` rows, each
+    trial once, in that order."""
+    return list({row["trial"]: row for row in [*nearest(fitting), *references]}.values())
+
+
+def successive_halving(
+    members: int,
+    rungs: Sequence[int],
+    score: Callable[[list[int], int], Sequence[float]],
+    on_rung: Callable[[int, int, int], None] | None = None,
+) -> tuple[int, float]:
+    """Successive halving over ``members`` candidates (indices): at each rung ``steps`` of ``rungs``,
+    ``score(alive, steps)`` scores the candidates still alive (lower is better) and the best
+    :data:`TRAINED_KEEP`-th (rounded up) go on; it stops early once one is left. Returns the winner and its last
+    score. ``on_rung(rung, candidates, steps)`` reports progress."""
+    ranked = [(float("nan"), i) for i in range(members)]
+    for rung, steps in enumerate(rungs):
+        alive = [i for _, i in ranked]
+        if rung and len(alive) == 1:
+            break
+        if on_rung is not None:
+            on_rung(rung, len(alive), steps)
+        ranked = sorted(zip(score(alive, steps), alive, strict=True))[: -(-len(alive) // TRAINED_KEEP)]
+    best_score, best = ranked[0]
+    return best, best_score
+
+
 def trained_rerank(
     handle: StudyHandle,
     fitting: list[dict[str, Any]],
@@ -118,19 +151,13 @@ def trained_rerank(
     fine-tuned for :data:`TRAINED_RUNGS` [0] steps and scored by KL (nats per sample) to the unpruned model on
     held-out train images (:class:`TrainedEvaluator`); the best third go on to the next rung's longer run.
     Returns the winner of the last rung and its KL. ``on_rung(rung, candidates, steps)`` reports progress."""
-    nearest = sorted(fitting, key=lambda r: -r["macs"])[:RERANKED]
-    pool = list({row["trial"]: row for row in [*nearest, *references]}.values())
+    pool = trained_pool(fitting, references)
     codec = CandidateCodec(handle.space)
     train, held_out = trained_batches(bundle)
     evaluator = TrainedEvaluator(model, handle.space, handle.importance, train, held_out, device)
-    ranked = [(float("nan"), i) for i in range(len(pool))]
-    for rung, steps in enumerate(TRAINED_RUNGS):
-        alive = [i for _, i in ranked]
-        if rung and len(alive) == 1:
-            break
-        if on_rung is not None:
-            on_rung(rung, len(alive), steps)
-        kl = evaluator(codec.from_rows([pool[i] for i in alive]), steps)["kl"].tolist()
-        ranked = sorted(zip(kl, alive, strict=True))[: -(-len(alive) // TRAINED_KEEP)]
-    best_kl, best = ranked[0]
+
+    def kl(alive: list[int], steps: int) -> list[float]:
+        return evaluator(codec.from_rows([pool[i] for i in alive]), steps)["kl"].tolist()
+
+    best, best_kl = successive_halving(len(pool), TRAINED_RUNGS, kl, on_rung)
     return pool[best], best_kl
