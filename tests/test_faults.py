@@ -28,6 +28,7 @@ from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import parse_budget
 from prune_search.search.study import open_storage
+from prune_search.search.study_note import update_study_note
 from prune_search.space import PruningSpace
 from prune_search.storage import url as storage_url
 from prune_search.storage.bulk import complete_trials
@@ -125,6 +126,20 @@ def test_a_worker_rides_out_a_short_outage(sqlite_url, digits_checkpoint):
     assert run_worker(handle, 60, on_generation=down_after_first) == 60
     assert outage.refused > 0
     assert complete_trials(handle.engine, handle.study_id) == 60
+
+
+def test_the_dashboard_note_rides_out_a_short_outage(sqlite_url, digits_checkpoint):
+    """The study note a worker saves every few generations goes through Optuna's own storage (its own engine),
+    which raises ``StorageInternalError`` from the lost connection: it is retried like every other write, not
+    turned into a one-line exit (a worker ended so when a real server restarted)."""
+    handle, _ = create_or_join(sqlite_url, "note", _options(digits_checkpoint), device="cpu", progress=False)
+    run_worker(handle, 20)
+    outage = Outage(handle.study._storage._backend.engine)
+    outage.begin(1.0)
+    update_study_note(handle)
+    assert outage.refused > 0
+    attrs = optuna.storages.RDBStorage(sqlite_url).get_study_system_attrs(handle.study_id)
+    assert "- trials: 20;" in attrs["dashboard:note_str:0"]
 
 
 def test_a_long_outage_ends_in_one_line_and_a_rerun_resumes(sqlite_url, digits_checkpoint, monkeypatch):

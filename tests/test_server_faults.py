@@ -144,7 +144,8 @@ def test_workers_ride_out_a_killed_peer_and_a_server_restart(own_server, own_dat
         victim.communicate()
         own_server.stop()
         time.sleep(8)
-        assert all(p.poll() is None for p in survivors), "a worker ended during the outage"
+        ended = [p for p in survivors if p.poll() is not None]
+        assert not ended, f"a worker ended during the outage: exit {ended[0].returncode}, {ended[0].communicate()}"
         own_server.start()
     finally:
         results = _finish(survivors, timeout=300)

@@ -11,6 +11,7 @@ from prune_search.search.front import REFERENCE, front_hypervolume, front_indice
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive, spread
 from prune_search.storage.measurements import read_scores
+from prune_search.storage.url import with_retry
 
 
 def note_markdown(handle: StudyHandle, archive: Archive | None = None, front: np.ndarray | None = None) -> str:
@@ -83,9 +84,15 @@ def _fitness_line(config: dict) -> list[str]:
 
 def update_study_note(handle: StudyHandle, archive: Archive | None = None, front: np.ndarray | None = None) -> None:
     """Replace the study's dashboard note with the current summary (``archive``, ``front``: as
-    :func:`note_markdown` takes them)."""
+    :func:`note_markdown` takes them), riding out a database outage as every other write does
+    (:func:`~prune_search.storage.url.with_retry`)."""
     import optuna_dashboard  # imported when a note is written: read commands never need it
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna_dashboard.save_note(handle.study, note_markdown(handle, archive, front))
+    body = note_markdown(handle, archive, front)
+
+    def save() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna_dashboard.save_note(handle.study, body)
+
+    with_retry(save, handle.engine)

@@ -238,22 +238,27 @@ def reported(url: str) -> Iterator[None]:
 def with_retry(action: Callable[[], T], engine: Engine | None = None) -> T:
     """Run ``action``, retrying transient database errors with exponential backoff for up to
     :func:`retry_window` seconds. A write the database refuses for good, or a transient error that outlasts the
-    retries, ends in a one-line :class:`PruneSearchError` (:func:`storage_error`; naming ``engine``'s URL)."""
+    retries, ends in a one-line :class:`PruneSearchError` (:func:`storage_error`; naming ``engine``'s URL).
+    A database error counts whether ``action`` raises it itself or raises another error from it (Optuna's
+    storage raises ``StorageInternalError`` from the SQLAlchemy error); any other error propagates."""
     url = engine.url.render_as_string(hide_password=True) if engine is not None else None
     deadline = None
     delay = RETRY_FIRST_DELAY_S
     while True:
         try:
             return action()
-        except DBAPIError as exc:
-            if not transient(exc):
-                error = storage_error(exc, url)
+        except Exception as exc:
+            cause = database_error(exc)
+            if cause is None:
+                raise
+            if not transient(cause):
+                error = storage_error(cause, url)
                 if error is None:
                     raise
                 raise error from None
             now = time.monotonic()
             deadline = deadline if deadline is not None else now + retry_window()
             if now + delay > deadline:
-                raise storage_error(exc, url) from None
+                raise storage_error(cause, url) from None
             time.sleep(delay)
             delay = min(2 * delay, RETRY_MAX_DELAY_S)
