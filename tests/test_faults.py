@@ -24,6 +24,7 @@ from prune_search.evaluators import compute_importance
 from prune_search.evaluators.materialize import materialize
 from prune_search.finalize import FinalizeConfig, finalize_trial
 from prune_search.finalize.export import export
+from prune_search.finalize.run import RESULT_ATTR
 from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import parse_budget
@@ -140,6 +141,29 @@ def test_the_dashboard_note_rides_out_a_short_outage(sqlite_url, digits_checkpoi
     assert outage.refused > 0
     attrs = optuna.storages.RDBStorage(sqlite_url).get_study_system_attrs(handle.study_id)
     assert "- trials: 20;" in attrs["dashboard:note_str:0"]
+
+
+def test_finalize_records_its_result_through_a_short_outage(sqlite_url, digits_checkpoint, tmp_path):
+    """An outage of Optuna's own storage as the fine-tuning ends: the result is recorded once the database is
+    back (trial attributes, plan artifact, dashboard note), not lost to a one-line exit after the training."""
+    handle, _ = create_or_join(sqlite_url, "fin-outage", _options(digits_checkpoint), device="cpu", progress=False)
+    run_worker(handle, 20)
+    outage = Outage(handle.storage.engine)
+    result, _ = finalize_trial(
+        handle,
+        0,
+        FinalizeConfig(epochs=1),
+        tmp_path / "out",
+        artifact_dir=tmp_path / "art",
+        progress=False,
+        on_epoch_end=lambda _record: outage.begin(2.0),
+    )
+    assert outage.refused > 0
+    trial = optuna.load_study(study_name="fin-outage", storage=sqlite_url).trials[0]
+    assert trial.user_attrs[f"{RESULT_ATTR}.test_acc"] == result["test_acc"]
+    assert any(key.startswith("artifacts:") for key in trial.system_attrs)
+    notes = optuna.storages.RDBStorage(sqlite_url).get_study_system_attrs(handle.study_id)
+    assert any("Finalized trial 0" in str(value) for value in notes.values())
 
 
 def test_a_long_outage_ends_in_one_line_and_a_rerun_resumes(sqlite_url, digits_checkpoint, monkeypatch):

@@ -23,7 +23,7 @@ from prune_search.search.study import StudyHandle, base_checkpoint, open_base
 from prune_search.search.summary import load_archive
 from prune_search.storage.optuna_tables import attach_artifact, set_finished_user_attrs
 from prune_search.storage.study_data import check_writable
-from prune_search.storage.url import reported
+from prune_search.storage.url import reported, with_retry
 from prune_search.training.fit import EpochRecord
 from prune_search.training.loop import evaluate
 
@@ -90,7 +90,11 @@ def check_can_record(handle: StudyHandle, out: Path, artifact_dir: Path) -> None
 
 
 def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path, artifact_dir: Path) -> None:
-    trial_id = handle.storage.get_trial_id_from_study_id_trial_number(handle.study_id, number)
+    """Store ``result`` with trial ``number``: its user attributes, the plan as an artifact and a dashboard note,
+    each database step riding out a short outage (:func:`~prune_search.storage.url.with_retry`)."""
+    trial_id = with_retry(
+        lambda: handle.storage.get_trial_id_from_study_id_trial_number(handle.study_id, number), handle.engine
+    )
     set_finished_user_attrs(handle.engine, trial_id, result_attrs(result))
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(artifact_dir))
@@ -108,9 +112,13 @@ def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path,
         f"Fine-tuned {result['epochs']} epochs ({'KD' if result['kd'] else 'CE'}), best epoch {result['best_epoch']}; "
         f"exported to `{out}`."
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optuna_dashboard.save_note(optuna.trial.Trial(handle.study, trial_id), note)
+
+    def save_note() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna_dashboard.save_note(optuna.trial.Trial(handle.study, trial_id), note)
+
+    with_retry(save_note, handle.engine)
 
 
 def finalize_trial(
