@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
 from cli_helpers import assert_one_line_error, run_cli
 from services import unavailable
@@ -127,6 +128,27 @@ def test_a_worker_rides_out_a_short_outage(sqlite_url, digits_checkpoint):
     assert run_worker(handle, 60, on_generation=down_after_first) == 60
     assert outage.refused > 0
     assert complete_trials(handle.engine, handle.study_id) == 60
+
+
+def test_with_retry_retries_a_database_error_behind_another_error_and_passes_refusals_through():
+    """A transient database error that Optuna re-raises as ``StorageInternalError`` is retried until the action
+    succeeds; a :class:`PruneSearchError` raised from one is a deliberate refusal and propagates unchanged."""
+    lost = sqlalchemy.exc.OperationalError("select 1", {}, sqlite3.OperationalError("connection lost"))
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise optuna.exceptions.StorageInternalError("commit failed") from lost
+        return "stored"
+
+    assert storage_url.with_retry(flaky) == "stored" and len(calls) == 3
+
+    def refused() -> None:
+        raise PruneSearchError("refused on purpose") from lost
+
+    with pytest.raises(PruneSearchError, match=r"^refused on purpose$"):
+        storage_url.with_retry(refused)
 
 
 def test_the_dashboard_note_rides_out_a_short_outage(sqlite_url, digits_checkpoint):

@@ -240,13 +240,16 @@ def with_retry(action: Callable[[], T], engine: Engine | None = None) -> T:
     :func:`retry_window` seconds. A write the database refuses for good, or a transient error that outlasts the
     retries, ends in a one-line :class:`PruneSearchError` (:func:`storage_error`; naming ``engine``'s URL).
     A database error counts whether ``action`` raises it itself or raises another error from it (Optuna's
-    storage raises ``StorageInternalError`` from the SQLAlchemy error); any other error propagates."""
+    storage raises ``StorageInternalError`` from the SQLAlchemy error); any other error, a
+    :class:`PruneSearchError` included, propagates unchanged."""
     url = engine.url.render_as_string(hide_password=True) if engine is not None else None
     deadline = None
     delay = RETRY_FIRST_DELAY_S
     while True:
         try:
             return action()
+        except PruneSearchError:
+            raise
         except Exception as exc:
             cause = database_error(exc)
             if cause is None:
