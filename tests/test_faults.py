@@ -157,7 +157,7 @@ def test_the_dashboard_note_rides_out_a_short_outage(sqlite_url, digits_checkpoi
     turned into a one-line exit (a worker ended so when a real server restarted)."""
     handle, _ = create_or_join(sqlite_url, "note", _options(digits_checkpoint), device="cpu", progress=False)
     run_worker(handle, 20)
-    outage = Outage(handle.study._storage._backend.engine)
+    outage = Outage(handle.storage.engine)
     outage.begin(1.0)
     update_study_note(handle)
     assert outage.refused > 0

@@ -3,14 +3,11 @@
 import json
 import tempfile
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import optuna
-import optuna_dashboard
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from torch import nn
@@ -20,6 +17,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.finalize.tune import FinalizeConfig, fine_tune
 from prune_search.search.study import StudyHandle, base_checkpoint, open_base
+from prune_search.search.study_note import save_dashboard_note
 from prune_search.search.summary import load_archive
 from prune_search.storage.optuna_tables import attach_artifact, set_finished_user_attrs
 from prune_search.storage.study_data import check_writable
@@ -112,13 +110,7 @@ def _record(handle: StudyHandle, number: int, result: dict[str, Any], out: Path,
         f"Fine-tuned {result['epochs']} epochs ({'KD' if result['kd'] else 'CE'}), best epoch {result['best_epoch']}; "
         f"exported to `{out}`."
     )
-
-    def save_note() -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            optuna_dashboard.save_note(optuna.trial.Trial(handle.study, trial_id), note)
-
-    with_retry(save_note, handle.engine)
+    save_dashboard_note(handle.study, note, handle.engine, trial_id)
 
 
 def finalize_trial(

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import optuna
+from sqlalchemy.engine import Engine
 
 from prune_search.search.archive import Archive
 from prune_search.search.config import stored_ignored
@@ -82,17 +83,23 @@ def _fitness_line(config: dict) -> list[str]:
     ]
 
 
-def update_study_note(handle: StudyHandle, archive: Archive | None = None, front: np.ndarray | None = None) -> None:
-    """Replace the study's dashboard note with the current summary (``archive``, ``front``: as
-    :func:`note_markdown` takes them), riding out a database outage as every other write does
-    (:func:`~prune_search.storage.url.with_retry`)."""
+def save_dashboard_note(study: optuna.Study, body: str, engine: Engine, trial_id: int | None = None) -> None:
+    """Replace the optuna-dashboard note of ``study`` (or of its trial ``trial_id``) with the markdown ``body``,
+    riding out a database outage as every other write does (:func:`~prune_search.storage.url.with_retry`;
+    ``engine``: the study's, naming its storage in a one-line error). The trial is looked up inside the retry:
+    that too reads the storage."""
     import optuna_dashboard  # imported when a note is written: read commands never need it
 
-    body = note_markdown(handle, archive, front)
-
     def save() -> None:
+        target = study if trial_id is None else optuna.trial.Trial(study, trial_id)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna_dashboard.save_note(handle.study, body)
+            optuna_dashboard.save_note(target, body)
 
-    with_retry(save, handle.engine)
+    with_retry(save, engine)
+
+
+def update_study_note(handle: StudyHandle, archive: Archive | None = None, front: np.ndarray | None = None) -> None:
+    """Replace the study's dashboard note with the current summary (``archive``, ``front``: as
+    :func:`note_markdown` takes them), through :func:`save_dashboard_note`."""
+    save_dashboard_note(handle.study, note_markdown(handle, archive, front), handle.engine)
