@@ -184,3 +184,45 @@ def test_an_outage_past_the_retry_window_ends_in_one_line_and_the_same_command_r
     assert again.args == lost.args
     assert again.returncode == 0, again.stderr[-800:]
     _assert_exact(url, name, target)
+
+
+@pytest.mark.db
+def test_a_worker_started_while_the_server_is_down_waits_for_it_and_finishes(
+    own_server, own_database, digits_checkpoint, tmp_path
+):
+    """A worker started while its server is down says so on one line and waits (a scheduler may start workers
+    while the database restarts); once the server answers it creates the study and finishes it at exactly N
+    distinct COMPLETE trials, without showing the password."""
+    url, name, target = own_database, "late", 300
+    own_server.stop()
+    (worker,) = _workers(url, name, digits_checkpoint, 1, target, tmp_path)
+    try:
+        time.sleep(6)
+        assert worker.poll() is None, f"the worker did not wait for the server: {worker.communicate()}"
+        own_server.start()
+    finally:
+        (done,) = _finish([worker], timeout=300)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert f"storage {url.replace(PASSWORD, '***')} does not answer" in done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+    _assert_exact(url, name, target)
+
+
+@pytest.mark.db
+def test_a_worker_whose_server_stays_down_ends_in_one_line_after_the_window(
+    own_server, own_database, digits_checkpoint, tmp_path, monkeypatch
+):
+    """With ``PRUNE_SEARCH_RETRY_S=3`` a worker whose server never answers exits 2 after about that long, with
+    the waiting line and one ``error:`` line saying nothing was written."""
+    monkeypatch.setenv("PRUNE_SEARCH_RETRY_S", "3")
+    url = own_database
+    own_server.stop()
+    started = time.monotonic()
+    (lost,) = _finish(_workers(url, "never", digits_checkpoint, 1, 10, tmp_path), timeout=60)
+    assert 3 <= time.monotonic() - started < 40
+    assert lost.returncode == 2, lost.stderr
+    lines = lost.stderr.strip().splitlines()
+    assert len(lines) == 2 and "does not answer" in lines[0], lines
+    assert lines[1].startswith("error: ") and "did not answer within 3 s" in lines[1], lines
+    assert "nothing was written: rerun the same command" in lines[1], lines
+    assert PASSWORD not in lost.stdout + lost.stderr

@@ -113,7 +113,7 @@ def open_storage(url: str, *, create: bool = False) -> tuple[Engine, RDBStorage]
     one line and nothing is created."""
     if not create:
         require_existing(url)
-    engine = create_engine(url)
+    engine = create_engine(url, wait=create)
     if check_schema(engine, url) is None and not create:
         engine.dispose()
         raise PruneSearchError(f"no prune-search studies in {redact(url)}: create one with prune-search start")

@@ -3,6 +3,7 @@
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,11 +86,14 @@ def _sqlite_begin_immediate(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str) -> Engine:
+def create_engine(url: str, *, wait: bool = False) -> Engine:
     """An engine for ``url`` with pre-ping (stale connections are replaced) and a checked connection.
 
     Raises a one-line :class:`PruneSearchError` (password hidden) for a malformed or
-    unreachable storage, or a bad :func:`retry_window`, before any connection.
+    unreachable storage, or a bad :func:`retry_window`, before any connection. With ``wait`` (a worker
+    starting), a database server that does not answer yet (:func:`server_down`: refused, timed out, starting
+    up) is waited for up to :func:`retry_window` seconds, with the retries' backoff and one line on stderr
+    saying so; a server that answers with a refusal (unknown database, wrong password) fails at once.
     """
     retry_window()
     try:
@@ -119,13 +123,62 @@ def create_engine(url: str) -> Engine:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         _sqlite_begin_immediate(engine)
-    try:
-        with engine.connect():
-            pass
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0][:160] if exc.orig else type(exc).__name__
-        raise PruneSearchError(f"cannot connect to storage {redact(url)}: {reason}") from None
+    _first_connection(engine, url, wait)
     return engine
+
+
+def server_down(exc: BaseException) -> bool:
+    """True for a connection error that a database server starting, restarting or out of reach for a while
+    gives (refused, reset, timed out, "starting up"), as opposed to one it answers with (an unknown database,
+    a wrong password, an unknown host name)."""
+    error = database_error(exc)
+    if error is None or not isinstance(error, OperationalError):
+        return False
+    text = str(error.orig if error.orig is not None else error).lower()
+    return any(words in text for words in _SERVER_DOWN)
+
+
+_SERVER_DOWN = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "server closed the connection",
+    "connection reset",
+    "can't connect to mysql server",
+    "lost connection to mysql server",
+)
+
+
+def _first_connection(engine: Engine, url: str, wait: bool) -> None:
+    """Connect once to check ``url``; with ``wait``, wait out a server that is down (see :func:`create_engine`)."""
+    deadline = None
+    delay = RETRY_FIRST_DELAY_S
+    while True:
+        try:
+            with engine.connect():
+                return
+        except DBAPIError as exc:
+            reason = _reason(exc)
+            if not (wait and server_down(exc)):
+                raise PruneSearchError(f"cannot connect to storage {redact(url)}: {reason}") from None
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + retry_window()
+                print(
+                    f"storage {redact(url)} does not answer ({reason}); waiting up to {retry_window():g} s for it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if now + delay > deadline:
+                raise PruneSearchError(
+                    f"storage {redact(url)} did not answer within {retry_window():g} s ({reason}); nothing was "
+                    "written: rerun the same command once the database answers"
+                ) from None
+            time.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX_DELAY_S)
 
 
 def require_existing(url: str) -> None:
