@@ -41,6 +41,20 @@ _SQLITE_REFUSALS = {
     10: "the disk reports an I/O error",
     14: "it cannot be opened for writing",
 }
+# What a connection attempt says when the database server is down, starting or out of reach (worth waiting
+# for), as opposed to a server that answers with a refusal (unknown database, wrong password).
+_SERVER_DOWN = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "server closed the connection",
+    "connection reset",
+    "can't connect to mysql server",
+    "lost connection to mysql server",
+)
 
 
 def resolve_url(url: str | None) -> str:
@@ -136,20 +150,6 @@ def server_down(exc: BaseException) -> bool:
         return False
     text = str(error.orig if error.orig is not None else error).lower()
     return any(words in text for words in _SERVER_DOWN)
-
-
-_SERVER_DOWN = (
-    "connection refused",
-    "timeout expired",
-    "timed out",
-    "the database system is starting up",
-    "the database system is shutting down",
-    "the database system is in recovery mode",
-    "server closed the connection",
-    "connection reset",
-    "can't connect to mysql server",
-    "lost connection to mysql server",
-)
 
 
 def _first_connection(engine: Engine, url: str, wait: bool) -> None:
