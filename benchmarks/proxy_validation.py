@@ -20,12 +20,21 @@ import sys
 from pathlib import Path
 
 # Stored negated in the CSV so that higher predicts better; the candidate table shows them as measured.
-LOSSES = ("taylor_loss", "retained_fraction", "bn_kl", "bn_loss", "whole_kl", "trained_kl", "uniformity")
+LOSSES = ("taylor_loss", "retained_fraction", "bn_kl", "bn_loss", "corrected", "whole_kl", "trained_kl", "uniformity")
 LABELS = {
     "bn_accuracy": "BN-recal val acc",
+    "corrected": "surrogate-corrected fitness",
     "whole_kl": "whole-candidate KL",
     "trained_kl": "KL after a short KD fine-tune",
 }
+
+DESCRIPTION = (
+    "`bn_kl`, `bn_loss`: the measured fitness table's sums (KL to the unpruned model's outputs, loss increase); "
+    "`corrected`: the study's fast fitness corrected by the surrogate fitted on its whole-candidate evaluations "
+    "(a study with `--evaluations`); `whole_kl`: the accuracy evaluator's whole-candidate KL after BN "
+    "re-estimation; `trained_kl`: the KL after a short KD fine-tune (the trained pick's score); `bn_accuracy`: "
+    "val accuracy after BN recalibration."
+)
 
 
 def read(path: Path) -> list[dict[str, str]]:
@@ -82,27 +91,32 @@ def main() -> None:
     parser.add_argument("--epochs", default="1")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/proxy_validation_fmnist.md"))
+    parser.add_argument(
+        "--report-only", action="store_true", help="Write --results from the CSVs already in --out; run nothing."
+    )
     args, extra = parser.parse_known_args()
     command = ["validate-proxy", "--study", args.study, "--storage", args.storage, "--bands", args.bands]
     command += ["--band-width", args.band_width, "--per-band", args.per_band, "--epochs", args.epochs, *extra]
     command += ["--out", str(args.out), "--no-progress", "--device", "cpu"]
     shown = "prune-search " + shlex.join(command)
-    print(f"$ {shown}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "prune_search", *command], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"command failed ({done.returncode}): {shown}\n{done.stderr[-3000:]}")
-    print(done.stdout, flush=True)
+    if not args.report_only:
+        print(f"$ {shown}", flush=True)
+        done = subprocess.run([sys.executable, "-m", "prune_search", *command], capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"command failed ({done.returncode}): {shown}\n{done.stderr[-3000:]}")
+        print(done.stdout, flush=True)
     candidates, correlations = read(args.out / "candidates.csv"), read(args.out / "correlations.csv")
+    names = predictor_names(correlations)
+    losses = [n for n in LOSSES[:-1] if n in names]
     lines = [
         f"# Proxy validation: study `{args.study}`",
         "",
         f"In each band of MACs reduction (± {float(args.band_width) / 2:.0%} of the base MACs), {args.per_band} "
         f"feasible trials drawn at random (seed 0), each fine-tuned for {args.epochs} epoch(s) with KD (lr 0.01, "
         "cosine, T=4, α=0.9), then ranked by every predictor against the fine-tuned val accuracy. "
-        f"{', '.join(f'`{n}`' for n in LOSSES[:-1])} are losses (lower predicts better; the correlations use "
-        "their negatives); `uniformity` is the std of the keep ratios (lower predicts better). A top-5 hit "
-        "happens by chance "
-        f"with probability 5/{args.per_band}.",
+        f"{', '.join(f'`{n}`' for n in losses)} are losses (lower predicts better; the correlations use "
+        "their negatives); `uniformity` is the std of the keep ratios (lower predicts better). "
+        f"{DESCRIPTION} A top-5 hit happens by chance with probability 5/{args.per_band}.",
         "",
         "```bash",
         shown,
@@ -110,7 +124,7 @@ def main() -> None:
         "",
         *correlation_table(correlations),
         "",
-        *candidate_table(candidates, predictor_names(correlations)),
+        *candidate_table(candidates, names),
         "",
     ]
     args.results.parent.mkdir(parents=True, exist_ok=True)
