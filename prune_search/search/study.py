@@ -56,6 +56,7 @@ from prune_search.storage.url import (
     reported,
     require_existing,
     storage_error,
+    with_retry,
 )
 from prune_search.threads import set_threads_for
 from prune_search.training.cache import cached_baseline
@@ -462,7 +463,8 @@ def _create_or_join(
                     optuna.delete_study(study_name=name, storage=storage)
                 raise
             created = True
-    handle = _load(url, engine, storage, name, options.model, wait_s=CONFIG_WAIT_S)
+    # a joining worker reads the study while its creator or a database restart may be under way: ride it out
+    handle = with_retry(lambda: _load(url, engine, storage, name, options.model, wait_s=CONFIG_WAIT_S), engine)
     if not created:
         handle.model_spec()  # a stored package.module:factory must be the worker's own --model
         clash = contradictions(handle.config, options)
