@@ -212,6 +212,77 @@ def test_a_long_outage_ends_in_one_line_and_a_rerun_resumes(sqlite_url, digits_c
     assert len(optuna.load_study(study_name="long", storage=sqlite_url).trials) == 60
 
 
+class EveryEngineDown:
+    """New connections of every engine (ours and Optuna's own) fail, as with a database server gone, for
+    ``seconds`` from :meth:`begin`."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.refused = 0
+
+    def __enter__(self) -> "EveryEngineDown":
+        event.listen(sqlalchemy.engine.Engine, "do_connect", self._connect)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        event.remove(sqlalchemy.engine.Engine, "do_connect", self._connect)
+
+    def _connect(self, *_args) -> None:
+        if time.monotonic() < self.until:
+            self.refused += 1
+            raise sqlite3.OperationalError("server closed the connection unexpectedly (test outage)")
+
+    def begin(self, seconds: float) -> None:
+        self.until = time.monotonic() + seconds
+
+
+@pytest.mark.parametrize("study", ["new", "existing"])
+def test_an_outage_right_after_the_first_connection_is_ridden_out(study, sqlite_url, digits_checkpoint, monkeypatch):
+    """The server goes away just after a starting worker's first connection, while it checks the schema, sets
+    up Optuna's storage and looks the study up: it waits for the server as a running worker does, then creates
+    or joins the study."""
+    if study == "existing":
+        create_or_join(sqlite_url, study, _options(digits_checkpoint), device="cpu", progress=False)
+    first_connection = storage_url.create_engine
+
+    with EveryEngineDown() as outage:
+
+        def then_down(url, **kwargs):
+            engine = first_connection(url, **kwargs)
+            engine.dispose()  # the pooled connections die with the server
+            outage.begin(1.5)
+            return engine
+
+        monkeypatch.setattr("prune_search.search.study.create_engine", then_down)
+        handle, created = create_or_join(sqlite_url, study, _options(digits_checkpoint), device="cpu", progress=False)
+    assert outage.refused > 0 and created == (study == "new")
+    assert run_worker(handle, 20) == 20
+    assert complete_trials(handle.engine, handle.study_id) == 20
+
+
+def test_an_outage_right_after_the_first_connection_that_outlasts_the_window_is_one_line(
+    sqlite_url, digits_checkpoint, monkeypatch
+):
+    create_or_join(sqlite_url, "kept", _options(digits_checkpoint), device="cpu", progress=False)
+    monkeypatch.setattr(storage_url, "RETRY_WINDOW_S", 1.0)
+    first_connection = storage_url.create_engine
+
+    with EveryEngineDown() as outage:
+
+        def then_down(url, **kwargs):
+            engine = first_connection(url, **kwargs)
+            engine.dispose()
+            outage.begin(3600)
+            return engine
+
+        monkeypatch.setattr("prune_search.search.study.create_engine", then_down)
+        with pytest.raises(PruneSearchError, match="is unreachable") as lost:
+            create_or_join(sqlite_url, "kept", _options(digits_checkpoint), device="cpu", progress=False)
+    message = _one_line(lost)
+    assert "test outage" in message and "what is stored stays" in message and "rerun the same command" in message
+    assert [s.study_name for s in optuna.get_all_study_summaries(sqlite_url)] == ["kept"]
+
+
 @pytest.mark.parametrize("value", ["soon", "-1", "nan"])
 def test_a_bad_retry_window_is_refused_in_one_line_before_the_storage_is_touched(value, tmp_path):
     """A ``PRUNE_SEARCH_RETRY_S`` that is not a number of seconds, 0 or more, ends ``start`` in one line naming

@@ -49,12 +49,14 @@ from prune_search.space import PruningSpace
 from prune_search.storage.optuna_tables import check_schema
 from prune_search.storage.study_data import drop_data, ensure_tables, get_data, put_data
 from prune_search.storage.url import (
+    Backoff,
     create_engine,
     database_error,
     redact,
     refused_write,
     reported,
     require_existing,
+    server_down,
     storage_error,
     with_retry,
 )
@@ -115,11 +117,12 @@ def open_storage(url: str, *, create: bool = False) -> tuple[Engine, RDBStorage]
     if not create:
         require_existing(url)
     engine = create_engine(url, wait=create)
-    if check_schema(engine, url) is None and not create:
-        engine.dispose()
-        raise PruneSearchError(f"no prune-search studies in {redact(url)}: create one with prune-search start")
-    for attempt in range(SCHEMA_ATTEMPTS):
+    backoff, attempts = Backoff(), 0
+    while True:
         try:
+            if check_schema(engine, url) is None and not create:
+                engine.dispose()
+                raise PruneSearchError(f"no prune-search studies in {redact(url)}: create one with prune-search start")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = RDBStorage(
@@ -135,15 +138,19 @@ def open_storage(url: str, *, create: bool = False) -> tuple[Engine, RDBStorage]
             return engine, storage
         except PruneSearchError:
             raise
-        except Exception as exc:  # workers racing to create the schema of a fresh database
+        except Exception as exc:
             cause = database_error(exc)
             if cause is not None and refused_write(cause):  # a read-only file or a full disk: no retry helps
                 raise storage_error(exc, url) from None
-            if attempt == SCHEMA_ATTEMPTS - 1:
+            if cause is not None and server_down(cause):  # the server went away after the first connection
+                if backoff.wait():
+                    continue
+                raise storage_error(exc, url) from None
+            attempts += 1  # workers racing to create the schema of a fresh database
+            if attempts == SCHEMA_ATTEMPTS:
                 reason = str(exc).strip().splitlines()[0][:160]
                 raise PruneSearchError(f"cannot open Optuna storage {redact(url)}: {reason}") from None
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.5 * attempts)
 
 
 def validate(options: StartOptions) -> None:
@@ -401,7 +408,7 @@ def open_study(url: str, name: str, *, model: str | None = None) -> StudyHandle:
     """
     engine, storage = open_storage(url)
     with reported(url):
-        if not study_exists(storage, name):
+        if not with_retry(lambda: study_exists(storage, name), engine):
             known = optuna.get_all_study_names(storage)
             raise PruneSearchError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(known) or 'none'}")
         return _load(url, engine, storage, name, model)

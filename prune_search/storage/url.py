@@ -100,6 +100,32 @@ def _sqlite_begin_immediate(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class Backoff:
+    """The waits between the retries of one failing operation: :data:`RETRY_FIRST_DELAY_S`, then each twice as
+    long (at most :data:`RETRY_MAX_DELAY_S`), for up to :func:`retry_window` seconds from the first failure."""
+
+    def __init__(self) -> None:
+        self._deadline: float | None = None
+        self._delay = RETRY_FIRST_DELAY_S
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`wait` has been called (the operation failed before)."""
+        return self._deadline is not None
+
+    def wait(self) -> bool:
+        """After a failure: sleep until the next try and return True, or return False at once when that try
+        would come after the retry window (the operation has failed for good)."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + retry_window()
+        if now + self._delay > self._deadline:
+            return False
+        time.sleep(self._delay)
+        self._delay = min(2 * self._delay, RETRY_MAX_DELAY_S)
+        return True
+
+
 def create_engine(url: str, *, wait: bool = False) -> Engine:
     """An engine for ``url`` with pre-ping (stale connections are replaced) and a checked connection.
 
@@ -154,8 +180,7 @@ def server_down(exc: BaseException) -> bool:
 
 def _first_connection(engine: Engine, url: str, wait: bool) -> None:
     """Connect once to check ``url``; with ``wait``, wait out a server that is down (see :func:`create_engine`)."""
-    deadline = None
-    delay = RETRY_FIRST_DELAY_S
+    backoff = Backoff()
     while True:
         try:
             with engine.connect():
@@ -164,21 +189,17 @@ def _first_connection(engine: Engine, url: str, wait: bool) -> None:
             reason = _reason(exc)
             if not (wait and server_down(exc)):
                 raise PruneSearchError(f"cannot connect to storage {redact(url)}: {reason}") from None
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + retry_window()
+            if not backoff.started:
                 print(
                     f"storage {redact(url)} does not answer ({reason}); waiting up to {retry_window():g} s for it",
                     file=sys.stderr,
                     flush=True,
                 )
-            if now + delay > deadline:
+            if not backoff.wait():
                 raise PruneSearchError(
                     f"storage {redact(url)} did not answer within {retry_window():g} s ({reason}); nothing was "
                     "written: rerun the same command once the database answers"
                 ) from None
-            time.sleep(delay)
-            delay = min(2 * delay, RETRY_MAX_DELAY_S)
 
 
 def require_existing(url: str) -> None:
@@ -296,8 +317,7 @@ def with_retry(action: Callable[[], T], engine: Engine | None = None) -> T:
     storage raises ``StorageInternalError`` from the SQLAlchemy error); any other error, a
     :class:`PruneSearchError` included, propagates unchanged."""
     url = engine.url.render_as_string(hide_password=True) if engine is not None else None
-    deadline = None
-    delay = RETRY_FIRST_DELAY_S
+    backoff = Backoff()
     while True:
         try:
             return action()
@@ -312,9 +332,5 @@ def with_retry(action: Callable[[], T], engine: Engine | None = None) -> T:
                 if error is None:
                     raise
                 raise error from None
-            now = time.monotonic()
-            deadline = deadline if deadline is not None else now + retry_window()
-            if now + delay > deadline:
+            if not backoff.wait():
                 raise storage_error(cause, url) from None
-            time.sleep(delay)
-            delay = min(2 * delay, RETRY_MAX_DELAY_S)
