@@ -6,9 +6,10 @@ embedded default's model, ``resnet20`` on digits (untrained weights: they do not
 size the next ``--window`` generations are timed (``run_worker`` in this process, torch on ``--threads``
 threads; a fresh worker each time, whose first generation, which reads the whole study, is shown apart).
 At the largest size every read command runs as a user runs it (a fresh process; wall time and peak
-memory), optuna-dashboard answers the study page once in full and once as an idle poll (its WSGI app in a
-fresh process, cut off after ``--dashboard-timeout`` s; sizes plain and gzipped, as ``prune-search dashboard``
-sends them), and the database's bytes per trial are measured. ``--sizes 1000 2000`` gives the demo's scale.
+memory), optuna-dashboard and ``prune-search dashboard`` each answer the study page once in full and once as a
+poll for new trials after their trial cache expired (the WSGI app in a fresh process, cut off after
+``--dashboard-timeout`` s; bytes on the wire as each sends them), and the database's bytes per trial are
+measured. ``--sizes 1000 2000`` gives the demo's scale.
 
 Run:  python benchmarks/search_scaling.py [--sizes 1000 10000 50000 100000] [--storages sqlite postgresql]
 """
@@ -34,26 +35,32 @@ from prune_search.search import StartOptions, create_or_join, run_worker
 POSTGRES_ADMIN = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 DASHBOARD_PROBE = """
-import gzip, json, sys, time
+import gzip, json, sys, tempfile, time
 from wsgiref.util import setup_testing_defaults
 import optuna, optuna_dashboard
-url, name = sys.argv[1], sys.argv[2]
+url, name, served_by = sys.argv[1], sys.argv[2], sys.argv[3]
 study_id = optuna.storages.get_storage(url).get_study_id_from_name(name)
-app = optuna_dashboard.wsgi(url)
+if served_by == "prune-search":
+    from prune_search.cli.dashboard import dashboard_app
+    app, accept = dashboard_app(url, tempfile.mkdtemp()), "gzip"
+else:
+    app, accept = optuna_dashboard.wsgi(url), ""
 
 def get(query):
-    environ = {"PATH_INFO": f"/api/studies/{study_id}", "QUERY_STRING": query, "REQUEST_METHOD": "GET"}
+    environ = {"PATH_INFO": f"/api/studies/{study_id}", "QUERY_STRING": query, "REQUEST_METHOD": "GET",
+               "HTTP_ACCEPT_ENCODING": accept}
     setup_testing_defaults(environ)
     started = time.perf_counter()
     body = b"".join(app(environ, lambda *response: None))
     return time.perf_counter() - started, body
 
-full_s, full = get("after=0")
+full_s, wire = get("after=0")
+full = gzip.decompress(wire) if accept else wire
 trials = len(json.loads(full)["trials"])
+time.sleep(11)  # past optuna-dashboard's 10 s cache of the trials: a browser's poll then reads the study again
 poll_s, poll = get(f"after={trials}")
-print(json.dumps({"full_s": full_s, "full_bytes": len(full), "trials": trials, "poll_s": poll_s,
-                  "poll_bytes": len(poll), "full_gzip": len(gzip.compress(full, 6)),
-                  "poll_gzip": len(gzip.compress(poll, 6))}))
+print(json.dumps({"full_s": full_s, "full_bytes": len(full), "full_wire": len(wire), "trials": trials,
+                  "poll_s": poll_s, "poll_wire": len(poll)}))
 """
 
 MEASURED_RUN = (
@@ -84,11 +91,16 @@ def command(args: list[str], folder: Path) -> tuple[float, float, int]:
     return elapsed, int(peak_kib) / 2**20, int(rc)
 
 
-def dashboard(url: str, name: str, timeout: float) -> dict | None:
-    """optuna-dashboard's answers for the study page (full, then an idle poll), or None past ``timeout``."""
+def dashboard(url: str, name: str, served_by: str, timeout: float) -> dict | None:
+    """The study page's answers (in full, then a poll for new trials once optuna-dashboard's trial cache has
+    expired) as ``optuna-dashboard`` or ``prune-search`` (its ``dashboard`` command: numpy front, gzip) serves
+    them, from a fresh process; None past ``timeout`` s."""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", DASHBOARD_PROBE, url, name], capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-c", DASHBOARD_PROBE, url, name, served_by],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return None
@@ -155,16 +167,17 @@ def run(kind: str, sizes: list[int], window: int, population: int, timeout: floa
         stored = database_bytes(kind, url, folder)
         print()
         print(f"report: {size_mb:.1f} MB; database: {stored / 1e6:.0f} MB, {stored / held:,.0f} bytes per trial")
-        answer = dashboard(url, "scaling", timeout)
-        if answer is None:
-            print(f"optuna-dashboard study answer: no answer within {timeout:.0f} s")
-        else:
-            per_trial, gzipped = answer["full_bytes"] / answer["trials"], answer["full_gzip"] / answer["trials"]
+        servers = (("optuna-dashboard", "optuna-dashboard"), ("prune-search", "`prune-search dashboard`"))
+        for served_by, title in servers:
+            answer = dashboard(url, "scaling", served_by, timeout)
+            if answer is None:
+                print(f"{title} study answer: no answer within {timeout:.0f} s")
+                continue
             print(
-                f"optuna-dashboard study answer: {answer['full_bytes'] / 1e6:.1f} MB in {answer['full_s']:.1f} s "
-                f"({per_trial:,.0f} bytes per trial; gzipped as `prune-search dashboard` sends it "
-                f"{gzipped:,.0f}); idle poll {answer['poll_bytes'] / 1e6:.2f} MB in {answer['poll_s']:.1f} s "
-                f"(gzipped {answer['poll_gzip'] / 1e6:.2f} MB)"
+                f"{title} study answer: {answer['full_bytes'] / 1e6:.1f} MB in {answer['full_s']:.1f} s "
+                f"({answer['full_bytes'] / answer['trials']:,.0f} bytes per trial; on the wire "
+                f"{answer['full_wire'] / answer['trials']:,.0f}); a poll for new trials after 11 s: "
+                f"{answer['poll_s']:.1f} s, {answer['poll_wire'] / 1e3:.1f} KB on the wire"
             )
         print()
     finally:

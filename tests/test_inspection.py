@@ -11,14 +11,19 @@ import sys
 import uuid
 from wsgiref.util import setup_testing_defaults
 
+import numpy as np
+import optuna
 import optuna_dashboard
 import pytest
 from cli_helpers import run_cli
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+from optuna_dashboard._pareto_front import get_pareto_front_trials as dashboard_front
 from plotly.offline import get_plotlyjs
 from services import POSTGRES, new_database
 
-from prune_search.cli.dashboard import lean_answers
+from prune_search.cli.dashboard import dashboard_app, pareto_front_trials
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.report import figures, write_report
 from prune_search.report.data import collect
@@ -80,7 +85,7 @@ def test_the_dashboard_command_gzips_the_study_answer_and_an_idle_poll_is_empty(
     answer's ETag (as a browser revalidates), an unchanged study answers 304 without a body."""
     handle, url, artifacts, _, _ = finalized_study
     plain_app = optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts)))
-    app = lean_answers(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts))))
+    app = dashboard_app(url, str(artifacts))
     path = f"/api/studies/{handle.study_id}"
     status, headers, body = _answer(app, path, {"HTTP_ACCEPT_ENCODING": "gzip, deflate"})
     assert status.startswith("200") and headers["Content-Encoding"] == "gzip"
@@ -96,6 +101,29 @@ def test_the_dashboard_command_gzips_the_study_answer_and_an_idle_poll_is_empty(
     again = {"HTTP_ACCEPT_ENCODING": "gzip", "HTTP_IF_NONE_MATCH": headers["ETag"]}
     status, _, body = _answer(app, poll, again)
     assert status.startswith("304") and body == b""
+
+
+@pytest.mark.parametrize("objectives", [2, 3])
+def test_the_dashboard_command_ranks_the_front_as_optuna_dashboard_does(objectives):
+    """Ties, duplicates, a maximised objective and unfinished trials: the numpy ranking returns exactly the
+    trials, in the same order, that optuna-dashboard's own pure-Python ranking returns."""
+    rng = np.random.default_rng(objectives)
+    directions = [StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE][:objectives]
+    distributions = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    trials = []
+    for number in range(400):
+        state = TrialState.COMPLETE if number % 17 else TrialState.FAIL
+        costs = rng.integers(0, 8, objectives)  # each minimised: the first trades off against the others
+        costs[0] = 20 - costs[1:].sum() + rng.integers(0, 3)
+        values = [-c if d == StudyDirection.MAXIMIZE else c for c, d in zip(costs.tolist(), directions, strict=True)]
+        values = [float(v) for v in values] if state == TrialState.COMPLETE else None
+        trial = optuna.trial.create_trial(state=state, values=values, params={"x": 0.5}, distributions=distributions)
+        trial.number = number
+        trials.append(trial)
+    ours = [t.number for t in pareto_front_trials(trials, directions)]
+    theirs = [t.number for t in dashboard_front(trials, directions)]
+    assert ours == theirs
+    assert len(ours) > 10
 
 
 def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):

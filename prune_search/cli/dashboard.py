@@ -3,7 +3,9 @@
 optuna-dashboard sends a study's every trial, each parameter with its distribution (≈ 7 KB per trial of a
 12-group model), and its whole Pareto front again on every poll, uncompressed. This command serves the same
 application with its JSON answers gzip-compressed for browsers that accept it (≈ 0.2 KB per trial on the wire)
-and tagged, so that an unchanged answer, an idle poll, is a ``304`` without a body.
+and tagged, so that an unchanged answer, an idle poll, is a ``304`` without a body. optuna-dashboard also ranks
+a study's Pareto front in pure Python, comparing every trial with every other on every answer (790 s of a
+20,000-trial study's 876 s answer here; none within 300 s at 100,000 trials); this command ranks it with numpy.
 
 Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
 """
@@ -15,13 +17,18 @@ from socketserver import ThreadingMixIn
 from typing import Annotated, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import numpy as np
 import optuna_dashboard
 import typer
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from optuna_dashboard import _app as dashboard_app_module
 
 from prune_search.cli.options import ARTIFACT_DIR, ArtifactDirOpt, ExistingStudyOpt, StorageOpt, quiet_optuna
 from prune_search.errors import PruneSearchError
 from prune_search.search import open_study
+from prune_search.search.front import front_indices
 from prune_search.storage import resolve_url
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -71,6 +78,29 @@ def lean_answers(app: WSGIApp) -> WSGIApp:
     return serve
 
 
+def pareto_front_trials(trials: list[FrozenTrial], directions: list[StudyDirection]) -> list[FrozenTrial]:
+    """The COMPLETE trials that no other COMPLETE trial dominates, in the order given: what optuna-dashboard's
+    ``get_pareto_front_trials`` returns (equal values do not dominate; constraints are not looked at), in
+    O(N log N) numpy rather than its O(N²) Python loop."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        return []
+    sign = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in directions])
+    values = np.array([t.values for t in complete], dtype=np.float64) * sign  # [N, M], all minimised
+    return [complete[i] for i in front_indices(values, np.zeros(len(complete)))]
+
+
+def dashboard_app(url: str, artifact_dir: str) -> WSGIApp:
+    """optuna-dashboard's application on storage ``url`` and the artifact store in ``artifact_dir``, its Pareto
+    fronts ranked by :func:`pareto_front_trials` and its answers lean (:func:`lean_answers`).
+
+    The ranking replaces optuna-dashboard's module-level ``get_pareto_front_trials`` in this process (it has no
+    hook for it), only where that name still exists."""
+    if hasattr(dashboard_app_module, "get_pareto_front_trials"):
+        dashboard_app_module.get_pareto_front_trials = pareto_front_trials
+    return lean_answers(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(artifact_dir)))
+
+
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -90,7 +120,7 @@ def dashboard(
     quiet_optuna()
     url = resolve_url(storage)
     handle = open_study(url, study)
-    app = lean_answers(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifact_dir))))
+    app = dashboard_app(url, str(artifact_dir))
     try:
         server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     except OSError as exc:
