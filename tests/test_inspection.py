@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from wsgiref.util import setup_testing_defaults
 
@@ -31,6 +32,7 @@ from prune_search.report.html import FIGURE_SCRIPT
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows
+from prune_search.storage.optuna_tables import set_finished_user_attrs
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +126,30 @@ def test_the_dashboard_command_ranks_the_front_as_optuna_dashboard_does(objectiv
     theirs = [t.number for t in dashboard_front(trials, directions)]
     assert ours == theirs
     assert len(ours) > 10
+
+
+def test_the_dashboard_command_shows_new_trials_and_later_writes_to_finished_ones(checkpoint, sqlite_url, tmp_path):
+    """``prune-search dashboard`` caches finished trials and reads only new ones; a result written to a finished
+    trial later (as ``finalize`` and the measured fidelity write) still shows on the next poll."""
+    options = StartOptions(evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2)
+    handle, _ = create_or_join(sqlite_url, "cached", options, device="cpu", progress=False)
+    run_worker(handle, 40)
+    app = dashboard_app(sqlite_url, str(tmp_path / "artifacts"))
+    path = f"/api/studies/{handle.study_id}"
+
+    def trials() -> list[dict]:
+        time.sleep(2.1)  # past optuna-dashboard's own cache of a study's trials (2 s below 100 trials)
+        status, body = _get(app, path)
+        assert status.startswith("200")
+        return json.loads(body)["trials"]
+
+    assert len(trials()) == 40
+    run_worker(handle, 80)
+    assert len(trials()) == 80
+    first = optuna.load_study(study_name="cached", storage=sqlite_url).trials[0]
+    set_finished_user_attrs(handle.engine, first._trial_id, {"finalized.test_acc": 0.5})
+    shown = next(t for t in trials() if t["number"] == first.number)
+    assert {a["key"]: a["value"] for a in shown["user_attrs"]}["finalized.test_acc"] == "0.5"
 
 
 def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):

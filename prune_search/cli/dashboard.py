@@ -12,12 +12,14 @@ Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists the
 
 import gzip
 import hashlib
+import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Annotated, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
+import optuna
 import optuna_dashboard
 import typer
 from optuna.artifacts import FileSystemArtifactStore
@@ -29,7 +31,8 @@ from prune_search.cli.options import ARTIFACT_DIR, ArtifactDirOpt, ExistingStudy
 from prune_search.errors import PruneSearchError
 from prune_search.search import open_study
 from prune_search.search.front import front_indices
-from prune_search.storage import resolve_url
+from prune_search.storage import create_engine, resolve_url
+from prune_search.storage.study_data import revisions
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 JSON_TYPES = ("application/json",)
@@ -90,15 +93,44 @@ def pareto_front_trials(trials: list[FrozenTrial], directions: list[StudyDirecti
     return [complete[i] for i in front_indices(values, np.zeros(len(complete)))]
 
 
+class CachedTrialsApp:
+    """optuna-dashboard's application over a cache of the stored trials that reads only new and unfinished
+    trials when optuna-dashboard asks again (Optuna's cached storage, ``optuna.storages.get_storage``), instead of
+    every trial through Optuna's ORM every 10 s.
+
+    Optuna's cache keeps a finished trial as first read; prune-search writes to finished trials (``finalize``'s
+    results and plan, measured scores) only through ``optuna_tables``, which gives the study a new revision
+    (``study_data.REVISION_KEY``) each time. Before each request this application reads the revisions (one
+    query) and, when one changed, starts over with a new cache, so that the change shows."""
+
+    def __init__(self, url: str, artifact_dir: str) -> None:
+        self._url, self._artifact_dir = url, artifact_dir
+        self._engine = create_engine(url)
+        self._lock = threading.Lock()
+        self._revisions: dict[int, str] | None = None
+        self._app: WSGIApp | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with self._lock:
+            now = revisions(self._engine)
+            if self._app is None or now != self._revisions:
+                storage = optuna.storages.get_storage(self._url)
+                self._app = optuna_dashboard.wsgi(storage, artifact_store=FileSystemArtifactStore(self._artifact_dir))
+                self._revisions = now
+            app = self._app
+        return app(environ, start_response)
+
+
 def dashboard_app(url: str, artifact_dir: str) -> WSGIApp:
-    """optuna-dashboard's application on storage ``url`` and the artifact store in ``artifact_dir``, its Pareto
-    fronts ranked by :func:`pareto_front_trials` and its answers lean (:func:`lean_answers`).
+    """What ``prune-search dashboard`` serves: optuna-dashboard on storage ``url`` and the artifact store in
+    ``artifact_dir``, over cached trials (:class:`CachedTrialsApp`), its Pareto fronts ranked by
+    :func:`pareto_front_trials` and its answers lean (:func:`lean_answers`).
 
     The ranking replaces optuna-dashboard's module-level ``get_pareto_front_trials`` in this process (it has no
     hook for it), only where that name still exists."""
     if hasattr(dashboard_app_module, "get_pareto_front_trials"):
         dashboard_app_module.get_pareto_front_trials = pareto_front_trials
-    return lean_answers(optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(artifact_dir)))
+    return lean_answers(CachedTrialsApp(url, artifact_dir))
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):

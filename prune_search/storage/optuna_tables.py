@@ -32,6 +32,7 @@ from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from prune_search.errors import PruneSearchError
+from prune_search.storage.study_data import touch_revision
 from prune_search.storage.url import redact, with_retry
 
 SCHEMA_REVISION = "v3.2.0.a"
@@ -199,12 +200,16 @@ def _compact(value: Any) -> str:
 
 
 def _upsert(engine: Engine, table: Table, trial_id: int, values: dict[str, Any]) -> None:
+    """Write attributes of a finished trial, and give its study a new revision (:func:`touch_revision`)."""
+
     def write() -> None:
         with engine.begin() as conn:
             conn.execute(delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(values))))
             conn.execute(
                 insert(table), [{"trial_id": trial_id, "key": k, "value_json": _compact(v)} for k, v in values.items()]
             )
+            study_id = conn.execute(select(_trials.c.study_id).where(_trials.c.trial_id == trial_id)).scalar_one()
+            touch_revision(conn, int(study_id))
 
     with_retry(write, engine)
 

@@ -3,14 +3,19 @@
 import datetime
 import os
 import socket
+import uuid
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from prune_search.storage import tables
 from prune_search.storage.url import with_retry
 
 WRITE_CHECK_KEY = "prune-search write check"
+REVISION_KEY = "finished trials revision"
+"""Study data key of a token that changes whenever a finished trial of the study is written to (readers that
+cache finished trials, such as ``prune-search dashboard``, watch it)."""
 
 
 def ensure_tables(engine: Engine) -> None:
@@ -32,6 +37,36 @@ def put_data(engine: Engine, study_id: int, key: str, value: str) -> None:
                 conn.execute(insert(tables.study_data).values(study_id=study_id, key=key, value=value))
 
     with_retry(write, engine)
+
+
+def touch_revision(conn: Connection, study_id: int) -> None:
+    """Give the study a new :data:`REVISION_KEY` token, in ``conn``'s transaction (the one that writes to one of
+    its finished trials)."""
+    study = tables.study_data.c.study_id == study_id
+    token = uuid.uuid4().hex
+    row = study & (tables.study_data.c.key == REVISION_KEY)
+    if conn.execute(update(tables.study_data).where(row).values(value=token)).rowcount:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(tables.study_data).values(study_id=study_id, key=REVISION_KEY, value=token))
+    except IntegrityError:  # another writer created it first: the revision has changed either way
+        pass
+
+
+def revisions(engine: Engine) -> dict[int, str]:
+    """``{study id: token}`` of :data:`REVISION_KEY`, for every study of the database that has one."""
+
+    def read() -> dict[int, str]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(tables.study_data.c.study_id, tables.study_data.c.value).where(
+                    tables.study_data.c.key == REVISION_KEY
+                )
+            )
+            return {int(study_id): value for study_id, value in rows}
+
+    return with_retry(read, engine)
 
 
 def drop_data(engine: Engine, study_id: int) -> None:
