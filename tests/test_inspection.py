@@ -1,6 +1,7 @@
 """optuna-dashboard (its WSGI app, headless) and the HTML report on real studies."""
 
 import base64
+import contextlib
 import gzip
 import json
 import math
@@ -22,7 +23,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from optuna_dashboard._pareto_front import get_pareto_front_trials as dashboard_front
 from plotly.offline import get_plotlyjs
-from services import POSTGRES, new_database
+from services import MARIADB, POSTGRES, new_database
 
 from prune_search.cli.dashboard import dashboard_app, pareto_front_trials
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
@@ -33,6 +34,7 @@ from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows
 from prune_search.storage.optuna_tables import set_finished_user_attrs
+from prune_search.storage.study_data import revisions
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +251,27 @@ def test_the_optuna_cli_reads_our_studies(finalized_study, command):
         assert {"keep", "macs", "params"} <= set(rows[0]["user_attrs"])
     else:
         assert sorted(row["number"] for row in rows) == sorted(r["trial"] for r in front_rows(handle))
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["sqlite", pytest.param(POSTGRES, marks=pytest.mark.db), pytest.param(MARIADB, marks=pytest.mark.db)],
+    ids=["sqlite", "postgresql", "mariadb"],
+)
+def test_each_write_to_a_finished_trial_gives_its_study_a_new_revision(server, sqlite_url, checkpoint):
+    """What the dashboard's cache watches, on SQLite, PostgreSQL and MariaDB: a new token per write to a finished
+    trial (its first write creates it), none for new trials."""
+    with contextlib.ExitStack() as stack:
+        url = sqlite_url if server == "sqlite" else stack.enter_context(new_database(server))
+        options = StartOptions(evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2)
+        handle, _ = create_or_join(url, "revised", options, device="cpu", progress=False)
+        run_worker(handle, 20)
+        assert handle.study_id not in revisions(handle.engine)
+        trial_id = optuna.load_study(study_name="revised", storage=url).trials[3]._trial_id
+        seen = []
+        for value in (0.5, 0.6):
+            set_finished_user_attrs(handle.engine, trial_id, {"finalized.test_acc": value})
+            seen.append(revisions(handle.engine)[handle.study_id])
+        run_worker(handle, 40)
+        assert len(set(seen)) == 2 and revisions(handle.engine)[handle.study_id] == seen[-1]
+        handle.engine.dispose()
