@@ -94,13 +94,22 @@ def test_a_server_url_without_a_host_is_refused(url):
 
 
 class Outage:
-    """New connections of ``engine`` fail, as with a database server gone, from :meth:`begin` for ``seconds``."""
+    """New connections of ``target`` fail, as with a database server gone, from :meth:`begin` for ``seconds``.
 
-    def __init__(self, engine) -> None:
-        self.engine = engine
+    ``target``: one engine, or the ``Engine`` class for every engine (Optuna's own included); used as a context
+    manager, the outage is removed on exit."""
+
+    def __init__(self, target) -> None:
+        self.target = target
         self.until = 0.0
         self.refused = 0
-        event.listen(engine, "do_connect", self._connect)
+        event.listen(target, "do_connect", self._connect)
+
+    def __enter__(self) -> "Outage":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        event.remove(self.target, "do_connect", self._connect)
 
     def _connect(self, *_args) -> None:
         if time.monotonic() < self.until:
@@ -108,7 +117,8 @@ class Outage:
             raise sqlite3.OperationalError("server closed the connection unexpectedly (test outage)")
 
     def begin(self, seconds: float) -> None:
-        self.engine.dispose()  # the pooled connections die with the server
+        if isinstance(self.target, sqlalchemy.engine.Engine):
+            self.target.dispose()  # the pooled connections die with the server
         self.until = time.monotonic() + seconds
 
     def end(self) -> None:
@@ -212,30 +222,6 @@ def test_a_long_outage_ends_in_one_line_and_a_rerun_resumes(sqlite_url, digits_c
     assert len(optuna.load_study(study_name="long", storage=sqlite_url).trials) == 60
 
 
-class EveryEngineDown:
-    """New connections of every engine (ours and Optuna's own) fail, as with a database server gone, for
-    ``seconds`` from :meth:`begin`."""
-
-    def __init__(self) -> None:
-        self.until = 0.0
-        self.refused = 0
-
-    def __enter__(self) -> "EveryEngineDown":
-        event.listen(sqlalchemy.engine.Engine, "do_connect", self._connect)
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        event.remove(sqlalchemy.engine.Engine, "do_connect", self._connect)
-
-    def _connect(self, *_args) -> None:
-        if time.monotonic() < self.until:
-            self.refused += 1
-            raise sqlite3.OperationalError("server closed the connection unexpectedly (test outage)")
-
-    def begin(self, seconds: float) -> None:
-        self.until = time.monotonic() + seconds
-
-
 @pytest.mark.parametrize("study", ["new", "existing"])
 def test_an_outage_right_after_the_first_connection_is_ridden_out(study, sqlite_url, digits_checkpoint, monkeypatch):
     """The server goes away just after a starting worker's first connection, while it checks the schema, sets
@@ -245,7 +231,7 @@ def test_an_outage_right_after_the_first_connection_is_ridden_out(study, sqlite_
         create_or_join(sqlite_url, study, _options(digits_checkpoint), device="cpu", progress=False)
     first_connection = storage_url.create_engine
 
-    with EveryEngineDown() as outage:
+    with Outage(sqlalchemy.engine.Engine) as outage:
 
         def then_down(url, **kwargs):
             engine = first_connection(url, **kwargs)
@@ -260,6 +246,25 @@ def test_an_outage_right_after_the_first_connection_is_ridden_out(study, sqlite_
     assert complete_trials(handle.engine, handle.study_id) == 20
 
 
+def test_a_joining_worker_rides_out_an_outage_while_it_looks_the_study_up(sqlite_url, digits_checkpoint, monkeypatch):
+    """The server goes away just as a worker asks whether the study exists (after the schema check and Optuna's
+    set-up went through): it waits and joins."""
+    create_or_join(sqlite_url, "lookup", _options(digits_checkpoint), device="cpu", progress=False)
+    lookup = optuna.storages.RDBStorage.get_study_id_from_name
+    refused = []
+
+    def down_twice(self, name):
+        if len(refused) < 2:
+            refused.append(name)
+            raise sqlalchemy.exc.OperationalError("select", {}, sqlite3.OperationalError("connection refused (test)"))
+        return lookup(self, name)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "get_study_id_from_name", down_twice)
+    handle, created = create_or_join(sqlite_url, "lookup", _options(digits_checkpoint), device="cpu", progress=False)
+    assert refused == ["lookup", "lookup"] and not created
+    assert run_worker(handle, 20) == 20
+
+
 def test_an_outage_right_after_the_first_connection_that_outlasts_the_window_is_one_line(
     sqlite_url, digits_checkpoint, monkeypatch
 ):
@@ -267,7 +272,7 @@ def test_an_outage_right_after_the_first_connection_that_outlasts_the_window_is_
     monkeypatch.setattr(storage_url, "RETRY_WINDOW_S", 1.0)
     first_connection = storage_url.create_engine
 
-    with EveryEngineDown() as outage:
+    with Outage(sqlalchemy.engine.Engine) as outage:
 
         def then_down(url, **kwargs):
             engine = first_connection(url, **kwargs)

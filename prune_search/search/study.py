@@ -392,12 +392,17 @@ def open_base(handle: StudyHandle, checkpoint: Path | None = None, data_root: st
     return BaseModel(spec, data, bundle, path, model, handle.space)
 
 
-def study_exists(storage: RDBStorage, name: str) -> bool:
-    try:
-        storage.get_study_id_from_name(name)
-    except KeyError:
-        return False
-    return True
+def study_exists(storage: RDBStorage, engine: Engine, name: str) -> bool:
+    """Whether ``storage`` holds study ``name``; a database outage is ridden out (:func:`with_retry` on ``engine``)."""
+
+    def read() -> bool:
+        try:
+            storage.get_study_id_from_name(name)
+        except KeyError:
+            return False
+        return True
+
+    return with_retry(read, engine)
 
 
 def open_study(url: str, name: str, *, model: str | None = None) -> StudyHandle:
@@ -408,7 +413,7 @@ def open_study(url: str, name: str, *, model: str | None = None) -> StudyHandle:
     """
     engine, storage = open_storage(url)
     with reported(url):
-        if not with_retry(lambda: study_exists(storage, name), engine):
+        if not study_exists(storage, engine, name):
             known = optuna.get_all_study_names(storage)
             raise PruneSearchError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(known) or 'none'}")
         return _load(url, engine, storage, name, model)
@@ -455,7 +460,7 @@ def _create_or_join(
     url: str, engine: Engine, storage: RDBStorage, name: str, options: StartOptions, device: str, progress: bool
 ) -> tuple[StudyHandle, bool]:
     created = False
-    if not study_exists(storage, name):
+    if not study_exists(storage, engine, name):
         directions = ["minimize"] * len(options.objectives or DEFAULTS["objectives"])
         try:  # claim the name first: racing workers wait for the creator's configuration in _load
             study = optuna.create_study(study_name=name, storage=storage, directions=directions)
