@@ -93,7 +93,7 @@ def command(args: list[str], folder: Path) -> tuple[float, float, int]:
 
 def dashboard(url: str, name: str, served_by: str, timeout: float) -> dict | None:
     """The study page's answers (in full, then a poll for new trials once optuna-dashboard's trial cache has
-    expired) as ``optuna-dashboard`` or ``prune-search`` (its ``dashboard`` command: numpy front, gzip) serves
+    expired) as ``optuna-dashboard`` or ``prune-search`` (``dashboard_app``: numpy front, cached trials, gzip) serves
     them, from a fresh process; None past ``timeout`` s."""
     try:
         done = subprocess.run(

@@ -42,9 +42,8 @@ def put_data(engine: Engine, study_id: int, key: str, value: str) -> None:
 def touch_revision(conn: Connection, study_id: int) -> None:
     """Give the study a new :data:`REVISION_KEY` token, in ``conn``'s transaction (the one that writes to one of
     its finished trials)."""
-    study = tables.study_data.c.study_id == study_id
     token = uuid.uuid4().hex
-    row = study & (tables.study_data.c.key == REVISION_KEY)
+    row = (tables.study_data.c.study_id == study_id) & (tables.study_data.c.key == REVISION_KEY)
     if conn.execute(update(tables.study_data).where(row).values(value=token)).rowcount:
         return
     try:
