@@ -158,6 +158,7 @@ def run(kind: str, sizes: list[int], window: int, population: int, timeout: floa
         for args in (
             ["front", "--study", "scaling", "--storage", url, "--format", "csv"],
             ["status", "--study", "scaling", "--storage", url],
+            ["studies", "--storage", url],
             ["report", "--study", "scaling", "--storage", url, "--out", str(report)],
             ["--help"],
         ):

@@ -122,7 +122,7 @@ def test_the_archive_decodes_a_study_as_its_optuna_trials_record_it(sqlite_url, 
     handle, _ = create_or_join(sqlite_url, "codec", options, device="cpu", progress=False)
     run_worker(handle, 40, seed=0)
     archive = load_archive(handle)
-    codec = archive.codec
+    codec = handle.codec
     trials = optuna.load_study(study_name="codec", storage=sqlite_url).get_trials(deepcopy=False)
     numbers = [t.number for t in trials][::-1]
     by_number = {t.number: t for t in trials}
@@ -136,10 +136,10 @@ def test_the_archive_decodes_a_study_as_its_optuna_trials_record_it(sqlite_url, 
             for t in stored
         ]
     )
-    assert _equal(archive.candidates(numbers), from_trials)
+    assert _equal(codec.batch(archive.genes_of(numbers)), from_trials)
     where = {int(n): i for i, n in enumerate(archive.numbers.tolist())}
     X = archive.X[[where[n] for n in numbers]]
     assert np.array_equal(codec.from_params([by_number[n].params for n in numbers]), X)
     assert [archive.keys[where[n]] for n in numbers] == codec.digests(X)
     with pytest.raises(PruneSearchError, match="no trial 99999 in study 'codec'"):
-        archive.candidates([numbers[0], 99999])
+        archive.genes_of([numbers[0], 99999])

@@ -29,7 +29,7 @@ from prune_search.finalize.run import RESULT_ATTR
 from prune_search.models import ModelSpec, build_model
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.config import parse_budget
-from prune_search.search.study import open_storage
+from prune_search.search.stored import open_storage
 from prune_search.search.study_note import update_study_note
 from prune_search.space import PruningSpace
 from prune_search.storage import url as storage_url
@@ -239,7 +239,7 @@ def test_an_outage_right_after_the_first_connection_is_ridden_out(study, sqlite_
             outage.begin(1.5)
             return engine
 
-        monkeypatch.setattr("prune_search.search.study.create_engine", then_down)
+        monkeypatch.setattr("prune_search.search.stored.create_engine", then_down)
         handle, created = create_or_join(sqlite_url, study, _options(digits_checkpoint), device="cpu", progress=False)
     assert outage.refused > 0 and created == (study == "new")
     assert run_worker(handle, 20) == 20
@@ -280,7 +280,7 @@ def test_an_outage_right_after_the_first_connection_that_outlasts_the_window_is_
             outage.begin(3600)
             return engine
 
-        monkeypatch.setattr("prune_search.search.study.create_engine", then_down)
+        monkeypatch.setattr("prune_search.search.stored.create_engine", then_down)
         with pytest.raises(PruneSearchError, match="is unreachable") as lost:
             create_or_join(sqlite_url, "kept", _options(digits_checkpoint), device="cpu", progress=False)
     message = _one_line(lost)

@@ -21,7 +21,9 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import ProxyEvaluator
 from prune_search.search import StartOptions, create_or_join, nsga2, open_study, run_worker
 from prune_search.search.front import REFERENCE, normaliser
-from prune_search.search.summary import front_rows, load_archive, status
+from prune_search.search.status import status
+from prune_search.search.stored import open_stored
+from prune_search.search.summary import front_rows, load_archive
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +139,7 @@ def test_four_worker_processes_share_one_fresh_database(fresh_database, checkpoi
     outputs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outputs]
     _assert_exact(url, name, 1200)
-    info = status(open_study(url, name))
+    info = status(open_stored(url, name))
     assert len(info["workers"]) == 4
     assert sum(w["trials"] for w in info["workers"]) == 1200
     assert info["trials"] == {"COMPLETE": 1200}
@@ -154,7 +156,7 @@ def test_four_worker_processes_share_one_sqlite_file_without_lock_errors(sqlite_
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outputs]
     assert not any("database is locked" in out + err for out, err in outputs)
     _assert_exact(sqlite_url, name, 800)
-    assert status(open_study(sqlite_url, name))["trials"] == {"COMPLETE": 800}
+    assert status(open_stored(sqlite_url, name))["trials"] == {"COMPLETE": 800}
 
 
 @pytest.mark.db
@@ -189,7 +191,7 @@ def test_a_killed_worker_loses_no_trial_and_the_study_still_reaches_n(checkpoint
     _, err = finisher.communicate(timeout=300)
     assert finisher.returncode == 0, err[-800:]
     _assert_exact(POSTGRES, name, target)
-    evaluations = status(open_study(POSTGRES, name))["evaluations"]
+    evaluations = status(open_stored(POSTGRES, name))["evaluations"]
     assert evaluations["measured"] == evaluations["claimed"] <= 8, evaluations  # the killed claim was taken over
 
 
@@ -285,7 +287,7 @@ def _non_dominated(points: np.ndarray) -> np.ndarray:
 def test_hypervolume_history_is_the_front_of_the_stored_trials_and_grows(sqlite_url, checkpoint):
     handle, _ = create_or_join(sqlite_url, "hv", _options(checkpoint), device="cpu", progress=False)
     run_worker(handle, 600)
-    history = status(handle)["history"]
+    history = status(open_stored(handle.url, handle.study.study_name))["history"]
     trials = optuna.load_study(study_name="hv", storage=sqlite_url).get_trials(deepcopy=False)
     assert all(not t.system_attrs for t in trials)  # no constraints: every trial is feasible
     scale = normaliser(handle.config)

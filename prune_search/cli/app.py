@@ -45,7 +45,7 @@ COMMANDS: dict[str, Command] = {
         "The study's feasible Pareto trials: keep counts, strategies, MACs, params, proxies.",
     ),
     "status": Command(
-        "prune_search.cli.study:status_command",
+        "prune_search.cli.status:status_command",
         "Trials by state, workers seen, hypervolume (pymoo) and its history (--format csv: the history).",
     ),
     "finalize": Command(
@@ -61,7 +61,7 @@ COMMANDS: dict[str, Command] = {
         "Serve optuna-dashboard on the study's storage and artifact store.",
     ),
     "studies": Command(
-        "prune_search.cli.study:studies",
+        "prune_search.cli.status:studies",
         "Studies in the storage, with their trial counts.",
     ),
     "models": Command("prune_search.cli.catalog:models_command", "List the model zoo."),

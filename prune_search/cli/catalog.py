@@ -5,7 +5,7 @@ Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists the
 
 import typer
 
-from prune_search.cli.options import FormatOpt, Output
+from prune_search.cli.output import FormatOpt, Output
 from prune_search.data import available_datasets
 from prune_search.models import available_models
 

@@ -29,10 +29,11 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import _app as dashboard_app_module
 
-from prune_search.cli.options import ARTIFACT_DIR, ArtifactDirOpt, ExistingStudyOpt, StorageOpt, quiet_optuna
+from prune_search.cli.output import quiet_optuna
+from prune_search.cli.storage_options import ARTIFACT_DIR, ArtifactDirOpt, ExistingStudyOpt, StorageOpt
 from prune_search.errors import PruneSearchError
-from prune_search.search import open_study
 from prune_search.search.front import front_indices
+from prune_search.search.stored import open_stored
 from prune_search.storage import create_engine, resolve_url
 from prune_search.storage.study_data import revisions
 
@@ -157,7 +158,7 @@ def dashboard(
 ) -> None:
     quiet_optuna()
     url = resolve_url(storage)
-    handle = open_study(url, study)
+    stored = open_stored(url, study)
     app = dashboard_app(url, str(artifact_dir))
     try:
         server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
@@ -165,7 +166,7 @@ def dashboard(
         raise PruneSearchError(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
         ) from None
-    typer.echo(f"optuna-dashboard for '{study}' at http://{host}:{port}/dashboard/studies/{handle.study_id}")
+    typer.echo(f"optuna-dashboard for '{study}' at http://{host}:{port}/dashboard/studies/{stored.study_id}")
     typer.echo("Ctrl-C stops it.")
     try:
         server.serve_forever()

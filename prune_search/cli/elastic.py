@@ -13,24 +13,19 @@ from prune_search.cli.options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
-    ExistingStudyOpt,
     ExpectedModelOpt,
-    FormatOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
     LrOpt,
-    Output,
     ProgressOpt,
-    StorageOpt,
-    StudyCheckpointOpt,
     TuneSeedOpt,
-    echo_table,
     print_epoch,
-    quiet_optuna,
     root_text,
     tuning_config,
 )
+from prune_search.cli.output import FormatOpt, Output, echo_table, quiet_optuna
+from prune_search.cli.storage_options import ExistingStudyOpt, StorageOpt, StudyCheckpointOpt
 from prune_search.device import resolve_device
 from prune_search.elastic.nesting import NEST_RULES, check_levels, parse_trials, pick_trials
 from prune_search.elastic.run import make_elastic

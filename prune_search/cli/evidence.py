@@ -15,22 +15,18 @@ from prune_search.cli.options import (
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
-    ExistingStudyOpt,
     ExpectedModelOpt,
-    FormatOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
     LrOpt,
-    Output,
     ProgressOpt,
-    StorageOpt,
-    StudyCheckpointOpt,
     int_list,
-    quiet_optuna,
     root_text,
     tuning_config,
 )
+from prune_search.cli.output import FormatOpt, Output, quiet_optuna
+from prune_search.cli.storage_options import ExistingStudyOpt, StorageOpt, StudyCheckpointOpt
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.compare import METHODS, parse_methods, run_comparison, summarize

@@ -9,26 +9,28 @@ from typing import Annotated, Any
 import typer
 
 from prune_search.cli.options import (
-    ARTIFACT_DIR,
     TUNING,
-    ArtifactDirOpt,
     BatchSizeOpt,
     DataRootOpt,
     DeviceOpt,
-    ExistingStudyOpt,
     ExpectedModelOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
     LrOpt,
     ProgressOpt,
-    StorageOpt,
-    StudyCheckpointOpt,
     TuneSeedOpt,
     print_epoch,
-    quiet_optuna,
     root_text,
     tuning_config,
+)
+from prune_search.cli.output import quiet_optuna
+from prune_search.cli.storage_options import (
+    ARTIFACT_DIR,
+    ArtifactDirOpt,
+    ExistingStudyOpt,
+    StorageOpt,
+    StudyCheckpointOpt,
 )
 from prune_search.device import resolve_device
 from prune_search.finalize import choose, finalize_trial

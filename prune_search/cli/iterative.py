@@ -18,14 +18,12 @@ from prune_search.cli.options import (
     DataRootOpt,
     DeviceOpt,
     ExpectedModelOpt,
-    FormatOpt,
     IgnoreLayersOpt,
     KdAlphaOpt,
     KdOpt,
     KdTemperatureOpt,
     LrOpt,
     ModelOptions,
-    Output,
     ProgressOpt,
     load_checkpoint,
     name_list,
@@ -33,6 +31,7 @@ from prune_search.cli.options import (
     require_empty_folder,
     tuning_config,
 )
+from prune_search.cli.output import FormatOpt, Output
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CRITERIA, CostModel

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from prune_search.cli.options import ExistingStudyOpt, StorageOpt, quiet_optuna, require_parent_folder
+from prune_search.cli.options import require_parent_folder
+from prune_search.cli.output import quiet_optuna
+from prune_search.cli.storage_options import ExistingStudyOpt, StorageOpt
 from prune_search.report import write_report
 from prune_search.search import open_study
 from prune_search.storage import resolve_url

@@ -15,17 +15,15 @@ from prune_search.cli.options import (
     DataRootOpt,
     DatasetOpt,
     DeviceOpt,
-    FormatOpt,
     IgnoreLayersOpt,
     ModelOpt,
     ModelOptions,
-    Output,
     ProgressOpt,
-    echo_table,
     name_list,
     parse_model_options,
     root_text,
 )
+from prune_search.cli.output import FormatOpt, Output, echo_table
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CRITERIA, AdaptiveBNEvaluator, CostModel, check_criterion

@@ -1,4 +1,4 @@
-"""Study commands: ``start``, ``front``, ``status``, ``studies``.
+"""Study commands: ``start``, ``front`` (``status`` and ``studies``: :mod:`prune_search.cli.status`).
 
 Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
 """
@@ -6,36 +6,30 @@ Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists the
 from pathlib import Path
 from typing import Annotated, Any
 
-import optuna
 import typer
 from tqdm import tqdm
 
 from prune_search.cli.interrupt import deferred_interrupt
 from prune_search.cli.options import (
-    CreateOrJoinStudyOpt,
     DataRootOpt,
     DeviceOpt,
-    ExistingStudyOpt,
-    FormatOpt,
     IgnoreLayersOpt,
     ModelOptions,
-    Output,
     ProgressOpt,
-    StorageOpt,
-    echo_table,
     name_list,
     parse_model_options,
-    quiet_optuna,
     root_text,
 )
+from prune_search.cli.output import FormatOpt, Output, echo_table, quiet_optuna
+from prune_search.cli.storage_options import CreateOrJoinStudyOpt, ExistingStudyOpt, StorageOpt
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CRITERIA, PROXIES
 from prune_search.search import GenerationReport, StartOptions, open_study, run_worker
-from prune_search.search.config import CONFIG_ATTR, DEFAULTS, OBJECTIVES
-from prune_search.search.study import open_storage
+from prune_search.search.config import DEFAULTS, OBJECTIVES
+from prune_search.search.status import spread
 from prune_search.search.study_note import update_study_note
-from prune_search.search.summary import front_rows, spread, status
+from prune_search.search.summary import front_rows
 from prune_search.sensitivity.result import SENSITIVITY_USES
 from prune_search.sensitivity.study import create_or_join_with_scan
 from prune_search.storage import redact, resolve_url
@@ -243,57 +237,5 @@ def front(
         typer.echo(f"front of study '{study}': {shown} trials; groups, in the order of the keep columns:")
         typer.echo("  " + ", ".join(handle.space.names))
         _print_front(rows, handle.config["proxy"])
-
-    output.results(rows, table)
-
-
-def status_command(study: ExistingStudyOpt, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
-    """Under ``--format csv``: the hypervolume history, one row per generation."""
-    quiet_optuna()
-    output = Output(fmt)
-    info = status(open_study(resolve_url(storage), study))
-    output.results(info, lambda: _print_status(info), rows=info["history"])
-
-
-def _print_status(info: dict[str, Any]) -> None:
-    typer.echo(f"study {info['study']}: objectives {', '.join(info['objectives'])}")
-    typer.echo("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(info["trials"].items())))
-    typer.echo(
-        f"feasible front: {info['front']} trials; hypervolume {info['hypervolume']:.5f} "
-        f"(objectives / base model, reference point {info['reference_point']})"
-    )
-    evaluations = info["evaluations"]
-    if evaluations["budget"]:
-        typer.echo(
-            f"whole-candidate evaluations: {evaluations['measured']} measured, "
-            f"{evaluations['claimed'] - evaluations['measured']} in progress, budget {evaluations['budget']}"
-        )
-    typer.echo("hypervolume history (generation, trials, hypervolume):")
-    for item in spread(info["history"], 10):
-        typer.echo(f"  {item['generation']:5d} {item['trials']:7d} {item['hypervolume']:.5f}")
-    typer.echo(f"workers seen: {len(info['workers'])}")
-    for worker in info["workers"]:
-        typer.echo(
-            f"  #{worker['worker_id']} {worker['host']} pid {worker['pid']}: {worker['trials']} trials, "
-            f"last seen {worker['last_seen']} UTC"
-        )
-
-
-def studies(storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
-    quiet_optuna()
-    output = Output(fmt)
-    _, rdb = open_storage(resolve_url(storage))
-    rows = [
-        {
-            "study": summary.study_name,
-            "trials": summary.n_trials,
-            "kind": "prune-search" if CONFIG_ATTR in summary.user_attrs else "optuna",
-        }
-        for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False)
-    ]
-
-    def table() -> None:
-        for row in rows:
-            typer.echo(f"{row['study']}\t{row['trials']} trials\t{row['kind']}")
 
     output.results(rows, table)

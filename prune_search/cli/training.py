@@ -16,12 +16,10 @@ from prune_search.cli.options import (
     DeviceOpt,
     DownloadOpt,
     ExpectedModelOpt,
-    FormatOpt,
     ImageSizeOpt,
     LrOpt,
     ModelOpt,
     ModelOptions,
-    Output,
     ProgressOpt,
     SplitSeedOpt,
     ValFractionOpt,
@@ -31,6 +29,7 @@ from prune_search.cli.options import (
     print_epoch,
     require_parent_folder,
 )
+from prune_search.cli.output import FormatOpt, Output
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.training import TrainConfig, train_baseline

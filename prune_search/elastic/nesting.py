@@ -25,8 +25,9 @@ from torch import Tensor
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, Importance, keep_order
+from prune_search.search.status import spread
 from prune_search.search.study import StudyHandle
-from prune_search.search.summary import front_rows, load_archive, spread
+from prune_search.search.summary import front_rows, load_archive
 from prune_search.space import CandidateBatch, PruningSpace
 
 NEST_RULES = ("max", "min")
@@ -95,7 +96,7 @@ def pick_trials(handle: StudyHandle, front: int | None, trials: list[int] | None
 
 def trial_candidates(handle: StudyHandle, numbers: list[int]) -> CandidateBatch:
     """The candidates (keep counts and strategy codes) of trials ``numbers``, in that order."""
-    return load_archive(handle).candidates(numbers)
+    return handle.codec.batch(load_archive(handle).genes_of(numbers))
 
 
 def _strategies(space: PruningSpace, codes: Tensor) -> tuple[Tensor, list[str]]:

@@ -29,7 +29,6 @@ from prune_search.finalize.rerank import bn_rerank, kl_rerank, pick_method, refe
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.baselines import BASELINES, baseline
-from prune_search.search.codec import CandidateCodec
 from prune_search.search.config import parse_budget
 from prune_search.search.fidelity import multi_fidelity
 from prune_search.search.references import stored_rows
@@ -92,7 +91,7 @@ def _candidate(
     """The candidate ``method`` picks at ``budget`` (``macs_budget`` MACs), and its trial number (None off the
     study); ``rows`` is the study's front."""
     handle = base.handle
-    codec = CandidateCodec(handle.space)
+    codec = handle.codec
     if method == "search":
         default = PICK_METHOD[pick_method("auto", handle)]
         if default is not None:

@@ -18,7 +18,6 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator
 from prune_search.evaluators.trained import TrainedEvaluator
 from prune_search.search.baselines import baseline
-from prune_search.search.codec import CandidateCodec
 from prune_search.search.config import parse_budget
 from prune_search.search.fidelity import multi_fidelity
 from prune_search.search.references import stored_rows
@@ -43,7 +42,7 @@ def bn_rerank(
     ``model`` is the study's base model (unchanged); returns the row and its accuracy in [0, 1].
     """
     rows = nearest(fitting)
-    batch = CandidateCodec(handle.space).from_rows(rows)
+    batch = handle.codec.from_rows(rows)
     calibration = [b for _, b in zip(range(CALIBRATION_BATCHES), bundle.loader("train", 128), strict=False)]
     validation = [b for _, b in zip(range(VAL_BATCHES), bundle.loader("val", 128), strict=False)]
     evaluator = AdaptiveBNEvaluator(model, handle.space, handle.importance, calibration, validation, device)
@@ -59,7 +58,7 @@ def kl_rerank(
     to the unpruned model: least KL (nats per sample) with BN re-estimated, on the study's train-split fitness
     sample (:class:`BatchedEvaluator`; val is not used). Returns the row and its KL."""
     rows = nearest(fitting)
-    batch = CandidateCodec(handle.space).from_rows(rows)
+    batch = handle.codec.from_rows(rows)
     evaluator = BatchedEvaluator(model, handle.space, handle.importance, fitness_batches(bundle), device)
     scores = evaluator(batch)["kl"]
     best = int(scores.argmin())
@@ -152,7 +151,7 @@ def trained_rerank(
     held-out train images (:class:`TrainedEvaluator`); the best third go on to the next rung's longer run.
     Returns the winner of the last rung and its KL. ``on_rung(rung, candidates, steps)`` reports progress."""
     pool = trained_pool(fitting, references)
-    codec = CandidateCodec(handle.space)
+    codec = handle.codec
     train, held_out = trained_batches(bundle)
     evaluator = TrainedEvaluator(model, handle.space, handle.importance, train, held_out, device)
 

@@ -140,7 +140,7 @@ def finalize_trial(
     if finished is not None:
         return finished, None
     check_can_record(handle, out, artifact_dir)  # before hours of fine-tuning whose result could not be kept
-    candidate = load_archive(handle).candidates([number])
+    candidate = handle.codec.batch(load_archive(handle).genes_of([number]))
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(identity))
     data = DataSpec.from_dict(handle.config["data"])  # as stored: the export names no machine's data root

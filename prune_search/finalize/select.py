@@ -8,8 +8,9 @@ import numpy as np
 from prune_search.errors import PruneSearchError
 from prune_search.search.config import parse_budget
 from prune_search.search.fidelity import multi_fidelity
+from prune_search.search.status import spread
 from prune_search.search.study import StudyHandle
-from prune_search.search.summary import front_rows, load_archive, spread
+from prune_search.search.summary import front_rows, load_archive
 
 
 def knee(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from prune_search.report.data import ReportData
-from prune_search.search.summary import spread
+from prune_search.search.status import spread
 
 HEATMAP_ROWS = 40  # at most this many front trials in the keep-ratio heatmap, spread over MACs
 _AXES = {"proxy": "proxy (loss estimate)", "macs": "MACs (% of base)", "params": "params (% of base)"}

@@ -8,8 +8,6 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from prune_search.errors import PruneSearchError
-from prune_search.search.codec import CandidateCodec
-from prune_search.space import CandidateBatch
 from prune_search.storage.bulk import read_candidates
 
 
@@ -46,22 +44,21 @@ def decode_objectives(texts: Sequence[str], objectives: int) -> np.ndarray:
 
 
 class Archive:
-    """Genes ``X [N, 2G]``, objectives ``F [N, M]``, violations ``[N]`` of all stored trials,
-    with their trial numbers, Optuna trial ids and digests (``keys``) in storage order; ``codec`` decodes
-    the genes, ``name`` (the study's) is for messages.
+    """Genes ``X [N, 2G]`` (a space of ``groups`` G; :class:`~prune_search.search.codec.CandidateCodec` decodes
+    them), objectives ``F [N, M]``, violations ``[N]`` of all stored trials, with their trial numbers, Optuna
+    trial ids and digests (``keys``) in storage order; ``name`` (the study's) is for messages.
 
     The arrays are views of buffers that grow by doubling, so reading new rows costs what the new rows cost,
     not what the study holds.
     """
 
-    def __init__(self, engine: Engine, study_id: int, codec: CandidateCodec, objectives: int, name: str) -> None:
+    def __init__(self, engine: Engine, study_id: int, groups: int, objectives: int, name: str) -> None:
         self.engine = engine
         self.study_id = study_id
-        self.codec = codec
         self.name = name
         self._size = 0
         self._buffers = {
-            "X": np.zeros((0, 2 * len(codec)), dtype=np.int64),
+            "X": np.zeros((0, 2 * groups), dtype=np.int64),
             "F": np.zeros((0, objectives)),
             "violation": np.zeros(0),
             "generation": np.zeros(0, dtype=np.int64),
@@ -132,12 +129,12 @@ class Archive:
     def next_generation(self) -> int:
         return int(self.generation.max()) + 1 if len(self.generation) else 0
 
-    def candidates(self, numbers: Sequence[int]) -> CandidateBatch:
-        """The candidates ``[len(numbers), G]`` of trials ``numbers``, in that order (read by the last refresh);
+    def genes_of(self, numbers: Sequence[int]) -> np.ndarray:
+        """The genes ``[len(numbers), 2G]`` of trials ``numbers``, in that order (read by the last refresh);
         a one-line error names a number the study does not hold."""
         where = {int(number): row for row, number in enumerate(self.numbers.tolist())}
         missing = [n for n in numbers if n not in where]
         if missing:
             last = int(self.numbers.max()) if len(self.numbers) else -1
             raise PruneSearchError(f"no trial {missing[0]} in study '{self.name}' (it has trials 0..{last})")
-        return self.codec.batch(self.X[[where[n] for n in numbers]])
+        return self.X[[where[n] for n in numbers]]

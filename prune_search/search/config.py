@@ -138,6 +138,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def objective_names(config: dict[str, Any]) -> list[str]:
+    """A study's objectives as shown: the proxy's name in place of ``proxy``."""
+    return [config["proxy"] if o == "proxy" else o for o in config["objectives"]]
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages that determine a study's numbers."""
     out = {}

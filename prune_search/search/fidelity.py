@@ -93,7 +93,7 @@ def study_surrogate(
     if not done.any():
         return None
     fast = archive.F[done, handle.config["objectives"].index("proxy")]
-    return Surrogate(features(archive.codec, archive.X[done], fast), fast, measured[done])
+    return Surrogate(features(handle.codec, archive.X[done], fast), fast, measured[done])
 
 
 def corrected_objectives(
@@ -112,7 +112,7 @@ def corrected_objectives(
     fast = archive.F[:, column]
     measured = measured_column(archive, scores)
     F = archive.F.copy()
-    F[:, column] = np.where(np.isnan(measured), surrogate(features(archive.codec, archive.X, fast), fast), measured)
+    F[:, column] = np.where(np.isnan(measured), surrogate(features(handle.codec, archive.X, fast), fast), measured)
     return F
 
 
@@ -172,7 +172,7 @@ class Promoter:
         where = {key: i for i, key in enumerate(archive.keys)}
         claims = [p for p in claims if p.digest in where]
         rows = np.array([where[p.digest] for p in claims], dtype=np.int64)
-        scores = self.whole(archive.codec.batch(archive.X[rows]))
+        scores = self.whole(self.scorer.codec.batch(archive.X[rows]))
         for j, promotion in enumerate(claims):
             record_scores(
                 self.handle.engine,

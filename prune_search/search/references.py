@@ -4,7 +4,6 @@ it picks is a trial that ``finalize`` prunes, fine-tunes, exports and records li
 
 import torch
 
-from prune_search.search.codec import CandidateCodec
 from prune_search.search.runner import Scorer
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import archive_rows, load_archive
@@ -20,7 +19,7 @@ def stored_rows(handle: StudyHandle, candidates: CandidateBatch, device: torch.d
     in that order: a candidate the study already holds keeps its trial; the others are scored and stored as new
     COMPLETE trials of the next generation, by a worker registered for it (the study then holds more trials than
     its ``--trials``)."""
-    codec = CandidateCodec(handle.space)
+    codec = handle.codec
     X = codec.canonical(codec.genes(candidates))
     digests = codec.digests(X)
     with reported(handle.url):

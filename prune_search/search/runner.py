@@ -73,7 +73,7 @@ class Scorer:
 
     def __init__(self, handle: StudyHandle, device: torch.device) -> None:
         self.config = handle.config
-        self.codec = CandidateCodec(handle.space)
+        self.codec = handle.codec
         self.proxy = ProxyEvaluator(handle.space, handle.importance, device, handle.fitness)
         self.cost = CostModel(handle.space, device)
 
@@ -156,9 +156,15 @@ def _initial(codec: CandidateCodec, seeds: np.ndarray, size: int, rng: np.random
     return np.concatenate([seeds, np.stack(uniform)[: size // 2], random])[:size]
 
 
-def _offspring(archive: Archive, F: np.ndarray, chosen: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def _offspring(
+    archive: Archive,
+    codec: CandidateCodec,
+    F: np.ndarray,
+    chosen: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """``size`` children of the archive rows ``chosen`` (the survivors), ranked by objectives ``F [N, M]``."""
-    codec = archive.codec
     rank, crowding = nsga2.rank_and_crowding(F[chosen], archive.violation[chosen])
     first = nsga2.tournament(rank, crowding, size, rng)
     second = nsga2.tournament(rank, crowding, size, rng)
@@ -218,7 +224,9 @@ def _run(
     if multi_fidelity(handle):
         promoter = Promoter(handle, scorer, device, checkpoint, data_root)
     worker_id, ordinal = register_worker(handle.engine, handle.study_id)
-    archive = Archive(handle.engine, handle.study_id, codec, len(handle.config["objectives"]), handle.study.study_name)
+    archive = Archive(
+        handle.engine, handle.study_id, len(codec), len(handle.config["objectives"]), handle.study.study_name
+    )
     distributions = handle.space.distributions()
     population = handle.config["population"]
     elite = Elite(population)
@@ -237,9 +245,9 @@ def _run(
             X = _initial(codec, seeds, population, rng)
         elif stalls < 2 and promoter is not None:  # the surrogate re-estimates every row: rank them all
             F = promoter.corrected(archive)
-            X = _offspring(archive, F, nsga2.survivors(F, archive.violation, population), population, rng)
+            X = _offspring(archive, codec, F, nsga2.survivors(F, archive.violation, population), population, rng)
         elif stalls < 2:
-            X = _offspring(archive, archive.F, elite.survivors, population, rng)
+            X = _offspring(archive, codec, archive.F, elite.survivors, population, rng)
         else:
             X = _initial(codec, seeds, population, rng)[population // 2 :]
         X = _unique_new(codec, X, archive.digests)

@@ -1,15 +1,15 @@
 """Creating a study (configuration, importance, space stored once) or joining an existing one."""
 
 import contextlib
-import time
 import warnings
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from sqlalchemy.engine import Engine
 from torch import nn
 from tqdm import tqdm
@@ -31,6 +31,7 @@ from prune_search.evaluators import (
 )
 from prune_search.evaluators.fitness_table import measured_counts
 from prune_search.models import ModelSpec, check_trusted, resolve_factory
+from prune_search.search.codec import CandidateCodec
 from prune_search.search.config import (
     CONFIG_ATTR,
     DEFAULTS,
@@ -41,23 +42,16 @@ from prune_search.search.config import (
     StartOptions,
     check_budget,
     contradictions,
+    objective_names,
     parse_budget,
     sha256_of,
     versions,
 )
+from prune_search.search.stored import StoredStudy, load_stored, open_storage, open_stored, study_exists
 from prune_search.space import PruningSpace
-from prune_search.storage.optuna_tables import check_schema
-from prune_search.storage.study_data import drop_data, ensure_tables, get_data, put_data
+from prune_search.storage.study_data import drop_data, put_data
 from prune_search.storage.url import (
-    Backoff,
-    create_engine,
-    database_error,
-    redact,
-    refused_write,
     reported,
-    require_existing,
-    server_down,
-    storage_error,
     with_retry,
 )
 from prune_search.threads import set_threads_for
@@ -65,7 +59,6 @@ from prune_search.training.cache import cached_baseline
 from prune_search.training.checkpoint import load_model
 
 CONFIG_WAIT_S = 600.0
-SCHEMA_ATTEMPTS = 5
 # The measured fitness table: BN statistics and scores of each one-group-pruned network come from
 # FITNESS_BATCHES × FITNESS_BATCH_SIZE train samples (shuffled with FITNESS_SEED), at up to
 # FITNESS_LEVELS keep counts per group and strategy.
@@ -96,7 +89,12 @@ class StudyHandle:
     trusted_factory: str | None = None
 
     def objective_names(self) -> list[str]:
-        return [self.config["proxy"] if o == "proxy" else o for o in self.config["objectives"]]
+        return objective_names(self.config)
+
+    @cached_property
+    def codec(self) -> CandidateCodec:
+        """The one decoding of the space's individuals (genes, candidates, params, trial rows)."""
+        return CandidateCodec(self.space)
 
     def model_spec(self) -> ModelSpec:
         """The base model's stored spec (checked to be plain data, and buildable: a stored
@@ -104,53 +102,6 @@ class StudyHandle:
         spec = ModelSpec.from_dict(self.config["model"])
         check_trusted(spec, self.trusted_factory, f"study '{self.study.study_name}'")
         return spec
-
-
-def open_storage(url: str, *, create: bool = False) -> tuple[Engine, RDBStorage]:
-    """The project's engine and Optuna's RDB storage (heartbeats, stale-trial retries, pre-ping).
-
-    A database whose Optuna table schema is not the one :mod:`prune_search.storage.optuna_tables` is
-    written for is refused, before Optuna or prune-search writes to it (one-line error). Only with
-    ``create`` (``start``: create or join a study) are Optuna's and the project's tables created in a
-    new database; for reading, a missing SQLite file or a database without Optuna's tables is refused in
-    one line and nothing is created."""
-    if not create:
-        require_existing(url)
-    engine = create_engine(url, wait=create)
-    backoff, attempts = Backoff(), 0
-    while True:
-        try:
-            if check_schema(engine, url) is None and not create:
-                engine.dispose()
-                raise PruneSearchError(f"no prune-search studies in {redact(url)}: create one with prune-search start")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = RDBStorage(
-                    url,
-                    engine_kwargs={"pool_pre_ping": True},
-                    heartbeat_interval=60,
-                    grace_period=120,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                    skip_table_creation=not create,
-                )
-            if create:
-                ensure_tables(engine)
-            return engine, storage
-        except PruneSearchError:
-            raise
-        except Exception as exc:
-            cause = database_error(exc)
-            if cause is not None and refused_write(cause):  # a read-only file or a full disk: no retry helps
-                raise storage_error(exc, url) from None
-            if cause is not None and server_down(cause):  # the server went away after the first connection
-                if backoff.wait():
-                    continue
-                raise storage_error(exc, url) from None
-            attempts += 1  # workers racing to create the schema of a fresh database
-            if attempts == SCHEMA_ATTEMPTS:
-                reason = str(exc).strip().splitlines()[0][:160]
-                raise PruneSearchError(f"cannot open Optuna storage {redact(url)}: {reason}") from None
-            time.sleep(0.5 * attempts)
 
 
 def validate(options: StartOptions) -> None:
@@ -324,40 +275,31 @@ def _load(
 ) -> StudyHandle:
     """The handle of study ``name``; a worker joining a study being created waits up to ``wait_s`` seconds for
     its configuration."""
-    study = optuna.load_study(study_name=name, storage=storage)
-    study_id = storage.get_study_id_from_name(name)
-    deadline = time.monotonic() + wait_s
-    while CONFIG_ATTR not in study.user_attrs:
-        if time.monotonic() > deadline:
-            raise PruneSearchError(
-                f"study '{name}' exists but is not a prune-search study (no configuration): another tool made it, "
-                f"or its creator was killed while preparing it; remove it with 'optuna delete-study --study-name "
-                f"{name} --storage URL' or choose another --study"
-            )
-        time.sleep(1.0)
-        study = optuna.load_study(study_name=name, storage=storage)
-    space_json, importance_json = get_data(engine, study_id, SPACE_KEY), get_data(engine, study_id, IMPORTANCE_KEY)
-    if space_json is None or importance_json is None:
-        raise PruneSearchError(f"study '{name}' lacks its stored space or importance; create it again under a new name")
-    fitness_json = get_data(engine, study_id, FITNESS_KEY)
-    if study.user_attrs[CONFIG_ATTR]["proxy"] in TABLE_PROXIES and fitness_json is None:
+    return _handle(load_stored(url, engine, storage, name, wait_s), model)
+
+
+def _handle(stored: StoredStudy, model: str | None) -> StudyHandle:
+    """The handle of a stored study: its space, importance and fitness table built; ``model`` (the user's
+    ``--model``) checked against the study's."""
+    name = stored.study.study_name
+    if stored.config["proxy"] in TABLE_PROXIES and stored.fitness is None:
         raise PruneSearchError(f"study '{name}' lacks its stored fitness table; create it again under a new name")
-    stored = ModelSpec.from_dict(study.user_attrs[CONFIG_ATTR].get("model"))
-    if model is not None and model != stored.name:
+    spec = ModelSpec.from_dict(stored.config.get("model"))
+    if model is not None and model != spec.name:
         raise PruneSearchError(
-            f"study '{name}' exists with another configuration: --model {model} (the study has {stored.name}); "
+            f"study '{name}' exists with another configuration: --model {model} (the study has {spec.name}); "
             "drop the flag or choose another --study"
         )
     return StudyHandle(
-        url,
-        engine,
-        storage,
-        study,
-        study_id,
-        study.user_attrs[CONFIG_ATTR],
-        PruningSpace.from_json(space_json),
-        Importance.from_json(importance_json),
-        FitnessTable.from_json(fitness_json) if fitness_json is not None else None,
+        stored.url,
+        stored.engine,
+        stored.storage,
+        stored.study,
+        stored.study_id,
+        stored.config,
+        PruningSpace.from_json(stored.space),
+        Importance.from_json(stored.importance),
+        FitnessTable.from_json(stored.fitness) if stored.fitness is not None else None,
         model,
     )
 
@@ -392,31 +334,13 @@ def open_base(handle: StudyHandle, checkpoint: Path | None = None, data_root: st
     return BaseModel(spec, data, bundle, path, model, handle.space)
 
 
-def study_exists(storage: RDBStorage, engine: Engine, name: str) -> bool:
-    """Whether ``storage`` holds study ``name``; a database outage is ridden out (:func:`with_retry` on ``engine``)."""
-
-    def read() -> bool:
-        try:
-            storage.get_study_id_from_name(name)
-        except KeyError:
-            return False
-        return True
-
-    return with_retry(read, engine)
-
-
 def open_study(url: str, name: str, *, model: str | None = None) -> StudyHandle:
-    """An existing prune-search study (for ``front``, ``status``, ``finalize``, ...).
+    """An existing prune-search study (for ``front``, ``finalize``, ...).
 
     ``model`` is the user's ``--model``: it must be the study's model, and it is the one
     ``package.module:factory`` that may be built from the stored spec (``handle.trusted_factory``).
     """
-    engine, storage = open_storage(url)
-    with reported(url):
-        if not study_exists(storage, engine, name):
-            known = optuna.get_all_study_names(storage)
-            raise PruneSearchError(f"no study '{name}' in {redact(url)}; studies there: {', '.join(known) or 'none'}")
-        return _load(url, engine, storage, name, model)
+    return _handle(open_stored(url, name), model)
 
 
 def clash_error(name: str, clash: str) -> PruneSearchError:

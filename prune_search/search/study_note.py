@@ -9,8 +9,9 @@ from sqlalchemy.engine import Engine
 from prune_search.search.archive import Archive
 from prune_search.search.config import stored_ignored
 from prune_search.search.front import REFERENCE, front_hypervolume, front_indices
+from prune_search.search.status import spread
 from prune_search.search.study import StudyHandle
-from prune_search.search.summary import front_rows, load_archive, spread
+from prune_search.search.summary import front_rows, load_archive
 from prune_search.storage.measurements import read_scores
 from prune_search.storage.url import with_retry
 

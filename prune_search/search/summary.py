@@ -1,4 +1,4 @@
-"""What ``front`` and ``status`` print: feasible Pareto trials, states, workers, hypervolume."""
+"""The feasible Pareto trials as ``front``, ``finalize``, ``compare`` and the report show them."""
 
 from typing import Any
 
@@ -6,24 +6,17 @@ import numpy as np
 import torch
 
 from prune_search.search.archive import Archive
-from prune_search.search.codec import CandidateCodec
 from prune_search.search.fidelity import MEASURE, corrected_objectives
-from prune_search.search.front import REFERENCE, front_hypervolume, front_indices, hypervolume_history
+from prune_search.search.front import front_indices
 from prune_search.search.runner import Scorer
 from prune_search.search.study import StudyHandle
-from prune_search.storage.bulk import trial_states
-from prune_search.storage.measurements import count_claims, read_scores
-from prune_search.storage.study_data import workers_of
+from prune_search.storage.measurements import read_scores
 
 
 def load_archive(handle: StudyHandle) -> Archive:
     """Every trial of the study, read now (genes decoded by the study space's codec)."""
     archive = Archive(
-        handle.engine,
-        handle.study_id,
-        CandidateCodec(handle.space),
-        len(handle.config["objectives"]),
-        handle.study.study_name,
+        handle.engine, handle.study_id, len(handle.space), len(handle.config["objectives"]), handle.study.study_name
     )
     archive.refresh()
     return archive
@@ -108,38 +101,3 @@ def archive_rows(
             }
         )
     return rows
-
-
-def status(handle: StudyHandle) -> dict[str, Any]:
-    """Trials by state, workers seen, hypervolume now and over the study's generations (at most 20 of them,
-    spread evenly: :func:`~prune_search.search.front.hypervolume_history`)."""
-    archive = load_archive(handle)
-    front = front_indices(archive.F, archive.violation)
-    history = hypervolume_history(archive.F, archive.violation, archive.generation, handle.config)
-    return {
-        "study": handle.study.study_name,
-        "trials": trial_states(handle.engine, handle.study_id),
-        "front": len(front),
-        "evaluations": {
-            "budget": int(handle.config.get("evaluations", 0)),
-            "measured": len(read_scores(handle.engine, handle.study_id)),
-            "claimed": count_claims(handle.engine, handle.study_id),
-        },
-        "hypervolume": front_hypervolume(archive.F[front], handle.config),
-        "reference_point": [REFERENCE] * len(handle.config["objectives"]),
-        "objectives": handle.objective_names(),
-        "history": [{"generation": g, "trials": n, "hypervolume": hv} for g, n, hv in history],
-        "workers": [
-            {k: (str(v) if k in ("started_at", "last_seen") else v) for k, v in w.items() if k != "study_id"}
-            for w in workers_of(handle.engine, handle.study_id)
-        ],
-        "config": handle.config,
-    }
-
-
-def spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    """At most ``count`` rows spread evenly over the list (which is sorted by MACs)."""
-    if len(rows) <= count:
-        return rows
-    picks = np.unique(np.linspace(0, len(rows) - 1, count).round().astype(int))
-    return [rows[i] for i in picks]
