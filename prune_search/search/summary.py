@@ -14,7 +14,7 @@ from prune_search.storage.measurements import read_scores
 
 
 def load_archive(handle: StudyHandle) -> Archive:
-    """Every trial of the study, read now (genes decoded by the study space's codec)."""
+    """Every trial of the study, read now (``handle.codec`` decodes its genes)."""
     archive = Archive(
         handle.engine, handle.study_id, len(handle.space), len(handle.config["objectives"]), handle.study.study_name
     )
