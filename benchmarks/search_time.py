@@ -19,7 +19,6 @@ import torch
 
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.status import status
-from prune_search.search.stored import open_stored
 from prune_search.search.summary import front_rows
 
 
@@ -29,7 +28,7 @@ def one(url: str, name: str, options: StartOptions, trials: int) -> dict:
     created = time.perf_counter()
     run_worker(handle, trials, device="cpu")
     done = time.perf_counter()
-    info = status(open_stored(handle.url, handle.study.study_name))
+    info = status(handle)
     return {
         "evaluations": options.evaluations,
         "create_s": created - started,

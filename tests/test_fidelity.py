@@ -13,7 +13,6 @@ from prune_search.finalize.select import choose
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.fidelity import Surrogate
 from prune_search.search.status import status
-from prune_search.search.stored import open_stored
 from prune_search.search.summary import front_rows, load_archive
 from prune_search.storage import tables
 from prune_search.storage.measurements import Promotion, claim_promotions, read_scores, record_scores
@@ -59,7 +58,7 @@ def test_a_multi_fidelity_study_measures_exactly_its_budget_of_front_candidates(
         values = trial.user_attrs["measured"]
         assert set(values) == {"accuracy", "loss", "kl"}
         assert 0.0 <= values["accuracy"] <= 1.0 and values["kl"] >= 0.0
-    info = status(open_stored(handle.url, handle.study.study_name))
+    info = status(handle)
     assert info["evaluations"] == {"budget": 10, "measured": 10, "claimed": 10}
 
 

@@ -287,7 +287,7 @@ def _non_dominated(points: np.ndarray) -> np.ndarray:
 def test_hypervolume_history_is_the_front_of_the_stored_trials_and_grows(sqlite_url, checkpoint):
     handle, _ = create_or_join(sqlite_url, "hv", _options(checkpoint), device="cpu", progress=False)
     run_worker(handle, 600)
-    history = status(open_stored(handle.url, handle.study.study_name))["history"]
+    history = status(handle)["history"]
     trials = optuna.load_study(study_name="hv", storage=sqlite_url).get_trials(deepcopy=False)
     assert all(not t.system_attrs for t in trials)  # no constraints: every trial is feasible
     scale = normaliser(handle.config)

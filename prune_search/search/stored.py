@@ -40,7 +40,7 @@ SCHEMA_ATTEMPTS = 5
 class StoredStudy:
     """An open study as stored: Optuna's view, the raw engine, the configuration (``config``, the study's
     :data:`~prune_search.search.config.CONFIG_ATTR` user attr) and the JSON texts of its space, importance and
-    fitness table (``fitness``: None when the study has none)."""
+    fitness table (``fitness_json``: None when the study has none)."""
 
     url: str
     engine: Engine
@@ -48,16 +48,16 @@ class StoredStudy:
     study: optuna.Study
     study_id: int
     config: dict[str, Any]
-    space: str
-    importance: str
-    fitness: str | None
+    space_json: str
+    importance_json: str
+    fitness_json: str | None
 
     def objective_names(self) -> list[str]:
         return objective_names(self.config)
 
     def groups(self) -> int:
         """G, the number of groups of the stored space."""
-        return len(json.loads(self.space)["structure"]["groups"])
+        return len(json.loads(self.space_json)["structure"]["groups"])
 
 
 def open_storage(url: str, *, create: bool = False) -> tuple[Engine, RDBStorage]:

@@ -2,7 +2,7 @@
 
 import contextlib
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ from prune_search.search.config import (
     StartOptions,
     check_budget,
     contradictions,
-    objective_names,
     parse_budget,
     sha256_of,
     versions,
@@ -69,27 +68,19 @@ FITNESS_LEVELS = 9
 
 
 @dataclass
-class StudyHandle:
-    """An open study: Optuna's view, the raw engine, the stored configuration and search space.
+class StudyHandle(StoredStudy):
+    """An open study: what :class:`~prune_search.search.stored.StoredStudy` holds, with its search space,
+    importance and fitness table built.
 
     ``fitness`` is the measured fitness table of a study whose proxy needs one (else None);
     ``trusted_factory`` is the ``package.module:factory`` the user named (``--model``) when
     opening it: only then is a base model built from a stored factory spec.
     """
 
-    url: str
-    engine: Engine
-    storage: RDBStorage
-    study: optuna.Study
-    study_id: int
-    config: dict[str, Any]
     space: PruningSpace
     importance: Importance
     fitness: FitnessTable | None = None
     trusted_factory: str | None = None
-
-    def objective_names(self) -> list[str]:
-        return objective_names(self.config)
 
     @cached_property
     def codec(self) -> CandidateCodec:
@@ -282,7 +273,7 @@ def _handle(stored: StoredStudy, model: str | None) -> StudyHandle:
     """The handle of a stored study: its space, importance and fitness table built; ``model`` (the user's
     ``--model``) checked against the study's."""
     name = stored.study.study_name
-    if stored.config["proxy"] in TABLE_PROXIES and stored.fitness is None:
+    if stored.config["proxy"] in TABLE_PROXIES and stored.fitness_json is None:
         raise PruneSearchError(f"study '{name}' lacks its stored fitness table; create it again under a new name")
     spec = ModelSpec.from_dict(stored.config.get("model"))
     if model is not None and model != spec.name:
@@ -291,16 +282,11 @@ def _handle(stored: StoredStudy, model: str | None) -> StudyHandle:
             "drop the flag or choose another --study"
         )
     return StudyHandle(
-        stored.url,
-        stored.engine,
-        stored.storage,
-        stored.study,
-        stored.study_id,
-        stored.config,
-        PruningSpace.from_json(stored.space),
-        Importance.from_json(stored.importance),
-        FitnessTable.from_json(stored.fitness) if stored.fitness is not None else None,
-        model,
+        **{field.name: getattr(stored, field.name) for field in fields(StoredStudy)},
+        space=PruningSpace.from_json(stored.space_json),
+        importance=Importance.from_json(stored.importance_json),
+        fitness=FitnessTable.from_json(stored.fitness_json) if stored.fitness_json is not None else None,
+        trusted_factory=model,
     )
 
 
