@@ -3,12 +3,16 @@
 import json
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
 from prune_search.errors import PruneSearchError
 from prune_search.storage.bulk import read_candidates
+
+if TYPE_CHECKING:
+    from prune_search.search.stored import StoredStudy
 
 
 def encode_genes(levels: np.ndarray, strategies: np.ndarray) -> str:
@@ -138,3 +142,12 @@ class Archive:
             last = int(self.numbers.max()) if len(self.numbers) else -1
             raise PruneSearchError(f"no trial {missing[0]} in study '{self.name}' (it has trials 0..{last})")
         return self.X[[where[n] for n in numbers]]
+
+
+def load_archive(study: "StoredStudy") -> Archive:
+    """Every trial of ``study`` (a :class:`~prune_search.search.stored.StoredStudy` or a handle), read now."""
+    archive = Archive(
+        study.engine, study.study_id, study.groups(), len(study.config["objectives"]), study.study.study_name
+    )
+    archive.refresh()
+    return archive

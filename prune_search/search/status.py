@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 
-from prune_search.search.archive import Archive
+from prune_search.search.archive import load_archive
 from prune_search.search.front import REFERENCE, front_hypervolume, front_indices, hypervolume_history
 from prune_search.search.stored import StoredStudy
 from prune_search.storage.bulk import trial_states
@@ -16,10 +16,7 @@ def status(stored: StoredStudy) -> dict[str, Any]:
     """Trials by state, workers seen, hypervolume now and over the study's generations (at most 20 of them,
     spread evenly: :func:`~prune_search.search.front.hypervolume_history`)."""
     config = stored.config
-    archive = Archive(
-        stored.engine, stored.study_id, stored.groups(), len(config["objectives"]), stored.study.study_name
-    )
-    archive.refresh()
+    archive = load_archive(stored)
     front = front_indices(archive.F, archive.violation)
     history = hypervolume_history(archive.F, archive.violation, archive.generation, config)
     return {

@@ -82,6 +82,10 @@ class StudyHandle(StoredStudy):
     fitness: FitnessTable | None = None
     trusted_factory: str | None = None
 
+    def groups(self) -> int:
+        """G, the number of groups of the built space."""
+        return len(self.space)
+
     @cached_property
     def codec(self) -> CandidateCodec:
         """The one decoding of the space's individuals (genes, candidates, params, trial rows)."""

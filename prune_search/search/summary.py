@@ -5,21 +5,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from prune_search.search.archive import Archive
+from prune_search.search.archive import Archive, load_archive
 from prune_search.search.fidelity import MEASURE, corrected_objectives
 from prune_search.search.front import front_indices
 from prune_search.search.runner import Scorer
 from prune_search.search.study import StudyHandle
 from prune_search.storage.measurements import read_scores
-
-
-def load_archive(handle: StudyHandle) -> Archive:
-    """Every trial of the study, read now (``handle.codec`` decodes its genes)."""
-    archive = Archive(
-        handle.engine, handle.study_id, len(handle.space), len(handle.config["objectives"]), handle.study.study_name
-    )
-    archive.refresh()
-    return archive
 
 
 def measured_objectives(
