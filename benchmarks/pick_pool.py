@@ -81,11 +81,9 @@ def main() -> None:
     bench = Bench.open(handle, device)
     fitting = fitting_rows(handle, front_rows(handle), args.max_macs, None)
     front = nearest(fitting)
-    references = reference_rows(handle, args.max_macs, None, device)  # one row per REFERENCES name, in order
-    pool = trained_pool(fitting, references)
-    kinds = {row["trial"]: "front" for row in front} | {
-        row["trial"]: name for name, row in zip(REFERENCES, references, strict=True)
-    }
+    references = reference_rows(handle, args.max_macs, None, bench.model, bench.bundle, device)  # name → row
+    pool = trained_pool(fitting, list(references.values()))
+    kinds = {row["trial"]: "front" for row in front} | {row["trial"]: name for name, row in references.items()}
     codec = CandidateCodec(handle.space)
     base = handle.config["base"]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -156,14 +156,12 @@ def test_counted_macs_outside_modelled_layers_are_a_measured_constant():
 
 
 def test_peer_widths_read_back_from_a_pruned_vit_count_heads(vit):
-    from types import SimpleNamespace
-
-    from prune_search.evidence.peers import _widths
+    from prune_search.finalize.global_pruning import group_widths
 
     model, _, space = vit
     candidate = space.sample(1, seed=9)
     pruned, _ = materialize(model, space, compute_importance(model, space, "l2"), candidate)
-    assert _widths(pruned, SimpleNamespace(handle=SimpleNamespace(space=space))).tolist() == candidate.keep[0].tolist()
+    assert group_widths(pruned, space).tolist() == candidate.keep[0].tolist()
 
 
 def test_the_search_accuracy_evaluator_scores_vit_candidates_as_their_pruned_networks(vit):

@@ -13,7 +13,8 @@ from cli_helpers import assert_one_line_error, run_cli
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, compute_importance
 from prune_search.evidence.context import Bench
-from prune_search.evidence.peers import _peer_widths, peer_candidate
+from prune_search.evidence.peers import PEERS, peer_candidate
+from prune_search.finalize.global_pruning import GlobalPruner, taylor_batches
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.baselines import BASELINES, _global_removed, baseline
 from prune_search.storage.study_data import get_data
@@ -84,10 +85,12 @@ def test_torch_pruning_global_widths_become_a_candidate_within_the_budget(study)
     handle, _ = study
     space, base_macs = handle.space, handle.config["base"]["macs"]
     base = Bench.open(handle, torch.device("cpu"))
-    assert torch.equal(_peer_widths(base, "tp_global", 0.0), space.sizes)
-    halved = _peer_widths(base, "tp_global", 0.5)
+    magnitude, taylor = (GlobalPruner(space, base.model, taylor_batches(base.bundle), m) for m in PEERS[:2])
+    assert torch.equal(magnitude.widths(0.0), space.sizes)
+    halved = magnitude.widths(0.5)
     assert int(halved.sum()) < int(space.sizes.sum()) and bool((halved >= 1).all())
-    assert not torch.equal(halved, _peer_widths(base, "tp_global_taylor", 0.5))
+    assert not torch.equal(halved, taylor.widths(0.5))
+    assert torch.equal(taylor.widths(0.5), taylor.widths(0.5))  # the base model and its gradients stay as they were
     candidate = peer_candidate(base, "tp_global", base_macs // 2)
     space.validate(candidate)
     macs = int(CostModel(space)(candidate)[0][0])
@@ -222,7 +225,7 @@ def test_quality_benchmark_smoke_run_on_digits(tmp_path, digits_checkpoint):
 def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study, monkeypatch):
     from prune_search.evidence.compare import candidates_at
     from prune_search.finalize import rerank
-    from prune_search.finalize.rerank import REFERENCES
+    from prune_search.finalize.rerank import REFERENCES, reference_candidate
     from prune_search.search.references import stored_rows
     from prune_search.storage.bulk import complete_trials
 
@@ -232,7 +235,7 @@ def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study,
     monkeypatch.setattr(rerank, "HELD_OUT_BATCHES", 2)
     base = Bench.open(handle, torch.device("cpu"))
     budget = int(0.5 * handle.config["base"]["macs"])
-    references = torch.cat([baseline(handle.space, handle.importance, m, budget).keep for m in REFERENCES])
+    references = torch.cat([reference_candidate(handle, m, budget, base.model, base.bundle).keep for m in REFERENCES])
     held = complete_trials(handle.engine, handle.study_id)
     rungs = []
     original = rerank.trained_rerank

@@ -224,7 +224,10 @@ def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(stu
     result = json.loads((tmp_path / "trained" / "result.json").read_text())
     assert result["trial"] == picked and result["macs"] <= 0.4 * handle.config["base"]["macs"]
     assert complete_trials(handle.engine, handle.study_id) - held <= len(rerank.REFERENCES)
-    stored = rerank.reference_rows(handle, "40%", None, torch.device("cpu"))[0]
+    base_model = open_base(handle)
+    references = rerank.reference_rows(handle, "40%", None, base_model.model, base_model.bundle, torch.device("cpu"))
+    assert list(references) == list(rerank.REFERENCES)  # each reference reaches the budget here
+    stored = references["uniform"]
     budget = parse_budget("40%", handle.config["base"]["macs"], "--max-macs")
     uniform = baseline(handle.space, handle.importance, "uniform", budget)
     assert list(stored["keep"].values()) == uniform.keep[0].tolist()  # stored as a trial, read back as one

@@ -108,19 +108,19 @@ def finalize(
         model, bundle = base.model.to(torch_device), base.bundle
         shown = min(len(fitting), RERANKED)
         if chosen == "trained":
-            references = reference_rows(handle, max_macs, max_params, torch_device)
+            references = reference_rows(handle, max_macs, max_params, model, bundle, torch_device)
             row, kl = trained_rerank(
                 handle,
                 fitting,
                 model,
                 bundle,
                 torch_device,
-                references,
+                list(references.values()),
                 on_rung=lambda rung, count, steps: typer.echo(f"rung {rung + 1}: {count} candidates, {steps} KD steps"),
             )
             typer.echo(
                 f"trial {row['trial']}: the least KL ({kl:.4f} nats) after short KD fine-tunes of the {shown} front "
-                f"trials with the most MACs within the budget and {len(references)} references (uniform, global)"
+                f"trials with the most MACs within the budget and the references {', '.join(references) or 'none'}"
             )
         elif chosen == "kl":
             row, kl = kl_rerank(handle, fitting, model, bundle, torch_device)

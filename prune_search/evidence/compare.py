@@ -114,7 +114,7 @@ def _candidate(
             base.model,
             base.bundle,
             base.device,
-            reference_rows(handle, budget, None, base.device),
+            list(reference_rows(handle, budget, None, base.model, base.bundle, base.device).values()),
         )
         return codec.from_rows([row]), row["trial"]
     if method in PEERS:

@@ -1,18 +1,8 @@
 """Peer methods' width choices at a MACs budget, as candidates of the study's space.
 
-- ``tp_global``: Torch-Pruning's global pruning (``MetaPruner(global_pruning=True)``) with
-  group-normalised L2 magnitude importance (``GroupMagnitudeImportance(normalizer="mean")``).
-- ``tp_global_taylor``: the same with group-normalised first-order Taylor importance
-  (``GroupTaylorImportance(normalizer="mean")``, gradients of the cross-entropy on the first
-  ``TAYLOR_BATCHES`` train batches).
-
-Only the widths are taken from the peer: each group keeps the largest count of the space's grid
-at or below the peer's width (at least its floor), and the kept channels are chosen by the
-study's own importance with strategy ``min``, like every other candidate. The peer's MACs stop
-falling past a pruning ratio of about 0.8 (it keeps groups whole), so the ratio is found by a
-coarse scan of ``SCAN`` ratios, then a bisection inside the first interval that crosses the
-budget, both against the study's exact MACs count.
-
+- ``tp_global`` / ``tp_global_taylor``: Torch-Pruning's global pruning with group-normalised magnitude /
+  first-order Taylor importance, built in :mod:`~prune_search.finalize.global_pruning` (the trained budget pick
+  uses the Taylor one too). Only the widths are taken; the study's importance chooses the channels.
 - ``fastnas``: NVIDIA ModelOpt's FastNAS (``modelopt.torch.prune.prune`` with mode ``fastnas``;
   ``pip install 'prune-search[peers]'``), run on a copy of the base model on the CPU. It measures
   every width choice of every prunable layer by its score (here the accuracy on a fixed sample of
@@ -40,63 +30,22 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-import torch_pruning as tp
 from torch import nn
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel
 from prune_search.evidence.context import Bench
+from prune_search.finalize.global_pruning import GLOBAL_PRUNERS, global_pruning_candidate, group_widths, taylor_batches
 from prune_search.search.baselines import snap
 from prune_search.space import CandidateBatch, PruningSpace
 
-PEERS = ("tp_global", "tp_global_taylor", "fastnas")
-SCAN = 20
-BISECT_STEPS = 8
-TAYLOR_BATCHES = 4
+PEERS = (*GLOBAL_PRUNERS, "fastnas")
 FASTNAS_RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 FASTNAS_CALIBRATION_BATCHES = 50
 FASTNAS_CALIBRATION_BATCH_SIZE = 16
 FASTNAS_SCORE_BATCHES = 2
 FASTNAS_SCORE_BATCH_SIZE = 128
 MISSING_MODELOPT = "peer fastnas needs NVIDIA ModelOpt: pip install 'prune-search[peers]'"
-
-
-def _peer_widths(base: Bench, method: str, ratio: float) -> torch.Tensor:
-    """Keep count per group ``[G]`` that Torch-Pruning's global pruning leaves at ``ratio``."""
-    space = base.handle.space
-    model = copy.deepcopy(base.model).cpu().eval()
-    batches = [batch for _, batch in zip(range(TAYLOR_BATCHES), base.bundle.loader("train", 128), strict=False)]
-    if method == "tp_global_taylor":
-        importance = tp.importance.GroupTaylorImportance(normalizer="mean")
-        model.zero_grad()
-        for inputs, targets in batches:
-            F.cross_entropy(model(inputs), targets).backward()
-    else:
-        importance = tp.importance.GroupMagnitudeImportance(p=2, normalizer="mean")
-    pruned_outputs = {member.module for group in space.groups for member in group.members if member.out}
-    ignored = [
-        module
-        for name, module in model.named_modules()
-        if isinstance(module, nn.modules.conv._ConvNd | nn.Linear) and name not in pruned_outputs
-    ]
-    pruner = tp.pruner.MetaPruner(
-        model, batches[0][0][:2], importance, global_pruning=True, pruning_ratio=ratio, ignored_layers=ignored
-    )
-    pruner.step()
-    return _widths(model, base)
-
-
-def _widths(model: nn.Module, base: Bench) -> torch.Tensor:
-    """Width ``[G]`` of each group in a pruned copy of the base model, in root channels: its root module's
-    output count over the outputs per root channel (3 · head_dim for a group of attention heads)."""
-    modules = dict(model.named_modules())
-    widths = []
-    for group in base.handle.space.groups:
-        root = modules[group.name]
-        outputs = root.out_channels if isinstance(root, nn.modules.conv._ConvNd) else root.out_features
-        widths.append(outputs // group.multiplicity(group.root()))
-    return torch.tensor(widths, dtype=torch.int64)
 
 
 def _fastnas_rules(mtp) -> dict:
@@ -161,7 +110,7 @@ def _fastnas_widths(base: Bench, max_macs: int) -> torch.Tensor:
                 f"fastnas has no subnet within {2 * max_macs:,} FLOPs (2 × the budget of {max_macs:,} MACs); "
                 "choose a larger budget"
             ) from None
-    return _widths(pruned, base)
+    return group_widths(pruned, base.handle.space)
 
 
 def _fit(space: PruningSpace, keep: torch.Tensor, max_macs: int, method: str) -> torch.Tensor:
@@ -190,32 +139,7 @@ def peer_candidate(base: Bench, method: str, max_macs: int) -> CandidateBatch:
     space = base.handle.space
     if "min" not in space.strategies:
         raise PruneSearchError(f"peer {method} keeps channels by strategy 'min', which this study's space leaves out")
-    cost = CostModel(space)
     if method == "fastnas":
         keep = _fit(space, snap(space, _fastnas_widths(base, max_macs)), max_macs, method)[None]
         return CandidateBatch(keep, torch.full_like(keep, space.strategies.index("min")))
-
-    def candidate(ratio: float) -> tuple[CandidateBatch, int]:
-        keep = snap(space, _peer_widths(base, method, ratio))[None]
-        batch = CandidateBatch(keep, torch.full_like(keep, space.strategies.index("min")))
-        return batch, int(cost(batch)[0][0])
-
-    ratios = [i / SCAN for i in range(SCAN)]
-    scanned = [candidate(r) for r in ratios]
-    first = next((i for i, (_, macs) in enumerate(scanned) if macs <= max_macs), None)
-    if first is None:
-        least = min(macs for _, macs in scanned)
-        raise PruneSearchError(
-            f"{method} reaches no fewer than {least:,} MACs, above the budget of {max_macs:,}; choose a larger budget"
-        )
-    if first == 0:
-        return scanned[0][0]
-    lo, hi, best = ratios[first - 1], ratios[first], scanned[first][0]
-    for _ in range(BISECT_STEPS):
-        mid = (lo + hi) / 2
-        batch, macs = candidate(mid)
-        if macs <= max_macs:
-            hi, best = mid, batch
-        else:
-            lo = mid
-    return best
+    return global_pruning_candidate(space, base.model, taylor_batches(base.bundle), method, max_macs)

@@ -3,7 +3,8 @@
 The proxy is computed once on the unpruned model; the re-rankers look at each candidate itself:
 ``bn`` by val accuracy after BatchNorm recalibration (EagleEye's adaptive BN, no training), ``kl`` by the
 whole-candidate KL with BatchNorm re-estimated (no training), ``trained`` by successive halving of short KD
-fine-tunes over the front trials and the uniform and global baselines stored as trials (the default:
+fine-tunes over the front trials and the references stored as trials (uniform, our group-normalised global
+ranking and Torch-Pruning's global Taylor pruning) (the default:
 ``benchmarks/results/fmnist_quality.md`` and the README's "What the evidence says").
 """
 
@@ -17,6 +18,7 @@ from prune_search.data import DatasetBundle
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator, BatchedEvaluator
 from prune_search.evaluators.trained import TrainedEvaluator
+from prune_search.finalize.global_pruning import GLOBAL_PRUNERS, global_pruning_candidate, taylor_batches
 from prune_search.search.baselines import baseline
 from prune_search.search.config import parse_budget
 from prune_search.search.fidelity import multi_fidelity
@@ -67,7 +69,7 @@ def kl_rerank(
 
 PICKS = ("auto", "trained", "bn", "kl", "best")
 AUTO_PICK = "trained"  # what --pick auto means outside multi-fidelity studies (README: the evidence)
-REFERENCES = ("uniform", "global_mean")  # baselines stored as trials and added to the trained pick's pool
+REFERENCES = ("uniform", "global_mean", "tp_global_taylor")  # stored as trials, added to the trained pick's pool
 TRAINED_RUNGS = (40, 120, 360)  # KD steps of each successive-halving rung
 TRAINED_KEEP = 3  # each rung keeps the best third (rounded up) for the next
 TRAINED_BATCH = 64  # images per KD step
@@ -86,19 +88,43 @@ def pick_method(pick: str, handle: StudyHandle) -> str:
     return "kl" if multi_fidelity(handle) else AUTO_PICK
 
 
+def reference_candidate(
+    handle: StudyHandle, name: str, max_macs: int, model: nn.Module, bundle: DatasetBundle
+) -> CandidateBatch:
+    """The reference ``name`` (one of :data:`REFERENCES`) with the most MACs ≤ ``max_macs`` (per sample): a
+    baseline of the study's space, or Torch-Pruning's global pruning of the base ``model`` (its Taylor
+    gradients from ``bundle``'s train split)."""
+    if name in GLOBAL_PRUNERS:
+        return global_pruning_candidate(handle.space, model, taylor_batches(bundle), name, max_macs)
+    return baseline(handle.space, handle.importance, name, max_macs)
+
+
 def reference_rows(
-    handle: StudyHandle, max_macs: str | None, max_params: str | None, device: torch.device
-) -> list[dict[str, Any]]:
-    """The :data:`REFERENCES` baselines with the most MACs within ``max_macs`` (none without a MACs budget),
-    stored as trials of the study (:func:`~prune_search.search.references.stored_rows`), those within
-    ``max_params`` too."""
+    handle: StudyHandle,
+    max_macs: str | None,
+    max_params: str | None,
+    model: nn.Module,
+    bundle: DatasetBundle,
+    device: torch.device,
+) -> dict[str, dict[str, Any]]:
+    """Each of the :data:`REFERENCES` with the most MACs within ``max_macs`` (none without a MACs budget) and
+    its trial row, stored as trials of the study (:func:`~prune_search.search.references.stored_rows`), those
+    within ``max_params`` too, in :data:`REFERENCES` order. A global pruner that cannot reach the budget (it
+    keeps groups whole) is left out. ``model`` is the study's base model (unchanged)."""
     base = handle.config["base"]
     macs = parse_budget(max_macs, base["macs"], "--max-macs")
     if macs is None:
-        return []
+        return {}
     params = parse_budget(max_params, base["params"], "--max-params") or float("inf")
-    candidates = CandidateBatch.cat([baseline(handle.space, handle.importance, name, macs) for name in REFERENCES])
-    return [row for row in stored_rows(handle, candidates, device) if row["params"] <= params]
+    found = {}
+    for name in REFERENCES:
+        try:
+            found[name] = reference_candidate(handle, name, macs, model, bundle)
+        except PruneSearchError:
+            if name not in GLOBAL_PRUNERS:
+                raise
+    rows = stored_rows(handle, CandidateBatch.cat(list(found.values())), device)
+    return {name: row for name, row in zip(found, rows, strict=True) if row["params"] <= params}
 
 
 def trained_batches(bundle: DatasetBundle) -> tuple[list, list]:
