@@ -162,9 +162,15 @@ def test_the_python_api_is_exported_at_top_level(name):
 
 
 @pytest.mark.parametrize(
-    "command", [["status", "--study", "light"], ["studies"], ["status", "--study", "light", "--format", "json"]]
+    "command",
+    [
+        ["status", "--study", "light"],
+        ["studies"],
+        ["status", "--study", "light", "--format", "json"],
+        ["front", "--study", "light", "--limit", "3"],
+    ],
 )
-def test_status_and_studies_answer_without_loading_torch(sqlite_url, digits_checkpoint, command):
+def test_status_studies_and_front_answer_without_loading_torch(sqlite_url, digits_checkpoint, command):
     """They build nothing from a study: at 100,000 trials ``status`` took 7.9 s with torch's import, 2.3 s without."""
     options = StartOptions(checkpoint=digits_checkpoint, population=20, calibration_batches=2, proxy="taylor_loss")
     handle, _ = create_or_join(sqlite_url, "light", options, device="cpu", progress=False)
@@ -187,7 +193,8 @@ except SystemExit as exit:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "loaded: False"
     shown = result.stdout
-    assert ("light\t40 trials\tprune-search" in shown) if command == ["studies"] else ("COMPLETE" in shown)
+    expected = {"studies": "light\t40 trials\tprune-search", "status": "COMPLETE", "front": "front of study 'light'"}
+    assert expected[command[0]] in shown
 
 
 def test_the_dashboard_command_loads_no_torch():

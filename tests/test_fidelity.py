@@ -13,6 +13,7 @@ from prune_search.finalize.select import choose
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.fidelity import Surrogate
 from prune_search.search.status import status
+from prune_search.search.stored_front import stored_front_rows
 from prune_search.search.summary import front_rows, load_archive
 from prune_search.storage import tables
 from prune_search.storage.measurements import Promotion, claim_promotions, read_scores, record_scores
@@ -66,6 +67,10 @@ def test_the_front_and_the_pick_rest_on_measured_candidates(measured_study):
     _, handle, _ = measured_study
     rows = front_rows(handle)
     assert rows and all("measured" in r and r["score"] == r["measured"]["kl"] for r in rows)
+    stored = stored_front_rows(handle)  # what `front` prints, read from the stored trials
+    assert [(r["trial"], r["keep"], r["score"], r["measured"]) for r in stored] == [
+        (r["trial"], r["keep"], r["score"], r["measured"]) for r in rows
+    ]
     assert [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
     middle = sorted(r["macs"] for r in rows)[len(rows) // 2]
     numbers, _ = choose(handle, max_macs=str(middle))

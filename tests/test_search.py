@@ -23,6 +23,7 @@ from prune_search.search import StartOptions, create_or_join, nsga2, open_study,
 from prune_search.search.front import REFERENCE, normaliser
 from prune_search.search.status import status
 from prune_search.search.stored import open_stored
+from prune_search.search.stored_front import stored_front_rows
 from prune_search.search.summary import front_rows, load_archive
 
 
@@ -261,6 +262,11 @@ def test_optuna_cli_and_our_commands_read_the_study(sqlite_url, checkpoint):
     assert table[0] == f"front of study 'shown': 3 of {len(numbers)} trials; groups, in the order of the keep columns:"
     assert table[1].startswith("  conv1, ")
     assert_one_line_error(run_cli("front", "--study", "shown", "--storage", sqlite_url, "--limit", "0"), "--limit")
+    recomputed = front_rows(handle)
+    assert [(r["trial"], r["keep"], r["strategy"], r["macs"]) for r in recomputed] == [
+        (r["trial"], r["keep"], r["strategy"], r["macs"]) for r in json.loads(front.stdout)
+    ]  # read from what the trials stored, equal to the rows recomputed from the space
+    assert json.loads(front.stdout)[0]["score"] == pytest.approx(recomputed[0]["score"], rel=1e-5)
     shown = run_cli("status", "--study", "shown", "--storage", sqlite_url, "--format", "json")
     info = json.loads(shown.stdout)
     assert info["trials"] == {"COMPLETE": 150}
@@ -284,6 +290,25 @@ def _non_dominated(points: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
+def test_front_recomputes_the_rows_of_an_older_study_whose_trials_hold_keep_dicts(sqlite_url, checkpoint):
+    handle, _ = create_or_join(sqlite_url, "older", _options(checkpoint), device="cpu", progress=False)
+    run_worker(handle, 60)
+    expected = front_rows(handle)
+    attrs = optuna.storages._rdb.models.TrialUserAttributeModel.__table__
+    with handle.engine.begin() as conn:  # an older version stored the keep counts as a dict, without costs
+        for row in expected:
+            trial_id = handle.study.trials[row["trial"]]._trial_id
+            where = (attrs.c.trial_id == trial_id) & (attrs.c.key == "keep")
+            conn.execute(attrs.update().where(where).values(value_json=json.dumps(row["keep"])))
+            conn.execute(attrs.delete().where((attrs.c.trial_id == trial_id) & (attrs.c.key == "macs")))
+    assert stored_front_rows(open_stored(sqlite_url, "older")) is None
+    shown = run_cli("front", "--study", "older", "--storage", sqlite_url, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert [(r["trial"], r["keep"], r["macs"]) for r in json.loads(shown.stdout)] == [
+        (r["trial"], r["keep"], r["macs"]) for r in expected
+    ]
+
+
 def test_hypervolume_history_is_the_front_of_the_stored_trials_and_grows(sqlite_url, checkpoint):
     handle, _ = create_or_join(sqlite_url, "hv", _options(checkpoint), device="cpu", progress=False)
     run_worker(handle, 600)

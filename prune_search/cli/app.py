@@ -41,7 +41,7 @@ COMMANDS: dict[str, Command] = {
         "Create or join a study and run NSGA-II until it holds --trials COMPLETE trials.",
     ),
     "front": Command(
-        "prune_search.cli.study:front",
+        "prune_search.cli.front:front",
         "The study's feasible Pareto trials: keep counts, strategies, MACs, params, proxies.",
     ),
     "status": Command(

@@ -1,14 +1,16 @@
-"""Study commands: ``start``, ``front`` (``status`` and ``studies``: :mod:`prune_search.cli.status`).
+"""Study commands: ``start`` (``front``: :mod:`prune_search.cli.front`; ``status`` and ``studies``:
+:mod:`prune_search.cli.status`).
 
 Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
 """
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from tqdm import tqdm
 
+from prune_search.cli.front import print_front
 from prune_search.cli.interrupt import deferred_interrupt
 from prune_search.cli.options import (
     DataRootOpt,
@@ -20,12 +22,12 @@ from prune_search.cli.options import (
     parse_model_options,
     root_text,
 )
-from prune_search.cli.output import FormatOpt, Output, echo_table, quiet_optuna
-from prune_search.cli.storage_options import CreateOrJoinStudyOpt, ExistingStudyOpt, StorageOpt
+from prune_search.cli.output import quiet_optuna
+from prune_search.cli.storage_options import CreateOrJoinStudyOpt, StorageOpt
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CRITERIA, PROXIES
-from prune_search.search import GenerationReport, StartOptions, open_study, run_worker
+from prune_search.search import GenerationReport, StartOptions, run_worker
 from prune_search.search.config import DEFAULTS, OBJECTIVES
 from prune_search.search.status import spread
 from prune_search.search.study_note import update_study_note
@@ -36,37 +38,6 @@ from prune_search.storage import redact, resolve_url
 from prune_search.storage.bulk import complete_trials
 
 NOTE_EVERY = 10  # generations between refreshes of the study's dashboard note
-
-
-def _row_cells(row: dict[str, Any], proxy: str, measured: bool) -> list[str]:
-    keep = " ".join(str(v) for v in row["keep"].values())
-    strategy = "".join("m" if v == "min" else "d" for v in row["strategy"].values())
-    scores = [f"{row['measured']['kl']:.4g}", f"{100 * row['measured']['accuracy']:.1f}"] if measured else []
-    return [
-        str(row["trial"]),
-        f"{row['macs']:,} ({row['macs_pct']:.1f}%)",
-        f"{row['params']:,} ({row['params_pct']:.1f}%)",
-        f"{row[f'proxy_{proxy}']:.4g}",
-        *scores,
-        keep,
-        strategy,
-    ]
-
-
-def _print_front(rows: list[dict[str, Any]], proxy: str) -> None:
-    """The rows as a table; a measured front (multi-fidelity study) adds the whole-candidate KL and accuracy."""
-    measured = bool(rows) and all("measured" in row for row in rows)
-    scores = ["measured KL", "train acc % (BN re-estimated)"] if measured else []
-    headers = [
-        "trial",
-        "MACs (% base)",
-        "params (% base)",
-        proxy,
-        *scores,
-        "keep per group",
-        "strategy (m=min d=median)",
-    ]
-    echo_table([headers] + [_row_cells(row, proxy, measured) for row in rows])
 
 
 def start(
@@ -208,34 +179,9 @@ def start(
     update_study_note(handle)
     rows = front_rows(handle)
     typer.echo(f"this worker added {added} trials; the study's feasible front holds {len(rows)} trials:")
-    _print_front(spread(rows, 15), handle.config["proxy"])
+    print_front(spread(rows, 15), handle.config["proxy"])
     typer.echo(f"all of it: prune-search front --study {study} --storage '{redact(url)}'")
     typer.echo(
         f"in the browser: prune-search dashboard --study {study} --storage '{redact(url)}' "
         f"(or optuna-dashboard '{redact(url)}' --artifact-dir prune-search-artifacts)"
     )
-
-
-def front(
-    study: ExistingStudyOpt,
-    storage: StorageOpt = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Show this many front trials, spread evenly over MACs (default: all).")
-    ] = None,
-    fmt: FormatOpt = "table",
-) -> None:
-    quiet_optuna()
-    output = Output(fmt)
-    if limit is not None and limit < 1:
-        raise PruneSearchError(f"--limit must be at least 1, got {limit}")
-    handle = open_study(resolve_url(storage), study)
-    every = front_rows(handle)
-    rows = spread(every, limit) if limit is not None else every
-
-    def table() -> None:
-        shown = f"{len(rows)} of {len(every)}" if len(rows) < len(every) else f"all {len(every)}"
-        typer.echo(f"front of study '{study}': {shown} trials; groups, in the order of the keep columns:")
-        typer.echo("  " + ", ".join(handle.space.names))
-        _print_front(rows, handle.config["proxy"])
-
-    output.results(rows, table)

@@ -21,10 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from prune_search.search.config import KEEP_ATTR
 from prune_search.space import CandidateBatch, PruningSpace, ratio_param, strategy_param
-
-KEEP_ATTR = "keep"
-"""The trial user attr holding a trial's keep counts (its params hold the ratios and strategies)."""
 
 
 def digest(keep: np.ndarray, strategies: np.ndarray) -> str:

@@ -20,6 +20,7 @@ CONFIG_ATTR = "prune_search"
 SPACE_KEY = "space"
 IMPORTANCE_KEY = "importance"
 FITNESS_KEY = "fitness_table"
+KEEP_ATTR = "keep"  # a trial's user attr holding its keep counts as text, "16 8 32" in group order
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _BUDGET_UNITS = {"--max-macs": " MACs", "--max-params": " params"}
 

@@ -23,6 +23,7 @@ from prune_search.search.codec import CandidateCodec
 from prune_search.search.front import front_indices
 from prune_search.search.study import StudyHandle, fitness_batches, open_base
 from prune_search.storage.measurements import (
+    MEASURE,
     Promotion,
     claim_promotions,
     count_claims,
@@ -33,7 +34,6 @@ from prune_search.storage.measurements import (
 if TYPE_CHECKING:
     from prune_search.search.runner import Scorer
 
-MEASURE = "kl"  # the measured score that ranks candidates (nats per sample, lower is better)
 FLOOR = 1e-3  # nats added to both fidelities before taking logs
 MIN_FIT = 8  # measured candidates before the surrogate uses features (below: one mean offset)
 ALPHAS = np.logspace(-2, 3, 11)

@@ -18,7 +18,8 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CostModel, ProxyEvaluator
 from prune_search.search import nsga2
 from prune_search.search.archive import Archive, encode_genes
-from prune_search.search.codec import KEEP_ATTR, CandidateCodec
+from prune_search.search.codec import CandidateCodec
+from prune_search.search.config import KEEP_ATTR
 from prune_search.search.fidelity import Promoter, multi_fidelity, promotions_per_generation
 from prune_search.search.front import front_hypervolume, merged_front
 from prune_search.search.study import StudyHandle
@@ -105,7 +106,7 @@ class Scorer:
     def _stored_attrs(
         self, X: np.ndarray, proxies: dict[str, np.ndarray], macs: np.ndarray, params: np.ndarray
     ) -> list[dict[str, Any]]:
-        """A trial's user attrs: only what its params cannot say (:data:`~prune_search.search.codec.KEEP_ATTR`,
+        """A trial's user attrs: only what its params cannot say (:data:`~prune_search.search.config.KEEP_ATTR`,
         the keep counts as text; costs; every proxy as ``proxy_<name>``, 6 significant digits)."""
         return [
             {KEEP_ATTR: keep}

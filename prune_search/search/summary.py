@@ -6,25 +6,12 @@ import numpy as np
 import torch
 
 from prune_search.search.archive import Archive, load_archive
-from prune_search.search.fidelity import MEASURE, corrected_objectives
+from prune_search.search.fidelity import corrected_objectives
 from prune_search.search.front import front_indices
 from prune_search.search.runner import Scorer
+from prune_search.search.stored_front import measured_objectives
 from prune_search.search.study import StudyHandle
-from prune_search.storage.measurements import read_scores
-
-
-def measured_objectives(
-    handle: StudyHandle, archive: Archive
-) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
-    """Objectives ``[K, M]`` of the archive's measured candidates (the proxy column replaced by the measured
-    score, :data:`~prune_search.search.fidelity.MEASURE`), their archive rows ``[K]`` and ``{digest: scores}``."""
-    scores = read_scores(handle.engine, handle.study_id)
-    rows = np.array([i for i, key in enumerate(archive.keys) if key in scores], dtype=np.int64)
-    F = archive.F[rows].copy()
-    if len(rows) and "proxy" in handle.config["objectives"]:
-        column = handle.config["objectives"].index("proxy")
-        F[:, column] = [scores[archive.keys[i]][MEASURE] for i in rows]
-    return F, rows, scores
+from prune_search.storage.measurements import MEASURE
 
 
 def front_rows(

@@ -23,6 +23,7 @@ from prune_search.storage.trial_records import pid_alive
 from prune_search.storage.url import with_retry
 
 STALE_S = 900.0
+MEASURE = "kl"  # the measured score that ranks candidates (nats per sample, lower is better)
 MEASURED_ATTR = "measured"
 
 

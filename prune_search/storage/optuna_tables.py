@@ -269,3 +269,24 @@ def user_attrs_of_trials(engine: Engine, study_id: int, key: str) -> list[tuple[
             return list(found.items())
 
     return with_retry(read, engine)
+
+
+def user_attrs_by_trial(engine: Engine, trial_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """``{Optuna trial id: {key: value}}`` of every user attribute of the trials ``trial_ids`` (those with none
+    are left out), read in chunks of 500 ids."""
+
+    def read() -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        with engine.connect() as conn:
+            for start in range(0, len(trial_ids), 500):
+                chunk = [int(i) for i in trial_ids[start : start + 500]]
+                rows = conn.execute(
+                    select(_user_attrs.c.trial_id, _user_attrs.c.key, _user_attrs.c.value_json).where(
+                        _user_attrs.c.trial_id.in_(chunk)
+                    )
+                )
+                for trial_id, key, value in rows:
+                    found.setdefault(int(trial_id), {})[key] = json.loads(value)
+        return found
+
+    return with_retry(read, engine)
