@@ -4,7 +4,7 @@ Each command runs ``--repeats`` times (default 5) in a new ``python`` process; t
 median wall time in seconds and the difference to ``import torch`` alone ("beyond torch"; negative
 when the command does not import torch at all). Then the first use of the Python API (the space and the
 export reader import torch and torch-pruning), and the modules that the read commands load before they read
-the study (``status``, ``studies`` and ``dashboard`` import no torch; ``start`` and ``front`` do). With
+the study (``status``, ``studies``, ``front`` and ``dashboard`` import no torch; ``start`` does). With
 ``--importtime`` it also lists the slowest top-level imports of each command (``python -X importtime``,
 cumulative microseconds). Run it on a quiet machine, e.g.
 
@@ -25,8 +25,9 @@ COMMANDS = {
     "prune-search --help": ["-m", "prune_search", "--help"],
     "from prune_search import PruningSpace, load_pruned": ["-c", "from prune_search import PruningSpace, load_pruned"],
     "status, studies (their command module)": ["-c", "import prune_search.cli.status"],
+    "front (its command module)": ["-c", "import prune_search.cli.front"],
     "dashboard (its command module)": ["-c", "import prune_search.cli.dashboard"],
-    "start, front (their command module)": ["-c", "import prune_search.cli.study"],
+    "start (its command module)": ["-c", "import prune_search.cli.study"],
 }
 
 
