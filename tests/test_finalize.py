@@ -233,6 +233,21 @@ def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(stu
     assert list(stored["keep"].values()) == uniform.keep[0].tolist()  # stored as a trial, read back as one
 
 
+def test_a_global_pruner_that_fails_on_the_model_leaves_the_pool_with_a_warning(study, monkeypatch):
+    from prune_search.finalize import rerank
+
+    handle, _, _ = study
+    base = open_base(handle)
+
+    def broken(*args):
+        raise RuntimeError("cannot trace this model")
+
+    monkeypatch.setattr(rerank, "global_pruning_candidate", broken)
+    with pytest.warns(UserWarning, match="tp_global_taylor left out of the pick's pool: cannot trace this model"):
+        references = rerank.reference_rows(handle, "40%", None, base.model, base.bundle, torch.device("cpu"))
+    assert list(references) == ["uniform", "global_mean"]
+
+
 def test_kl_rerank_picks_the_least_whole_candidate_kl_on_the_train_sample(study):
     handle, _, checkpoint = study
     fitting = fitting_rows(handle, front_rows(handle), "35%", None)

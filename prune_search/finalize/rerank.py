@@ -3,11 +3,12 @@
 The proxy is computed once on the unpruned model; the re-rankers look at each candidate itself:
 ``bn`` by val accuracy after BatchNorm recalibration (EagleEye's adaptive BN, no training), ``kl`` by the
 whole-candidate KL with BatchNorm re-estimated (no training), ``trained`` by successive halving of short KD
-fine-tunes over the front trials and the references stored as trials (uniform, our group-normalised global
-ranking and Torch-Pruning's global Taylor pruning) (the default:
-``benchmarks/results/fmnist_quality.md`` and the README's "What the evidence says").
+fine-tunes over the front trials and the references stored as trials: uniform, our group-normalised global
+ranking and Torch-Pruning's global Taylor pruning (the default: ``benchmarks/results/fmnist_quality.md`` and
+the README's "What the evidence says").
 """
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -110,7 +111,8 @@ def reference_rows(
     """Each of the :data:`REFERENCES` with the most MACs within ``max_macs`` (none without a MACs budget) and
     its trial row, stored as trials of the study (:func:`~prune_search.search.references.stored_rows`), those
     within ``max_params`` too, in :data:`REFERENCES` order. A global pruner that cannot reach the budget (it
-    keeps groups whole) is left out. ``model`` is the study's base model (unchanged)."""
+    keeps groups whole) or fails on the model is left out, with a warning. ``model`` is the study's base model
+    (unchanged)."""
     base = handle.config["base"]
     macs = parse_budget(max_macs, base["macs"], "--max-macs")
     if macs is None:
@@ -118,11 +120,13 @@ def reference_rows(
     params = parse_budget(max_params, base["params"], "--max-params") or float("inf")
     found = {}
     for name in REFERENCES:
+        if name not in GLOBAL_PRUNERS:
+            found[name] = reference_candidate(handle, name, macs, model, bundle)
+            continue
         try:
             found[name] = reference_candidate(handle, name, macs, model, bundle)
-        except PruneSearchError:
-            if name not in GLOBAL_PRUNERS:
-                raise
+        except Exception as error:  # a third-party tracer on a user's model: the pool goes on without it
+            warnings.warn(f"{name} left out of the pick's pool: {error}", stacklevel=2)
     rows = stored_rows(handle, CandidateBatch.cat(list(found.values())), device)
     return {name: row for name, row in zip(found, rows, strict=True) if row["params"] <= params}
 
