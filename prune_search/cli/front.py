@@ -5,7 +5,6 @@ module imports no torch (an older study's rows are recomputed, which builds its 
 summary with :func:`print_front` too. Help texts: ``prune_search.cli.app.COMMANDS``.
 """
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -70,7 +69,7 @@ def front(
 
         every = front_rows(open_study(stored.url, study))
     rows = spread(every, limit) if limit is not None else every
-    names = [group["name"] for group in json.loads(stored.space_json)["structure"]["groups"]]
+    names = stored.group_names()
 
     def table() -> None:
         shown = f"{len(rows)} of {len(every)}" if len(rows) < len(every) else f"all {len(every)}"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prune_search.search.config import KEEP_ATTR
+from prune_search.search.config import KEEP_ATTR, keep_counts
 from prune_search.space import CandidateBatch, PruningSpace, ratio_param, strategy_param
 
 
@@ -123,10 +123,7 @@ class CandidateCodec:
     def keep_of(self, user_attrs: dict[str, Any]) -> dict[str, int]:
         """A stored trial's keep counts by group name, from its user attrs (this version's text or an older
         study's dict)."""
-        keep = user_attrs[KEEP_ATTR]
-        if isinstance(keep, dict):
-            return {name: int(keep[name]) for name in self.space.names}
-        return dict(zip(self.space.names, map(int, keep.split()), strict=True))
+        return keep_counts(user_attrs[KEEP_ATTR], self.space.names)
 
     def from_rows(self, rows: Sequence[dict[str, Any]]) -> CandidateBatch:
         """The candidates ``[N, G]`` of trial rows (``keep``/``strategy`` dicts keyed by group name)."""

@@ -25,6 +25,14 @@ _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _BUDGET_UNITS = {"--max-macs": " MACs", "--max-params": " params"}
 
 
+def keep_counts(stored: str | dict[str, Any], names: list[str]) -> dict[str, int]:
+    """Keep counts by group name from a trial's :data:`KEEP_ATTR` value: this version's text in group order
+    (``"16 8 32"``) or an older study's ``{name: count}``."""
+    if isinstance(stored, dict):
+        return {name: int(stored[name]) for name in names}
+    return dict(zip(names, map(int, stored.split()), strict=True))
+
+
 @dataclass
 class StartOptions:
     """Flags of ``prune-search start``; ``None`` means "not given" (stored value or default).

@@ -57,7 +57,15 @@ class StoredStudy:
 
     def groups(self) -> int:
         """G, the number of groups of the stored space."""
-        return len(json.loads(self.space_json)["structure"]["groups"])
+        return len(self.group_names())
+
+    def group_names(self) -> list[str]:
+        """The stored space's group names, in the order of the genes and of the keep counts."""
+        return [group["name"] for group in json.loads(self.space_json)["structure"]["groups"]]
+
+    def strategies(self) -> list[str]:
+        """The stored space's channel-selection strategies, indexed by a strategy gene's code."""
+        return json.loads(self.space_json)["options"]["strategies"]
 
 
 def open_storage(url: str, *, create: bool = False) -> tuple[Engine, RDBStorage]:

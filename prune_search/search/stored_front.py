@@ -6,13 +6,12 @@ answers without building the space. A study whose front trials lack them (an old
 the caller recomputes the rows (:func:`~prune_search.search.summary.front_rows`).
 """
 
-import json
 from typing import Any
 
 import numpy as np
 
 from prune_search.search.archive import Archive, load_archive
-from prune_search.search.config import KEEP_ATTR
+from prune_search.search.config import KEEP_ATTR, keep_counts
 from prune_search.search.front import front_indices
 from prune_search.search.stored import StoredStudy
 from prune_search.storage.measurements import MEASURE, read_scores
@@ -36,19 +35,26 @@ def measured_objectives(
     return F, rows, scores
 
 
+def shown_front(
+    stored: StoredStudy, archive: Archive, proxy_front: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
+    """The archive rows ``[K]`` of the front that ``front`` shows, the measured candidates' rows and
+    ``{digest: scores}``: with measured candidates, the front of those by the measured score; otherwise the
+    proxy's front (``proxy_front``, when the caller holds it)."""
+    F, rows_measured, scores = measured_objectives(stored, archive)
+    if len(rows_measured):
+        return rows_measured[front_indices(F, archive.violation[rows_measured])], rows_measured, scores
+    idx = proxy_front if proxy_front is not None else front_indices(archive.F, archive.violation)
+    return idx, rows_measured, scores
+
+
 def stored_front_rows(stored: StoredStudy, archive: Archive | None = None) -> list[dict[str, Any]] | None:
     """The rows of :func:`~prune_search.search.summary.front_rows` (without ``corrected``), sorted by MACs,
     with the proxies as stored (6 significant digits); None where a front trial lacks the stored attributes."""
     archive = archive or load_archive(stored)
-    F, rows_measured, scores = measured_objectives(stored, archive)
-    if len(rows_measured):
-        idx = rows_measured[front_indices(F, archive.violation[rows_measured])]
-    else:
-        idx = front_indices(archive.F, archive.violation)
+    idx, _, scores = shown_front(stored, archive)
     attrs = user_attrs_by_trial(stored.engine, archive.trial_ids[idx].tolist())
-    space = json.loads(stored.space_json)
-    names = [group["name"] for group in space["structure"]["groups"]]
-    strategies = space["options"]["strategies"]
+    names, strategies = stored.group_names(), stored.strategies()
     proxy = stored.config["proxy"]
     out = []
     for i in idx:
@@ -56,7 +62,7 @@ def stored_front_rows(stored: StoredStudy, archive: Archive | None = None) -> li
         keep = stored_attrs.get(KEEP_ATTR)
         proxies = {k: v for k, v in stored_attrs.items() if k.startswith("proxy_")}
         complete = all(a in stored_attrs for a in COST_ATTRS) and f"proxy_{proxy}" in proxies
-        if not (complete and isinstance(keep, str)):
+        if not (complete and keep is not None):
             return None
         measured = scores.get(archive.keys[i])
         codes = archive.X[i, len(names) :]
@@ -67,7 +73,7 @@ def stored_front_rows(stored: StoredStudy, archive: Archive | None = None) -> li
                 **proxies,
                 "score": measured[MEASURE] if measured else proxies[f"proxy_{proxy}"],
                 **({"measured": measured} if measured else {}),
-                "keep": dict(zip(names, map(int, keep.split()), strict=True)),
+                "keep": keep_counts(keep, names),
                 "strategy": {name: strategies[int(code)] for name, code in zip(names, codes, strict=True)},
             }
         )

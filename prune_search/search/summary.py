@@ -9,7 +9,7 @@ from prune_search.search.archive import Archive, load_archive
 from prune_search.search.fidelity import corrected_objectives
 from prune_search.search.front import front_indices
 from prune_search.search.runner import Scorer
-from prune_search.search.stored_front import measured_objectives
+from prune_search.search.stored_front import shown_front
 from prune_search.search.study import StudyHandle
 from prune_search.storage.measurements import MEASURE
 
@@ -30,15 +30,11 @@ def front_rows(
     holds them).
     """
     archive = archive or load_archive(handle)
-    F, rows_measured, scores = measured_objectives(handle, archive)
+    idx, rows_measured, scores = shown_front(handle, archive, proxy_front)
     estimate = None
     if corrected and len(rows_measured):
         estimate = corrected_objectives(handle, archive, scores)
         idx = front_indices(estimate, archive.violation)
-    elif len(rows_measured):
-        idx = rows_measured[front_indices(F, archive.violation[rows_measured])]
-    else:
-        idx = proxy_front if proxy_front is not None else front_indices(archive.F, archive.violation)
     rows = archive_rows(handle, archive, idx, scores, estimate)
     return sorted(rows, key=lambda r: (r["macs"], r["params"], r["trial"]))
 
