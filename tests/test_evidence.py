@@ -222,7 +222,7 @@ def test_quality_benchmark_smoke_run_on_digits(tmp_path, digits_checkpoint):
     assert results.with_suffix(".svg").read_text().startswith("<?xml")
 
 
-def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study, monkeypatch):
+def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study, monkeypatch, tmp_path):
     from prune_search.evidence.compare import candidates_at
     from prune_search.finalize import rerank
     from prune_search.finalize.rerank import REFERENCES, reference_candidate
@@ -244,8 +244,13 @@ def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study,
         return original(*args, **kwargs, on_rung=lambda *r: rungs.append(r))
 
     monkeypatch.setattr("prune_search.evidence.compare.trained_rerank", recorded)
-    [entry] = candidates_at(base, "50%", ["front_trained"])
+    picks = tmp_path / "picks.json"
+    [entry] = candidates_at(base, "50%", ["front_trained"], picks)
     assert entry["macs"] <= budget and entry["trial"] is not None
+    first, last = json.loads(picks.read_text())["front_trained"]["rungs"]
+    assert [first["steps"], last["steps"]] == [2, 6] and last["kl"][0][0] == entry["trial"]  # the winner leads
+    assert [kl for *_, kl in last["kl"]] == sorted(kl for *_, kl in last["kl"])
+    assert {name for _, name, _ in first["kl"]} >= {"front", "uniform"}  # the references are named
     added = complete_trials(handle.engine, handle.study_id) - held
     assert 0 <= added <= len(REFERENCES)  # references not yet in the study became trials
     pool = rungs[0][1]

@@ -221,6 +221,8 @@ def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(stu
     assert done.returncode == 0, done.stderr
     assert rerank.AUTO_PICK == "trained" and "rung 1:" in done.stdout and "rung 2:" in done.stdout
     picked = int(done.stdout.split("the least KL")[0].rsplit("trial ", 1)[1].rstrip(": "))
+    standings = next(line for line in done.stdout.splitlines() if line.startswith("KL after 4 KD steps: "))
+    assert standings.split(": ", 1)[1].startswith(f"trial {picked} ")  # the winner leads the last rung
     result = json.loads((tmp_path / "trained" / "result.json").read_text())
     assert result["trial"] == picked and result["macs"] <= 0.4 * handle.config["base"]["macs"]
     assert complete_trials(handle.engine, handle.study_id) - held <= len(rerank.REFERENCES)

@@ -43,6 +43,7 @@ from prune_search.finalize.rerank import (
     kl_rerank,
     pick_method,
     reference_rows,
+    standings_text,
     trained_rerank,
 )
 from prune_search.finalize.rerank import bn_rerank as bn_rerank_rows
@@ -109,7 +110,7 @@ def finalize(
         shown = min(len(fitting), RERANKED)
         if chosen == "trained":
             references = reference_rows(handle, max_macs, max_params, model, bundle, torch_device)
-            row, kl = trained_rerank(
+            pick = trained_rerank(
                 handle,
                 fitting,
                 model,
@@ -118,9 +119,12 @@ def finalize(
                 list(references.values()),
                 on_rung=lambda rung, count, steps: typer.echo(f"rung {rung + 1}: {count} candidates, {steps} KD steps"),
             )
+            row = pick.row
+            typer.echo(standings_text(pick, {ref["trial"]: name for name, ref in references.items()}))
             typer.echo(
-                f"trial {row['trial']}: the least KL ({kl:.4f} nats) after short KD fine-tunes of the {shown} front "
-                f"trials with the most MACs within the budget and the references {', '.join(references) or 'none'}"
+                f"trial {row['trial']}: the least KL ({pick.kl:.4f} nats) after short KD fine-tunes of the {shown} "
+                f"front trials with the most MACs within the budget and the references "
+                f"{', '.join(references) or 'none'}"
             )
         elif chosen == "kl":
             row, kl = kl_rerank(handle, fitting, model, bundle, torch_device)

@@ -67,9 +67,9 @@ def candidates_at(base: Bench, budget: str, methods: list[str], picks: Path | No
             candidate = CandidateBatch(*(torch.tensor([stored[method][k]]) for k in ("keep", "strategy")))
             trial = stored[method]["trial"]
         else:
-            candidate, trial = _candidate(base, method, budget, macs_budget, rows)
+            candidate, trial, seen = _candidate(base, method, budget, macs_budget, rows)
             stored[method] = {"keep": candidate.keep[0].tolist(), "strategy": candidate.strategy[0].tolist()}
-            stored[method]["trial"] = trial
+            stored[method] |= {"trial": trial, **seen}
             if picks is not None:  # merged with what another call at this budget wrote meanwhile
                 picks.parent.mkdir(parents=True, exist_ok=True)
                 merged = json.loads(picks.read_text()) if picks.is_file() else {}
@@ -87,9 +87,10 @@ def candidates_at(base: Bench, budget: str, methods: list[str], picks: Path | No
 
 def _candidate(
     base: Bench, method: str, budget: str, macs_budget: int, rows: list[dict[str, Any]]
-) -> tuple[CandidateBatch, int | None]:
-    """The candidate ``method`` picks at ``budget`` (``macs_budget`` MACs), and its trial number (None off the
-    study); ``rows`` is the study's front."""
+) -> tuple[CandidateBatch, int | None, dict[str, Any]]:
+    """The candidate ``method`` picks at ``budget`` (``macs_budget`` MACs), its trial number (None off the
+    study) and what the pick saw, for the picks file: a trained pick's ``rungs``, each rung's KL after its KD
+    steps as ``[trial, "front" or the reference's name, KL]`` best first. ``rows`` is the study's front."""
     handle = base.handle
     codec = handle.codec
     if method == "search":
@@ -98,28 +99,34 @@ def _candidate(
             return _candidate(base, default, budget, macs_budget, rows)
         fitting = fitting_rows(handle, front_rows(handle, corrected=True), budget, None)
         row, _ = kl_rerank(handle, fitting, base.model, base.bundle, base.device)
-        return codec.from_rows([row]), row["trial"]
+        return codec.from_rows([row]), row["trial"], {}
     if method == "front":
         row = within_budget(handle, rows, budget, None)
-        return codec.from_rows([row]), row["trial"]
+        return codec.from_rows([row]), row["trial"], {}
     if method in ("front_bn", "front_kl"):
         rerank = bn_rerank if method == "front_bn" else kl_rerank
         row, _ = rerank(handle, fitting_rows(handle, rows, budget, None), base.model, base.bundle, base.device)
-        return codec.from_rows([row]), row["trial"]
+        return codec.from_rows([row]), row["trial"], {}
     if method == "front_trained":
         pool = front_rows(handle, corrected=True) if multi_fidelity(handle) else rows
-        row, _ = trained_rerank(
+        references = reference_rows(handle, budget, None, base.model, base.bundle, base.device)
+        pick = trained_rerank(
             handle,
             fitting_rows(handle, pool, budget, None),
             base.model,
             base.bundle,
             base.device,
-            list(reference_rows(handle, budget, None, base.model, base.bundle, base.device).values()),
+            list(references.values()),
         )
-        return codec.from_rows([row]), row["trial"]
+        named = {ref["trial"]: name for name, ref in references.items()}
+        rungs = [
+            {"steps": rung["steps"], "kl": [[trial, named.get(trial, "front"), kl] for trial, kl in rung["kl"].items()]}
+            for rung in pick.rungs
+        ]
+        return codec.from_rows([pick.row]), pick.row["trial"], {"rungs": rungs}
     if method in PEERS:
-        return peer_candidate(base, method, macs_budget), None
-    return baseline(handle.space, handle.importance, method, macs_budget), None
+        return peer_candidate(base, method, macs_budget), None, {}
+    return baseline(handle.space, handle.importance, method, macs_budget), None, {}
 
 
 def run_comparison(

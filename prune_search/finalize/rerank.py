@@ -10,7 +10,7 @@ the README's "What the evidence says").
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -144,26 +144,39 @@ def trained_pool(fitting: list[dict[str, Any]], references: Sequence[dict[str, A
     return list({row["trial"]: row for row in [*nearest(fitting), *references]}.values())
 
 
+class TrainedPick(NamedTuple):
+    """The trained pick: the winner's row, its KL (nats per sample) after the last rung it ran, and every rung's
+    standings, ``[{"steps": S, "kl": {trial: KL}}]`` with each rung's candidates in rank order (best first)."""
+
+    row: dict[str, Any]
+    kl: float
+    rungs: list[dict[str, Any]]
+
+
 def successive_halving(
     members: int,
     rungs: Sequence[int],
     score: Callable[[list[int], int], Sequence[float]],
     on_rung: Callable[[int, int, int], None] | None = None,
-) -> tuple[int, float]:
+) -> tuple[int, float, list[tuple[int, list[tuple[int, float]]]]]:
     """Successive halving over ``members`` candidates (indices): at each rung ``steps`` of ``rungs``,
     ``score(alive, steps)`` scores the candidates still alive (lower is better) and the best
-    :data:`TRAINED_KEEP`-th (rounded up) go on; it stops early once one is left. Returns the winner and its last
-    score. ``on_rung(rung, candidates, steps)`` reports progress."""
+    :data:`TRAINED_KEEP`-th (rounded up) go on; it stops early once one is left. Returns the winner, its last
+    score and each rung run as ``(steps, [(member, score)] best first)``. ``on_rung(rung, candidates, steps)``
+    reports progress."""
     ranked = [(float("nan"), i) for i in range(members)]
+    standings = []
     for rung, steps in enumerate(rungs):
         alive = [i for _, i in ranked]
         if rung and len(alive) == 1:
             break
         if on_rung is not None:
             on_rung(rung, len(alive), steps)
-        ranked = sorted(zip(score(alive, steps), alive, strict=True))[: -(-len(alive) // TRAINED_KEEP)]
+        scored = sorted(zip(score(alive, steps), alive, strict=True))
+        standings.append((steps, [(i, value) for value, i in scored]))
+        ranked = scored[: -(-len(alive) // TRAINED_KEEP)]
     best_score, best = ranked[0]
-    return best, best_score
+    return best, best_score, standings
 
 
 def trained_rerank(
@@ -174,12 +187,13 @@ def trained_rerank(
     device: torch.device,
     references: Sequence[dict[str, Any]] = (),
     on_rung: Callable[[int, int, int], None] | None = None,
-) -> tuple[dict[str, Any], float]:
+) -> TrainedPick:
     """Successive halving by short KD fine-tunes: of the :data:`RERANKED` rows of ``fitting`` with the most MACs
     and the ``references`` rows (e.g. uniform pruning at the budget, stored as trials), every candidate is
     fine-tuned for :data:`TRAINED_RUNGS` [0] steps and scored by KL (nats per sample) to the unpruned model on
     held-out train images (:class:`TrainedEvaluator`); the best third go on to the next rung's longer run.
-    Returns the winner of the last rung and its KL. ``on_rung(rung, candidates, steps)`` reports progress."""
+    Returns the winner of the last rung, its KL and every rung's standings (by trial number).
+    ``on_rung(rung, candidates, steps)`` reports progress."""
     pool = trained_pool(fitting, references)
     codec = handle.codec
     train, held_out = trained_batches(bundle)
@@ -188,5 +202,15 @@ def trained_rerank(
     def kl(alive: list[int], steps: int) -> list[float]:
         return evaluator(codec.from_rows([pool[i] for i in alive]), steps)["kl"].tolist()
 
-    best, best_kl = successive_halving(len(pool), TRAINED_RUNGS, kl, on_rung)
-    return pool[best], best_kl
+    best, best_kl, standings = successive_halving(len(pool), TRAINED_RUNGS, kl, on_rung)
+    rungs = [{"steps": steps, "kl": {pool[i]["trial"]: value for i, value in ranked}} for steps, ranked in standings]
+    return TrainedPick(pool[best], best_kl, rungs)
+
+
+def standings_text(pick: TrainedPick, names: dict[int, str]) -> str:
+    """The last rung's standings on one line, ``names`` marking the references' trials: ``trial 12 0.0248 nats,
+    uniform (trial 3) 0.0275 nats``."""
+    last = pick.rungs[-1]
+    shown = [f"{names[trial]} (trial {trial})" if trial in names else f"trial {trial}" for trial in last["kl"]]
+    values = [f"{label} {value:.4f}" for label, value in zip(shown, last["kl"].values(), strict=True)]
+    return f"KL after {last['steps']} KD steps: " + ", ".join(values)
