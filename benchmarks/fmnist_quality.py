@@ -11,8 +11,8 @@ best other method) and an SVG plot beside it. The studies are proxy-only (``star
 ``--evaluations`` N > 0 makes them multi-fidelity, and ``search`` is what ``finalize --max-macs`` picks by
 default.
 
-Run (Fashion-MNIST, the real benchmark; hours on 2 CPU cores):
-    python benchmarks/fmnist_quality.py --seeds 0,1,2
+Run (Fashion-MNIST, the real benchmark; hours on 2 CPU cores; ``--jobs 2`` fine-tunes two methods at once):
+    python benchmarks/fmnist_quality.py --seeds 0,1,2 --jobs 2
 Smoke run (digits, about a minute):
     python benchmarks/fmnist_quality.py --dataset digits --models resnet20 --budgets 50% \
         --seeds 0 --epochs 1 --trials 300 --baseline-epochs 3 --workdir /tmp/q --results /tmp/q/q.md
@@ -25,6 +25,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -68,6 +69,26 @@ def run(command: list[str], log: list[str]) -> str:
         sys.exit(f"command failed ({done.returncode}): {shown}\n{done.stderr[-3000:]}")
     print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
     return done.stdout
+
+
+def run_calls(calls: list[tuple[list[str], list[str]]], jobs: int, log: list[str]) -> None:
+    """Run ``compare`` calls, each ``(args, methods)``: one after the other, or with ``jobs`` > 1 split by method
+    into ``jobs`` processes at once (fine-tuning runs in separate folders), then each call once more with all
+    its methods, which reads every finished run back and writes the folder's complete results and summary."""
+    if jobs <= 1:
+        for compare, methods in calls:
+            run([*compare, "--methods", ",".join(methods)], log)
+        return
+    parts = [
+        [*compare, "--methods", ",".join(methods[start::jobs])]
+        for compare, methods in calls
+        for start in range(min(jobs, len(methods)))
+    ]
+    if len(parts) > 1:
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(lambda command: run(command, log), parts))
+    for compare, methods in calls:
+        run([*compare, "--methods", ",".join(methods)], log)
 
 
 def baseline_accuracy(checkpoint: Path, log: list[str]) -> tuple[float, float]:
@@ -141,6 +162,9 @@ def main() -> None:
     parser.add_argument("--method-seeds", action="append", default=[], help="METHOD=SEEDS overriding the seeds of it")
     parser.add_argument("--budget-methods", action="append", default=[], help="BUDGET=METHODS overriding --methods")
     parser.add_argument("--epochs", type=int, default=2, help="KD fine-tuning epochs of every compared model")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="compare processes at once per budget, the methods split among them"
+    )
     parser.add_argument("--methods", default=DEFAULT_METHODS, help="compare's --methods")
     parser.add_argument("--proxy", default="bn_kl", help="the studies' --proxy")
     parser.add_argument("--ratio-step", default="0.01", help="the studies' --ratio-step")
@@ -185,10 +209,13 @@ def main() -> None:
             groups: dict[str, list[str]] = {}  # seeds → the methods run with them (one compare call each)
             for method in methods_at.get(budget, args.methods).split(","):
                 groups.setdefault(seeds_of_method.get(method, seeds), []).append(method)
+            calls = []
             for method_seeds, methods in groups.items():
                 compare = ["compare", "--study", study, "--storage", storage, "--max-macs", budget]
-                compare += ["--methods", ",".join(methods), "--epochs", str(args.epochs), "--seeds", method_seeds]
-                run([*compare, "--out", str(out), "--no-progress", "--device", "cpu"], log)
+                compare += ["--epochs", str(args.epochs), "--seeds", method_seeds, "--out", str(out)]
+                compare += ["--no-progress", "--device", "cpu"]
+                calls.append((compare, methods))
+            run_calls(calls, args.jobs, log)
             summary += read_summary(out / "summary.csv")
         results[model] = (base, summary)
     svg = args.results.with_suffix(".svg")

@@ -209,7 +209,7 @@ def test_quality_benchmark_smoke_run_on_digits(tmp_path, digits_checkpoint):
     args = ["--dataset", "digits", "--models", "resnet20", "--budgets", "50%", "--seeds", "0", "--epochs", "1"]
     args += ["--trials", "300", "--checkpoint", f"resnet20={digits_checkpoint}"]
     args += ["--workdir", str(tmp_path / "w"), "--results", str(results)]
-    args += ["--methods", "search,front,front_bn,uniform,global_mean", "--evaluations", "6"]
+    args += ["--methods", "search,front,front_bn,uniform,global_mean", "--evaluations", "6", "--jobs", "2"]
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     text = results.read_text()

@@ -109,10 +109,11 @@ def _candidate(
         return codec.from_rows([row]), row["trial"], {}
     if method == "front_trained":
         pool = front_rows(handle, corrected=True) if multi_fidelity(handle) else rows
+        fitting = fitting_rows(handle, pool, budget, None)  # first: a budget no front trial meets is refused
         references = reference_rows(handle, budget, None, base.model, base.bundle, base.device)
         pick = trained_rerank(
             handle,
-            fitting_rows(handle, pool, budget, None),
+            fitting,
             base.model,
             base.bundle,
             base.device,
