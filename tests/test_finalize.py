@@ -1,6 +1,7 @@
 """The finalizer on digits: knee → fine-tune → export → load, records, resume, ONNX, workers, bad input."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -223,6 +224,8 @@ def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(stu
     picked = int(done.stdout.split("the least KL")[0].rsplit("trial ", 1)[1].rstrip(": "))
     standings = next(line for line in done.stdout.splitlines() if line.startswith("KL after 4 KD steps: "))
     assert standings.split(": ", 1)[1].startswith(f"trial {picked} ")  # the winner leads the last rung
+    for name in rerank.REFERENCES:  # each reference is in the last rung or says where it left
+        assert re.search(rf"{name} \(trial \d+\)( [0-9.]+| left after 2 steps, [0-9.]+, \d+ of \d+)", standings)
     result = json.loads((tmp_path / "trained" / "result.json").read_text())
     assert result["trial"] == picked and result["macs"] <= 0.4 * handle.config["base"]["macs"]
     assert complete_trials(handle.engine, handle.study_id) - held <= len(rerank.REFERENCES)

@@ -208,9 +208,24 @@ def trained_rerank(
 
 
 def standings_text(pick: TrainedPick, names: dict[int, str]) -> str:
-    """The last rung's standings on one line, ``names`` marking the references' trials: ``trial 12 0.0248 nats,
-    uniform (trial 3) 0.0275 nats``."""
+    """The last rung's standings on one line, ``names`` marking the references' trials, and where each reference
+    that did not reach it left: ``KL after 360 KD steps: trial 12 0.0248, trial 7 0.0251; uniform (trial 3) left
+    after 40 steps, 0.1120, 9th of 19``."""
+
+    def label(trial: int) -> str:
+        return f"{names[trial]} (trial {trial})" if trial in names else f"trial {trial}"
+
     last = pick.rungs[-1]
-    shown = [f"{names[trial]} (trial {trial})" if trial in names else f"trial {trial}" for trial in last["kl"]]
-    values = [f"{label} {value:.4f}" for label, value in zip(shown, last["kl"].values(), strict=True)]
-    return f"KL after {last['steps']} KD steps: " + ", ".join(values)
+    text = f"KL after {last['steps']} KD steps: " + ", ".join(
+        f"{label(trial)} {value:.4f}" for trial, value in last["kl"].items()
+    )
+    left = []
+    for trial in names:
+        reached = [rung for rung in pick.rungs if trial in rung["kl"]]
+        if reached and trial not in last["kl"]:
+            rung = reached[-1]
+            rank = list(rung["kl"]).index(trial) + 1
+            left.append(
+                f"{label(trial)} left after {rung['steps']} steps, {rung['kl'][trial]:.4f}, {rank} of {len(rung['kl'])}"
+            )
+    return "; ".join([text, *left])
