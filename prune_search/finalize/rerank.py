@@ -210,7 +210,7 @@ def trained_rerank(
 def standings_text(pick: TrainedPick, names: dict[int, str]) -> str:
     """The last rung's standings on one line, ``names`` marking the references' trials, and where each reference
     that did not reach it left: ``KL after 360 KD steps: trial 12 0.0248, trial 7 0.0251; uniform (trial 3) left
-    after 40 steps, 0.1120, 9th of 19``."""
+    after 40 steps, 0.1120, 9 of 19``."""
 
     def label(trial: int) -> str:
         return f"{names[trial]} (trial {trial})" if trial in names else f"trial {trial}"
