@@ -21,7 +21,7 @@ import prune_search
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import AdaptiveBNEvaluator
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
-from prune_search.finalize.rerank import RERANKED, bn_rerank, kl_rerank
+from prune_search.finalize.rerank import RERANKED, TrainedPick, bn_rerank, kl_rerank, standings_text
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.codec import CandidateCodec
@@ -237,6 +237,30 @@ def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(stu
     budget = parse_budget("40%", handle.config["base"]["macs"], "--max-macs")
     uniform = baseline(handle.space, handle.importance, "uniform", budget)
     assert list(stored["keep"].values()) == uniform.keep[0].tolist()  # stored as a trial, read back as one
+
+
+def test_standings_name_the_references_where_they_stood_and_where_they_left():
+    rungs = [
+        {"steps": 40, "kl": {12: 0.05, 3: 0.06, 7: 0.07, 9: 0.08, 4: 0.11}},
+        {"steps": 120, "kl": {3: 0.02, 12: 0.03}},
+    ]
+    pick = TrainedPick({"trial": 3}, 0.02, rungs, {3: "uniform", 4: "global_mean"})
+    assert standings_text(pick) == (
+        "KL after 120 KD steps: uniform (trial 3) 0.0200, trial 12 0.0300; "
+        "global_mean (trial 4) left after 40 steps, 0.1100, 5 of 5"
+    )
+    first, last = pick.labelled_rungs()
+    assert first == {
+        "steps": 40,
+        "kl": [
+            [12, "front", 0.05],
+            [3, "uniform", 0.06],
+            [7, "front", 0.07],
+            [9, "front", 0.08],
+            [4, "global_mean", 0.11],
+        ],
+    }
+    assert last == {"steps": 120, "kl": [[3, "uniform", 0.02], [12, "front", 0.03]]}
 
 
 def test_a_global_pruner_that_fails_on_the_model_leaves_the_pool_with_a_warning(study, monkeypatch):

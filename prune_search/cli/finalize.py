@@ -116,11 +116,11 @@ def finalize(
                 model,
                 bundle,
                 torch_device,
-                list(references.values()),
+                references,
                 on_rung=lambda rung, count, steps: typer.echo(f"rung {rung + 1}: {count} candidates, {steps} KD steps"),
             )
             row = pick.row
-            typer.echo(standings_text(pick, {ref["trial"]: name for name, ref in references.items()}))
+            typer.echo(standings_text(pick))
             typer.echo(
                 f"trial {row['trial']}: the least KL ({pick.kl:.4f} nats) after short KD fine-tunes of the {shown} "
                 f"front trials with the most MACs within the budget and the references "

@@ -111,20 +111,8 @@ def _candidate(
         pool = front_rows(handle, corrected=True) if multi_fidelity(handle) else rows
         fitting = fitting_rows(handle, pool, budget, None)  # first: a budget no front trial meets is refused
         references = reference_rows(handle, budget, None, base.model, base.bundle, base.device)
-        pick = trained_rerank(
-            handle,
-            fitting,
-            base.model,
-            base.bundle,
-            base.device,
-            list(references.values()),
-        )
-        named = {ref["trial"]: name for name, ref in references.items()}
-        rungs = [
-            {"steps": rung["steps"], "kl": [[trial, named.get(trial, "front"), kl] for trial, kl in rung["kl"].items()]}
-            for rung in pick.rungs
-        ]
-        return codec.from_rows([pick.row]), pick.row["trial"], {"rungs": rungs}
+        pick = trained_rerank(handle, fitting, base.model, base.bundle, base.device, references)
+        return codec.from_rows([pick.row]), pick.row["trial"], {"rungs": pick.labelled_rungs()}
     if method in PEERS:
         return peer_candidate(base, method, macs_budget), None, {}
     return baseline(handle.space, handle.importance, method, macs_budget), None, {}

@@ -145,12 +145,22 @@ def trained_pool(fitting: list[dict[str, Any]], references: Sequence[dict[str, A
 
 
 class TrainedPick(NamedTuple):
-    """The trained pick: the winner's row, its KL (nats per sample) after the last rung it ran, and every rung's
-    standings, ``[{"steps": S, "kl": {trial: KL}}]`` with each rung's candidates in rank order (best first)."""
+    """The trained pick: the winner's row, its KL (nats per sample) after the last rung it ran, every rung's
+    standings, ``[{"steps": S, "kl": {trial: KL}}]`` with each rung's candidates in rank order (best first), and
+    the references in the pool, ``{trial: name}``."""
 
     row: dict[str, Any]
     kl: float
     rungs: list[dict[str, Any]]
+    names: dict[int, str]
+
+    def labelled_rungs(self) -> list[dict[str, Any]]:
+        """Every rung's standings as ``{"steps": S, "kl": [[trial, "front" or the reference's name, KL]]}``,
+        best first (the picks file of ``compare``)."""
+        return [
+            {"steps": r["steps"], "kl": [[t, self.names.get(t, "front"), kl] for t, kl in r["kl"].items()]}
+            for r in self.rungs
+        ]
 
 
 def successive_halving(
@@ -185,16 +195,17 @@ def trained_rerank(
     model: nn.Module,
     bundle: DatasetBundle,
     device: torch.device,
-    references: Sequence[dict[str, Any]] = (),
+    references: dict[str, dict[str, Any]] | None = None,
     on_rung: Callable[[int, int, int], None] | None = None,
 ) -> TrainedPick:
     """Successive halving by short KD fine-tunes: of the :data:`RERANKED` rows of ``fitting`` with the most MACs
-    and the ``references`` rows (e.g. uniform pruning at the budget, stored as trials), every candidate is
+    and the ``references`` rows by name (e.g. ``{"uniform": row}``, stored as trials), every candidate is
     fine-tuned for :data:`TRAINED_RUNGS` [0] steps and scored by KL (nats per sample) to the unpruned model on
     held-out train images (:class:`TrainedEvaluator`); the best third go on to the next rung's longer run.
     Returns the winner of the last rung, its KL and every rung's standings (by trial number).
     ``on_rung(rung, candidates, steps)`` reports progress."""
-    pool = trained_pool(fitting, references)
+    references = references or {}
+    pool = trained_pool(fitting, list(references.values()))
     codec = handle.codec
     train, held_out = trained_batches(bundle)
     evaluator = TrainedEvaluator(model, handle.space, handle.importance, train, held_out, device)
@@ -204,13 +215,16 @@ def trained_rerank(
 
     best, best_kl, standings = successive_halving(len(pool), TRAINED_RUNGS, kl, on_rung)
     rungs = [{"steps": steps, "kl": {pool[i]["trial"]: value for i, value in ranked}} for steps, ranked in standings]
-    return TrainedPick(pool[best], best_kl, rungs)
+    names = {row["trial"]: name for name, row in references.items()}
+    return TrainedPick(pool[best], best_kl, rungs, names)
 
 
-def standings_text(pick: TrainedPick, names: dict[int, str]) -> str:
-    """The last rung's standings on one line, ``names`` marking the references' trials, and where each reference
-    that did not reach it left: ``KL after 360 KD steps: trial 12 0.0248, trial 7 0.0251; uniform (trial 3) left
+def standings_text(pick: TrainedPick) -> str:
+    """The last rung's standings on one line, the references named, and where each reference that did not reach
+    it left: ``KL after 360 KD steps: trial 12 0.0248, trial 7 0.0251; uniform (trial 3) left
     after 40 steps, 0.1120, 9 of 19``."""
+
+    names = pick.names
 
     def label(trial: int) -> str:
         return f"{names[trial]} (trial {trial})" if trial in names else f"trial {trial}"
