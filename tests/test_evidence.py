@@ -258,3 +258,12 @@ def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study,
     rows = stored_rows(handle, baseline(handle.space, handle.importance, "uniform", budget), torch.device("cpu"))
     assert complete_trials(handle.engine, handle.study_id) == held + added  # stored once, found again
     assert torch.equal(torch.tensor([list(rows[0]["keep"].values())]), references[:1])
+    [searched] = candidates_at(base, "50%", ["search"], picks)  # the default: the same halving, with the margin
+    stored = json.loads(picks.read_text())
+    assert stored["search"]["rungs"] == stored["front_trained"]["rungs"]
+    check = stored["search"].get("check")
+    if check is None:  # the halving winner is uniform itself
+        assert searched["trial"] == entry["trial"] and last["kl"][0][1] == "uniform"
+    else:
+        assert check["leader"] == entry["trial"] and check["margin"] == rerank.SWITCH_MARGIN
+        assert searched["trial"] == (check["incumbent"] if check["kept"] else entry["trial"])

@@ -172,6 +172,9 @@ def test_bad_choices_are_refused_with_one_line(study, tmp_path):
     assert_one_line_error(run_cli(*base, "--out", str(tmp_path / "x")), "choose the trial one way")
     bad_pick = run_cli(*base, "--max-macs", "50%", "--pick", "magic", "--out", str(tmp_path / "x"))
     assert_one_line_error(bad_pick, "unknown --pick 'magic'", "trained, bn, kl, best")
+    for margin in ("1", "-0.1"):
+        bad_margin = run_cli(*base, "--max-macs", "50%", "--margin", margin, "--out", str(tmp_path / "x"))
+        assert_one_line_error(bad_margin, "--margin must be in [0, 1)", f"got {float(margin)}")
     assert not (tmp_path / "x").exists()
 
 
@@ -221,14 +224,17 @@ def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(stu
     done = run_cli(*base, "--out", str(tmp_path / "trained"))
     assert done.returncode == 0, done.stderr
     assert rerank.AUTO_PICK == "trained" and "rung 1:" in done.stdout and "rung 2:" in done.stdout
-    picked = int(done.stdout.split("the least KL")[0].rsplit("trial ", 1)[1].rstrip(": "))
+    picked, how = re.search(r"^trial (\d+): (the least KL|uniform pruning, kept)", done.stdout, re.M).groups()
     standings = next(line for line in done.stdout.splitlines() if line.startswith("KL after 4 KD steps: "))
     leader = standings.split(": ", 1)[1]  # the winner leads the last rung, named if it is a reference
-    assert re.match(rf"(\w+ \()?trial {picked}\)? ", leader)
+    if how == "the least KL":
+        assert re.match(rf"(\w+ \()?trial {picked}\)? ", leader)
+    else:  # the winner was not 25 % below uniform: uniform stays, and the line says so
+        assert re.search(rf"uniform \(trial {picked}\) stays the pick: trial \d+'s KL after 4 steps", standings)
     for name in rerank.REFERENCES:  # each reference is in the last rung or says where it left
         assert re.search(rf"{name} \(trial \d+\)( [0-9.]+| left after 2 steps, [0-9.]+, \d+ of \d+)", standings)
     result = json.loads((tmp_path / "trained" / "result.json").read_text())
-    assert result["trial"] == picked and result["macs"] <= 0.4 * handle.config["base"]["macs"]
+    assert result["trial"] == int(picked) and result["macs"] <= 0.4 * handle.config["base"]["macs"]
     assert complete_trials(handle.engine, handle.study_id) - held <= len(rerank.REFERENCES)
     base_model = open_base(handle)
     references = rerank.reference_rows(handle, "40%", None, base_model.model, base_model.bundle, torch.device("cpu"))
@@ -237,6 +243,72 @@ def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(stu
     budget = parse_budget("40%", handle.config["base"]["macs"], "--max-macs")
     uniform = baseline(handle.space, handle.importance, "uniform", budget)
     assert list(stored["keep"].values()) == uniform.keep[0].tolist()  # stored as a trial, read back as one
+
+
+class _ScriptedKL:
+    """A stand-in for TrainedEvaluator: the KL of each candidate (by its keep counts) after ``steps`` comes from
+    ``script(trial, steps)``; every scoring is logged as (trial, steps)."""
+
+    def __init__(self, rows, script, log):
+        self.trials = {tuple(row["keep"].values()): row["trial"] for row in rows}
+        self.script, self.log = script, log
+
+    def __call__(self, batch, steps):
+        trials = [self.trials[tuple(keep)] for keep in batch.keep.tolist()]
+        self.log.extend((trial, steps) for trial in trials)
+        return {"kl": torch.tensor([self.script(trial, steps) for trial in trials])}
+
+
+@pytest.mark.parametrize(
+    ("uniform_kl", "margin", "kept", "rescored"),
+    [
+        (0.11, 0.25, True, False),  # uniform in the last rung, the winner only 9 % below it: uniform stays
+        (0.20, 0.25, False, False),  # the winner 50 % below uniform: it replaces uniform
+        (0.11, 0.0, None, False),  # margin 0: always the winner, no check
+        (0.30, 0.25, False, True),  # uniform left at the first rung: scored once more after the last rung's steps
+        (0.105, 0.25, True, True),  # ... and kept when the winner is not clearly better there
+    ],
+)
+def test_the_trained_pick_keeps_uniform_unless_the_winner_is_clearly_better(
+    study, monkeypatch, uniform_kl, margin, kept, rescored
+):
+    from prune_search.finalize import rerank
+
+    handle, _, _ = study
+    fitting = fitting_rows(handle, front_rows(handle), "60%", None)
+    rows = rerank.nearest(fitting)
+    leader, incumbent = rows[0]["trial"], rows[-1]["trial"]
+    first_rung = rerank.TRAINED_RUNGS[0]
+
+    def script(trial, steps):
+        if trial == incumbent:  # 0.105 or 0.30 at the first rung is behind the best third; later it is uniform_kl
+            return 0.4 if rescored and steps == first_rung else uniform_kl
+        return 0.1 if trial == leader else 0.12 + 0.001 * trial
+
+    log = []
+    monkeypatch.setattr(rerank, "trained_batches", lambda bundle: ([], []))
+    monkeypatch.setattr(rerank, "TrainedEvaluator", lambda *args: _ScriptedKL(rows, script, log))
+    pick = rerank.trained_rerank(handle, fitting, None, None, torch.device("cpu"), {"uniform": rows[-1]}, None, margin)
+    last_steps = pick.rungs[-1]["steps"]
+    assert (incumbent in pick.rungs[-1]["kl"]) is not rescored
+    assert log.count((incumbent, last_steps)) == 1  # scored once at the last rung's steps, in it or after it
+    if kept is None:
+        assert pick.check is None and pick.row["trial"] == leader
+        return
+    assert pick.check == {
+        "steps": last_steps,
+        "leader": leader,
+        "leader_kl": pytest.approx(0.1),
+        "incumbent": incumbent,
+        "incumbent_kl": pytest.approx(0.105 if uniform_kl == 0.105 else uniform_kl),
+        "margin": 0.25,
+        "kept": kept,
+    }
+    assert pick.row["trial"] == (incumbent if kept else leader)
+    assert pick.kl == pytest.approx(uniform_kl if kept else 0.1)
+    line = standings_text(pick).split("; ")[-1]
+    assert line.startswith(f"uniform (trial {incumbent}) {'stays the pick' if kept else 'is replaced'}: ")
+    assert line.endswith("(a switch needs 25% below)")
 
 
 def test_standings_name_the_references_where_they_stood_and_where_they_left():

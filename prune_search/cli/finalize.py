@@ -33,11 +33,14 @@ from prune_search.cli.storage_options import (
     StudyCheckpointOpt,
 )
 from prune_search.device import resolve_device
+from prune_search.errors import PruneSearchError
 from prune_search.finalize import choose, finalize_trial
 from prune_search.finalize.rerank import (
     AUTO_PICK,
     CALIBRATION_BATCHES,
+    INCUMBENT,
     RERANKED,
+    SWITCH_MARGIN,
     TRAINED_RUNGS,
     VAL_BATCHES,
     kl_rerank,
@@ -76,6 +79,14 @@ def finalize(
             f"'{AUTO_PICK}'; 'kl' in a study with --evaluations).",
         ),
     ] = "auto",
+    margin: Annotated[
+        float,
+        typer.Option(
+            "--margin",
+            help=f"With --pick trained: the halving winner replaces {INCUMBENT} pruning only if its KL is at least "
+            "this share below uniform's after the same KD steps (0: always the winner).",
+        ),
+    ] = SWITCH_MARGIN,
     front: Annotated[int | None, typer.Option(help="Finalize K front trials spread across MACs.")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = TUNING.epochs,
     lr: LrOpt = TUNING.lr,
@@ -103,6 +114,8 @@ def finalize(
     torch_device = resolve_device(device)
 
     chosen = pick_method(pick, handle)
+    if not 0 <= margin < 1:
+        raise PruneSearchError(f"--margin must be in [0, 1) (a share of uniform's KL), got {margin}")
 
     def rerank(fitting: list[dict[str, Any]]) -> dict[str, Any]:
         base = open_base(handle, checkpoint, root_text(data_root))
@@ -118,13 +131,18 @@ def finalize(
                 torch_device,
                 references,
                 on_rung=lambda rung, count, steps: typer.echo(f"rung {rung + 1}: {count} candidates, {steps} KD steps"),
+                margin=margin,
             )
             row = pick.row
             typer.echo(standings_text(pick))
+            how = (
+                f"{INCUMBENT} pruning, kept: no candidate's KL was {margin:.0%} below its {pick.kl:.4f} nats"
+                if pick.check is not None and pick.check["kept"]
+                else f"the least KL ({pick.kl:.4f} nats)"
+            )
             typer.echo(
-                f"trial {row['trial']}: the least KL ({pick.kl:.4f} nats) after short KD fine-tunes of the {shown} "
-                f"front trials with the most MACs within the budget and the references "
-                f"{', '.join(references) or 'none'}"
+                f"trial {row['trial']}: {how} after short KD fine-tunes of the {shown} front trials with the most "
+                f"MACs within the budget and the references {', '.join(references) or 'none'}"
             )
         elif chosen == "kl":
             row, kl = kl_rerank(handle, fitting, model, bundle, torch_device)

@@ -7,8 +7,9 @@ best-scored feasible front trial within the budget (the least measured KL of the
 multi-fidelity study, else the best proxy; ``--pick best``); ``front_bn``, of the 16 front trials within the
 budget with the most MACs, the best by val accuracy after BN recalibration (8 train batches, 4 val batches of
 128; ``--pick bn``); ``front_kl``, of the same 16, the least whole-candidate KL to the unpruned model on the
-train-split fitness sample; ``front_trained``, successive halving by short KD fine-tunes over the same 16 and the
-uniform and global baselines at the budget, stored as trials (``--pick trained``); the baselines of
+train-split fitness sample; ``front_trained``, the winner of successive halving by short KD fine-tunes over the same
+16 and the uniform and global baselines at the budget, stored as trials (``--pick trained --margin 0``; ``search``
+is ``--pick trained``, which keeps uniform unless the winner's KL is :data:`SWITCH_MARGIN` below it); the baselines of
 :mod:`prune_search.search.baselines` and the peers' widths of :mod:`prune_search.evidence.peers`, each
 with the most MACs within the same budget. Each is fine-tuned with one :class:`FinalizeConfig` per seed; the
 baselines' and peers' candidates are stored as trials of the study (``finalize --trial N --force`` exports one).
@@ -25,7 +26,14 @@ import torch
 from prune_search.errors import PruneSearchError
 from prune_search.evidence.context import Bench
 from prune_search.evidence.peers import PEERS, peer_candidate
-from prune_search.finalize.rerank import bn_rerank, kl_rerank, pick_method, reference_rows, trained_rerank
+from prune_search.finalize.rerank import (
+    SWITCH_MARGIN,
+    bn_rerank,
+    kl_rerank,
+    pick_method,
+    reference_rows,
+    trained_rerank,
+)
 from prune_search.finalize.select import fitting_rows, within_budget
 from prune_search.finalize.tune import FinalizeConfig
 from prune_search.search.baselines import BASELINES, baseline
@@ -95,6 +103,8 @@ def _candidate(
     codec = handle.codec
     if method == "search":
         default = PICK_METHOD[pick_method("auto", handle)]
+        if default == "front_trained":
+            return _trained(base, budget, rows, SWITCH_MARGIN)
         if default is not None:
             return _candidate(base, default, budget, macs_budget, rows)
         fitting = fitting_rows(handle, front_rows(handle, corrected=True), budget, None)
@@ -108,14 +118,24 @@ def _candidate(
         row, _ = rerank(handle, fitting_rows(handle, rows, budget, None), base.model, base.bundle, base.device)
         return codec.from_rows([row]), row["trial"], {}
     if method == "front_trained":
-        pool = front_rows(handle, corrected=True) if multi_fidelity(handle) else rows
-        fitting = fitting_rows(handle, pool, budget, None)  # first: a budget no front trial meets is refused
-        references = reference_rows(handle, budget, None, base.model, base.bundle, base.device)
-        pick = trained_rerank(handle, fitting, base.model, base.bundle, base.device, references)
-        return codec.from_rows([pick.row]), pick.row["trial"], {"rungs": pick.labelled_rungs()}
+        return _trained(base, budget, rows, 0.0)
     if method in PEERS:
         return peer_candidate(base, method, macs_budget), None, {}
     return baseline(handle.space, handle.importance, method, macs_budget), None, {}
+
+
+def _trained(
+    base: Bench, budget: str, rows: list[dict[str, Any]], margin: float
+) -> tuple[CandidateBatch, int, dict[str, Any]]:
+    """The trained pick at ``budget`` over the front ``rows`` with ``margin`` (0: the halving winner), as
+    :func:`_candidate` returns it, with every rung's standings and the margin check for the picks file."""
+    handle = base.handle
+    pool = front_rows(handle, corrected=True) if multi_fidelity(handle) else rows
+    fitting = fitting_rows(handle, pool, budget, None)  # first: a budget no front trial meets is refused
+    references = reference_rows(handle, budget, None, base.model, base.bundle, base.device)
+    pick = trained_rerank(handle, fitting, base.model, base.bundle, base.device, references, margin=margin)
+    seen = {"rungs": pick.labelled_rungs()} | ({"check": pick.check} if pick.check is not None else {})
+    return handle.codec.from_rows([pick.row]), pick.row["trial"], seen
 
 
 def run_comparison(

@@ -77,6 +77,8 @@ TRAINED_BATCH = 64  # images per KD step
 TRAINED_POOL_BATCHES = 128  # train batches the KD steps cycle through (8,192 images)
 HELD_OUT_BATCHES = 16  # train batches held out to score (1,024 images)
 TRAINED_SEED = 20261201
+INCUMBENT = "uniform"  # the reference the trained pick keeps unless the halving winner beats it clearly
+SWITCH_MARGIN = 0.25  # ... by a KL at least this share below the incumbent's after the same KD steps (README)
 
 
 def pick_method(pick: str, handle: StudyHandle) -> str:
@@ -145,14 +147,17 @@ def trained_pool(fitting: list[dict[str, Any]], references: Sequence[dict[str, A
 
 
 class TrainedPick(NamedTuple):
-    """The trained pick: the winner's row, its KL (nats per sample) after the last rung it ran, every rung's
-    standings, ``[{"steps": S, "kl": {trial: KL}}]`` with each rung's candidates in rank order (best first), and
-    the references in the pool, ``{trial: name}``."""
+    """The trained pick: its row, its KL (nats per sample) after the last rung's KD steps, every rung's standings,
+    ``[{"steps": S, "kl": {trial: KL}}]`` with each rung's candidates in rank order (best first), the references
+    in the pool, ``{trial: name}``, and, where the halving winner is not the incumbent, the margin check:
+    ``{"steps", "leader", "leader_kl", "incumbent", "incumbent_kl", "margin", "kept"}`` (``kept``: the incumbent
+    stays the pick, the winner's KL not ``margin`` below its own)."""
 
     row: dict[str, Any]
     kl: float
     rungs: list[dict[str, Any]]
     names: dict[int, str]
+    check: dict[str, Any] | None = None
 
     def labelled_rungs(self) -> list[dict[str, Any]]:
         """Every rung's standings as ``{"steps": S, "kl": [[trial, "front" or the reference's name, KL]]}``,
@@ -197,13 +202,16 @@ def trained_rerank(
     device: torch.device,
     references: dict[str, dict[str, Any]] | None = None,
     on_rung: Callable[[int, int, int], None] | None = None,
+    margin: float = SWITCH_MARGIN,
 ) -> TrainedPick:
     """Successive halving by short KD fine-tunes: of the :data:`RERANKED` rows of ``fitting`` with the most MACs
     and the ``references`` rows by name (e.g. ``{"uniform": row}``, stored as trials), every candidate is
     fine-tuned for :data:`TRAINED_RUNGS` [0] steps and scored by KL (nats per sample) to the unpruned model on
     held-out train images (:class:`TrainedEvaluator`); the best third go on to the next rung's longer run.
-    Returns the winner of the last rung, its KL and every rung's standings (by trial number).
-    ``on_rung(rung, candidates, steps)`` reports progress."""
+    The winner of the last rung is the pick unless the :data:`INCUMBENT` reference is in the pool and scores a
+    KL less than ``1 / (1 - margin)`` times the winner's after the same steps (scored for it if it left
+    earlier): then the incumbent stays (``margin`` 0: always the winner). Returns the pick, its KL, every rung's
+    standings (by trial number) and the margin check. ``on_rung(rung, candidates, steps)`` reports progress."""
     references = references or {}
     pool = trained_pool(fitting, list(references.values()))
     codec = handle.codec
@@ -216,13 +224,34 @@ def trained_rerank(
     best, best_kl, standings = successive_halving(len(pool), TRAINED_RUNGS, kl, on_rung)
     rungs = [{"steps": steps, "kl": {pool[i]["trial"]: value for i, value in ranked}} for steps, ranked in standings]
     names = {row["trial"]: name for name, row in references.items()}
-    return TrainedPick(pool[best], best_kl, rungs, names)
+    incumbent = references.get(INCUMBENT)
+    if incumbent is None or incumbent["trial"] == pool[best]["trial"] or margin <= 0:
+        return TrainedPick(pool[best], best_kl, rungs, names)
+    member = next(i for i, row in enumerate(pool) if row["trial"] == incumbent["trial"])
+    steps, ranked = standings[-1]
+    incumbent_kl = dict(ranked).get(member)
+    if incumbent_kl is None:
+        incumbent_kl = kl([member], steps)[0]
+    kept = best_kl > (1 - margin) * incumbent_kl
+    check = {
+        "steps": steps,
+        "leader": pool[best]["trial"],
+        "leader_kl": best_kl,
+        "incumbent": incumbent["trial"],
+        "incumbent_kl": incumbent_kl,
+        "margin": margin,
+        "kept": kept,
+    }
+    if kept:
+        return TrainedPick(pool[member], incumbent_kl, rungs, names, check)
+    return TrainedPick(pool[best], best_kl, rungs, names, check)
 
 
 def standings_text(pick: TrainedPick) -> str:
-    """The last rung's standings on one line, the references named, and where each reference that did not reach
-    it left: ``KL after 360 KD steps: trial 12 0.0248, trial 7 0.0251; uniform (trial 3) left
-    after 40 steps, 0.1120, 9 of 19``."""
+    """The last rung's standings on one line, the references named, where each reference that did not reach it
+    left and the margin check: ``KL after 360 KD steps: trial 12 0.0248, trial 7 0.0251; uniform (trial 3) left
+    after 40 steps, 0.1120, 9 of 19; uniform (trial 3) stays the pick: trial 12's KL after 360 steps is 9% below
+    its 0.0273 (a switch needs 25% below)``."""
 
     names = pick.names
 
@@ -242,4 +271,13 @@ def standings_text(pick: TrainedPick) -> str:
             left.append(
                 f"{label(trial)} left after {rung['steps']} steps, {rung['kl'][trial]:.4f}, {rank} of {len(rung['kl'])}"
             )
+    check = pick.check
+    if check is not None:
+        ratio = 1 - check["leader_kl"] / check["incumbent_kl"]
+        verdict = "stays the pick" if check["kept"] else "is replaced"
+        left.append(
+            f"{label(check['incumbent'])} {verdict}: trial {check['leader']}'s KL after {check['steps']} steps is "
+            f"{abs(ratio):.0%} {'below' if ratio >= 0 else 'above'} its {check['incumbent_kl']:.4f} (a switch needs "
+            f"{check['margin']:.0%} below)"
+        )
     return "; ".join([text, *left])
