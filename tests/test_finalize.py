@@ -230,7 +230,7 @@ def test_the_default_budget_pick_trains_the_front_and_the_references_briefly(stu
     if how == "the least KL":
         assert re.match(rf"(\w+ \()?trial {picked}\)? ", leader)
     else:  # the winner was not 25 % below uniform: uniform stays, and the line says so
-        assert re.search(rf"uniform \(trial {picked}\) stays the pick: trial \d+'s KL after 4 steps", standings)
+        assert re.search(rf"below uniform \(trial {picked}\)'s [0-9.]+: uniform stays the pick", standings)
     for name in rerank.REFERENCES:  # each reference is in the last rung or says where it left
         assert re.search(rf"{name} \(trial \d+\)( [0-9.]+| left after 2 steps, [0-9.]+, \d+ of \d+)", standings)
     result = json.loads((tmp_path / "trained" / "result.json").read_text())
@@ -264,7 +264,7 @@ class _ScriptedKL:
     [
         (0.11, 0.25, True, False),  # uniform in the last rung, the winner only 9 % below it: uniform stays
         (0.20, 0.25, False, False),  # the winner 50 % below uniform: it replaces uniform
-        (0.11, 0.0, None, False),  # margin 0: always the winner, no check
+        (0.11, 0.0, False, False),  # margin 0: always the winner, the check still shown
         (0.30, 0.25, False, True),  # uniform left at the first rung: scored once more after the last rung's steps
         (0.105, 0.25, True, True),  # ... and kept when the winner is not clearly better there
     ],
@@ -292,23 +292,24 @@ def test_the_trained_pick_keeps_uniform_unless_the_winner_is_clearly_better(
     last_steps = pick.rungs[-1]["steps"]
     assert (incumbent in pick.rungs[-1]["kl"]) is not rescored
     assert log.count((incumbent, last_steps)) == 1  # scored once at the last rung's steps, in it or after it
-    if kept is None:
-        assert pick.check is None and pick.row["trial"] == leader
-        return
     assert pick.check == {
         "steps": last_steps,
         "leader": leader,
         "leader_kl": pytest.approx(0.1),
         "incumbent": incumbent,
         "incumbent_kl": pytest.approx(0.105 if uniform_kl == 0.105 else uniform_kl),
-        "margin": 0.25,
+        "margin": margin,
         "kept": kept,
     }
     assert pick.row["trial"] == (incumbent if kept else leader)
     assert pick.kl == pytest.approx(uniform_kl if kept else 0.1)
     line = standings_text(pick).split("; ")[-1]
-    assert line.startswith(f"uniform (trial {incumbent}) {'stays the pick' if kept else 'is replaced'}: ")
-    assert line.endswith("(a switch needs 25% below)")
+    assert line.startswith(f"trial {leader}'s KL after {last_steps} steps is ")
+    assert f"below uniform (trial {incumbent})'s " in line
+    verdict = "uniform stays the pick" if kept else "the winner is the pick"
+    assert line.endswith(
+        f": {verdict} (a switch needs 25% below)" if margin else f"'s {pick.check['incumbent_kl']:.4f}"
+    )
 
 
 def test_standings_name_the_references_where_they_stood_and_where_they_left():

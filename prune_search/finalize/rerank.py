@@ -78,7 +78,7 @@ TRAINED_POOL_BATCHES = 128  # train batches the KD steps cycle through (8,192 im
 HELD_OUT_BATCHES = 16  # train batches held out to score (1,024 images)
 TRAINED_SEED = 20261201
 INCUMBENT = "uniform"  # the reference the trained pick keeps unless the halving winner beats it clearly
-SWITCH_MARGIN = 0.25  # ... by a KL at least this share below the incumbent's after the same KD steps (README)
+SWITCH_MARGIN = 0.35  # ... by a KL at least this share below the incumbent's after the same KD steps (README)
 
 
 def pick_method(pick: str, handle: StudyHandle) -> str:
@@ -225,14 +225,14 @@ def trained_rerank(
     rungs = [{"steps": steps, "kl": {pool[i]["trial"]: value for i, value in ranked}} for steps, ranked in standings]
     names = {row["trial"]: name for name, row in references.items()}
     incumbent = references.get(INCUMBENT)
-    if incumbent is None or incumbent["trial"] == pool[best]["trial"] or margin <= 0:
+    if incumbent is None or incumbent["trial"] == pool[best]["trial"]:
         return TrainedPick(pool[best], best_kl, rungs, names)
     member = next(i for i, row in enumerate(pool) if row["trial"] == incumbent["trial"])
     steps, ranked = standings[-1]
     incumbent_kl = dict(ranked).get(member)
     if incumbent_kl is None:
         incumbent_kl = kl([member], steps)[0]
-    kept = best_kl > (1 - margin) * incumbent_kl
+    kept = margin > 0 and best_kl > (1 - margin) * incumbent_kl
     check = {
         "steps": steps,
         "leader": pool[best]["trial"],
@@ -250,8 +250,8 @@ def trained_rerank(
 def standings_text(pick: TrainedPick) -> str:
     """The last rung's standings on one line, the references named, where each reference that did not reach it
     left and the margin check: ``KL after 360 KD steps: trial 12 0.0248, trial 7 0.0251; uniform (trial 3) left
-    after 40 steps, 0.1120, 9 of 19; uniform (trial 3) stays the pick: trial 12's KL after 360 steps is 9% below
-    its 0.0273 (a switch needs 25% below)``."""
+    after 40 steps, 0.1120, 9 of 19; trial 12's KL after 360 steps is 9% below uniform (trial 3)'s 0.0273: uniform
+    stays the pick (a switch needs 35% below)``."""
 
     names = pick.names
 
@@ -274,10 +274,12 @@ def standings_text(pick: TrainedPick) -> str:
     check = pick.check
     if check is not None:
         ratio = 1 - check["leader_kl"] / check["incumbent_kl"]
-        verdict = "stays the pick" if check["kept"] else "is replaced"
-        left.append(
-            f"{label(check['incumbent'])} {verdict}: trial {check['leader']}'s KL after {check['steps']} steps is "
-            f"{abs(ratio):.0%} {'below' if ratio >= 0 else 'above'} its {check['incumbent_kl']:.4f} (a switch needs "
-            f"{check['margin']:.0%} below)"
+        line = (
+            f"trial {check['leader']}'s KL after {check['steps']} steps is {abs(ratio):.0%} "
+            f"{'below' if ratio >= 0 else 'above'} {label(check['incumbent'])}'s {check['incumbent_kl']:.4f}"
         )
+        if check["margin"] > 0:
+            verdict = f"{names[check['incumbent']]} stays the pick" if check["kept"] else "the winner is the pick"
+            line += f": {verdict} (a switch needs {check['margin']:.0%} below)"
+        left.append(line)
     return "; ".join([text, *left])
