@@ -89,7 +89,7 @@ def _help_lines(command: str) -> dict[str, str]:
 def _defaults_shown() -> list[tuple[str, str, list[object]]]:
     """(command, flag, values its help must show), every value read from where the default is defined."""
     from prune_search.evidence.proxy_validation import ValidationConfig
-    from prune_search.finalize.rerank import CALIBRATION_BATCHES, RERANKED, TRAINED_RUNGS, VAL_BATCHES
+    from prune_search.finalize.rerank import CALIBRATION_BATCHES, RERANKED, SWITCH_MARGIN, TRAINED_RUNGS, VAL_BATCHES
     from prune_search.finalize.tune import FinalizeConfig
     from prune_search.iterative.loop import IterativeConfig
     from prune_search.search.config import DEFAULTS
@@ -106,6 +106,7 @@ def _defaults_shown() -> list[tuple[str, str, list[object]]]:
         ("finalize", "--epochs", [tuning.epochs]),
         ("finalize", "--kd-temperature", [tuning.temperature]),
         ("finalize", "--pick", [RERANKED, CALIBRATION_BATCHES, VAL_BATCHES, *TRAINED_RUNGS]),
+        ("finalize", "--margin", [SWITCH_MARGIN]),
         ("compare", "--lr", [tuning.lr]),
         ("validate-proxy", "--bn-batches", [ValidationConfig().bn_batches]),
         ("iterative", "--max-drop", [IterativeConfig().max_drop]),
