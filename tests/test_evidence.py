@@ -142,6 +142,19 @@ def test_compare_fine_tunes_front_and_baselines_with_one_recipe(study, tmp_path)
     assert {r["method"] for r in _csv(out / "summary.csv")} == {"front", "uniform"}
 
 
+def test_the_comparison_figure_draws_every_method():
+    from prune_search.evidence.compare import METHODS
+    from prune_search.evidence.figures import comparison_figure
+
+    summary = [
+        {"method": m, "macs_reduction_pct": 50.0 + i, "test_mean": 90.0 + i, "test_std": 0.1}
+        for i, m in enumerate(METHODS)
+    ]
+    figure = comparison_figure(summary, 92.0, "all methods")
+    assert [trace.name for trace in figure.data] == list(METHODS)
+    assert len({trace.marker.color for trace in figure.data}) == len(METHODS)  # each its own colour
+
+
 @pytest.mark.slow
 def test_compare_rejects_bad_input(study, tmp_path):
     _, url = study

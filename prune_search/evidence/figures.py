@@ -13,6 +13,7 @@ COLORS = {
     "front": "#d62728",
     "front_bn": "#ff7f0e",
     "front_kl": "#bcbd22",
+    "front_trained": "#ff9896",
     "uniform": "#1f77b4",
     "global_min": "#2ca02c",
     "global_median": "#9467bd",
