@@ -71,6 +71,25 @@ def run(command: list[str], log: list[str]) -> str:
     return done.stdout
 
 
+SHARING = ("search", "front_trained", "uniform")  # search picks the same trial as one of the others
+
+
+def split(methods: list[str], jobs: int) -> list[list[str]]:
+    """``methods`` in at most ``jobs`` non-empty parts of about equal work, those of :data:`SHARING` kept in one
+    part: ``search`` picks the halving winner (``front_trained``) or ``uniform``, and a compare call fine-tunes a
+    trial two of its methods pick once. Each method is one unit of work (``search`` none beside the others);
+    each goes to the part with the least work so far."""
+    shared = [m for m in methods if m in SHARING]
+    units = ([shared] if shared else []) + [[m] for m in methods if m not in SHARING]
+    parts: list[list[str]] = [[] for _ in range(min(jobs, len(units)))]
+    work = [0] * len(parts)
+    for unit in units:
+        lightest = work.index(min(work))
+        parts[lightest] += unit
+        work[lightest] += len(unit) - (1 if "search" in unit and len(unit) > 1 else 0)
+    return parts
+
+
 def run_calls(calls: list[tuple[list[str], list[str]]], jobs: int, log: list[str]) -> None:
     """Run ``compare`` calls, each ``(args, methods)``: one after the other, or with ``jobs`` > 1 split by method
     into ``jobs`` processes at once (fine-tuning runs in separate folders), then each call once more with all
@@ -79,11 +98,7 @@ def run_calls(calls: list[tuple[list[str], list[str]]], jobs: int, log: list[str
         for compare, methods in calls:
             run([*compare, "--methods", ",".join(methods)], log)
         return
-    parts = [
-        [*compare, "--methods", ",".join(methods[start::jobs])]
-        for compare, methods in calls
-        for start in range(min(jobs, len(methods)))
-    ]
+    parts = [[*compare, "--methods", ",".join(part)] for compare, methods in calls for part in split(methods, jobs)]
     if len(parts) > 1:
         with ThreadPoolExecutor(jobs) as pool:
             list(pool.map(lambda command: run(command, log), parts))

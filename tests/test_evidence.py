@@ -215,6 +215,20 @@ def test_correlations_rank_a_perfect_and_a_reversed_predictor():
     assert out["bad"]["kendall"] == pytest.approx(-1) and not out["bad"]["best_in_top5"]
 
 
+def test_the_quality_benchmark_keeps_methods_that_share_a_pick_in_one_process():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fmnist_quality.py"
+    spec = importlib.util.spec_from_file_location("fmnist_quality", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    grid = ["search", "front_trained", "uniform", "tp_global_taylor", "fastnas"]
+    assert module.split(grid, 2) == [["search", "front_trained", "uniform"], ["tp_global_taylor", "fastnas"]]
+    assert module.split(["search", "uniform", "fastnas"], 2) == [["search", "uniform"], ["fastnas"]]
+    assert module.split(["tp_global", "fastnas", "global_mean"], 2) == [["tp_global", "global_mean"], ["fastnas"]]
+    assert module.split(grid, 1) == [grid] and module.split(["uniform"], 4) == [["uniform"]]
+
+
 @pytest.mark.slow
 def test_quality_benchmark_smoke_run_on_digits(tmp_path, digits_checkpoint):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "fmnist_quality.py"
