@@ -288,6 +288,10 @@ def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study,
     [searched] = candidates_at(base, "50%", ["search"], picks)  # the default: the same halving, with the margin
     stored = json.loads(picks.read_text())
     assert stored["search"]["rungs"] == stored["front_trained"]["rungs"]
+    halvings = len(rungs)
+    both = candidates_at(base, "50%", ["front_trained", "search"], tmp_path / "both.json")
+    assert len(rungs) == halvings + 2  # one halving (two rungs) serves both methods
+    assert [e["trial"] for e in both] == [entry["trial"], searched["trial"]]
     check = stored["search"].get("check")
     if check is None:  # the halving winner is uniform itself
         assert searched["trial"] == entry["trial"] and last["kl"][0][1] == "uniform"

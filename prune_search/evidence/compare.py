@@ -28,6 +28,7 @@ from prune_search.evidence.context import Bench
 from prune_search.evidence.peers import PEERS, peer_candidate
 from prune_search.finalize.rerank import (
     SWITCH_MARGIN,
+    TrainedPick,
     bn_rerank,
     kl_rerank,
     pick_method,
@@ -70,12 +71,13 @@ def candidates_at(base: Bench, budget: str, methods: list[str], picks: Path | No
     scorer = Scorer(handle, base.device)
     out = []
     stored = json.loads(picks.read_text()) if picks is not None and picks.is_file() else {}
+    halving: dict[str, TrainedPick] = {}  # one trained pick serves both search and front_trained
     for method in methods:
         if method in stored:
             candidate = CandidateBatch(*(torch.tensor([stored[method][k]]) for k in ("keep", "strategy")))
             trial = stored[method]["trial"]
         else:
-            candidate, trial, seen = _candidate(base, method, budget, macs_budget, rows)
+            candidate, trial, seen = _candidate(base, method, budget, macs_budget, rows, halving)
             stored[method] = {"keep": candidate.keep[0].tolist(), "strategy": candidate.strategy[0].tolist()}
             stored[method] |= {"trial": trial, **seen}
             if picks is not None:  # merged with what another call at this budget wrote meanwhile
@@ -94,7 +96,12 @@ def candidates_at(base: Bench, budget: str, methods: list[str], picks: Path | No
 
 
 def _candidate(
-    base: Bench, method: str, budget: str, macs_budget: int, rows: list[dict[str, Any]]
+    base: Bench,
+    method: str,
+    budget: str,
+    macs_budget: int,
+    rows: list[dict[str, Any]],
+    halving: dict[str, TrainedPick],
 ) -> tuple[CandidateBatch, int | None, dict[str, Any]]:
     """The candidate ``method`` picks at ``budget`` (``macs_budget`` MACs), its trial number (None off the
     study) and what the pick saw, for the picks file: a trained pick's ``rungs``, each rung's KL after its KD
@@ -104,9 +111,9 @@ def _candidate(
     if method == "search":
         default = PICK_METHOD[pick_method("auto", handle)]
         if default == "front_trained":
-            return _trained(base, budget, rows, SWITCH_MARGIN)
+            return _trained(base, budget, rows, SWITCH_MARGIN, halving)
         if default is not None:
-            return _candidate(base, default, budget, macs_budget, rows)
+            return _candidate(base, default, budget, macs_budget, rows, halving)
         fitting = fitting_rows(handle, front_rows(handle, corrected=True), budget, None)
         row, _ = kl_rerank(handle, fitting, base.model, base.bundle, base.device)
         return codec.from_rows([row]), row["trial"], {}
@@ -118,24 +125,32 @@ def _candidate(
         row, _ = rerank(handle, fitting_rows(handle, rows, budget, None), base.model, base.bundle, base.device)
         return codec.from_rows([row]), row["trial"], {}
     if method == "front_trained":
-        return _trained(base, budget, rows, 0.0)
+        return _trained(base, budget, rows, 0.0, halving)
     if method in PEERS:
         return peer_candidate(base, method, macs_budget), None, {}
     return baseline(handle.space, handle.importance, method, macs_budget), None, {}
 
 
 def _trained(
-    base: Bench, budget: str, rows: list[dict[str, Any]], margin: float
+    base: Bench, budget: str, rows: list[dict[str, Any]], margin: float, halving: dict[str, TrainedPick]
 ) -> tuple[CandidateBatch, int, dict[str, Any]]:
-    """The trained pick at ``budget`` over the front ``rows`` with ``margin`` (0: the halving winner), as
-    :func:`_candidate` returns it, with every rung's standings and the margin check for the picks file."""
+    """The trained pick at ``budget`` over the front ``rows``: with :data:`SWITCH_MARGIN` (``search``) or the
+    halving winner (``margin`` 0, ``front_trained``), as :func:`_candidate` returns it, with every rung's
+    standings and the margin check for the picks file. ``halving`` holds the one successive halving run for
+    both."""
     handle = base.handle
-    pool = front_rows(handle, corrected=True) if multi_fidelity(handle) else rows
-    fitting = fitting_rows(handle, pool, budget, None)  # first: a budget no front trial meets is refused
-    references = reference_rows(handle, budget, None, base.model, base.bundle, base.device)
-    pick = trained_rerank(handle, fitting, base.model, base.bundle, base.device, references, margin=margin)
-    seen = {"rungs": pick.labelled_rungs()} | ({"check": pick.check} if pick.check is not None else {})
-    return handle.codec.from_rows([pick.row]), pick.row["trial"], seen
+    if "pick" not in halving:
+        pool = front_rows(handle, corrected=True) if multi_fidelity(handle) else rows
+        fitting = fitting_rows(handle, pool, budget, None)  # first: a budget no front trial meets is refused
+        references = reference_rows(handle, budget, None, base.model, base.bundle, base.device)
+        halving["pick"] = trained_rerank(handle, fitting, base.model, base.bundle, base.device, references)
+    pick = halving["pick"]
+    row, check = pick.row, pick.check
+    if margin == 0:
+        row = pick.winner
+        check = None if check is None else check | {"margin": 0.0, "kept": False}
+    seen = {"rungs": pick.labelled_rungs()} | ({"check": check} if check is not None else {})
+    return handle.codec.from_rows([row]), row["trial"], seen
 
 
 def run_comparison(

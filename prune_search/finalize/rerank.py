@@ -151,13 +151,15 @@ class TrainedPick(NamedTuple):
     ``[{"steps": S, "kl": {trial: KL}}]`` with each rung's candidates in rank order (best first), the references
     in the pool, ``{trial: name}``, and, where the halving winner is not the incumbent, the margin check:
     ``{"steps", "leader", "leader_kl", "incumbent", "incumbent_kl", "margin", "kept"}`` (``kept``: the incumbent
-    stays the pick, the winner's KL not ``margin`` below its own)."""
+    stays the pick, the winner's KL not ``margin`` below its own), and the halving winner's row (the pick unless
+    the incumbent stayed)."""
 
     row: dict[str, Any]
     kl: float
     rungs: list[dict[str, Any]]
     names: dict[int, str]
     check: dict[str, Any] | None = None
+    winner: dict[str, Any] | None = None
 
     def labelled_rungs(self) -> list[dict[str, Any]]:
         """Every rung's standings as ``{"steps": S, "kl": [[trial, "front" or the reference's name, KL]]}``,
@@ -226,7 +228,7 @@ def trained_rerank(
     names = {row["trial"]: name for name, row in references.items()}
     incumbent = references.get(INCUMBENT)
     if incumbent is None or incumbent["trial"] == pool[best]["trial"]:
-        return TrainedPick(pool[best], best_kl, rungs, names)
+        return TrainedPick(pool[best], best_kl, rungs, names, None, pool[best])
     member = next(i for i, row in enumerate(pool) if row["trial"] == incumbent["trial"])
     steps, ranked = standings[-1]
     incumbent_kl = dict(ranked).get(member)
@@ -243,8 +245,8 @@ def trained_rerank(
         "kept": kept,
     }
     if kept:
-        return TrainedPick(pool[member], incumbent_kl, rungs, names, check)
-    return TrainedPick(pool[best], best_kl, rungs, names, check)
+        return TrainedPick(pool[member], incumbent_kl, rungs, names, check, pool[best])
+    return TrainedPick(pool[best], best_kl, rungs, names, check, pool[best])
 
 
 def standings_text(pick: TrainedPick) -> str:
