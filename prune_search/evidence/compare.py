@@ -9,7 +9,7 @@ budget with the most MACs, the best by val accuracy after BN recalibration (8 tr
 128; ``--pick bn``); ``front_kl``, of the same 16, the least whole-candidate KL to the unpruned model on the
 train-split fitness sample; ``front_trained``, the winner of successive halving by short KD fine-tunes over the same
 16 and the uniform and global baselines at the budget, stored as trials (``--pick trained --margin 0``; ``search``
-is ``--pick trained``, which keeps uniform unless the winner's KL is :data:`SWITCH_MARGIN` below it); the baselines of
+is ``--pick trained`` with the default :data:`SWITCH_MARGIN`); the baselines of
 :mod:`prune_search.search.baselines` and the peers' widths of :mod:`prune_search.evidence.peers`, each
 with the most MACs within the same budget. Each is fine-tuned with one :class:`FinalizeConfig` per seed; the
 baselines' and peers' candidates are stored as trials of the study (``finalize --trial N --force`` exports one).

@@ -77,8 +77,8 @@ TRAINED_BATCH = 64  # images per KD step
 TRAINED_POOL_BATCHES = 128  # train batches the KD steps cycle through (8,192 images)
 HELD_OUT_BATCHES = 16  # train batches held out to score (1,024 images)
 TRAINED_SEED = 20261201
-INCUMBENT = "uniform"  # the reference the trained pick keeps unless the halving winner beats it clearly
-SWITCH_MARGIN = 0.35  # ... by a KL at least this share below the incumbent's after the same KD steps (README)
+INCUMBENT = "uniform"  # with a margin, the reference the trained pick keeps unless the winner beats it clearly
+SWITCH_MARGIN = 0.0  # ... by a KL at least this share below the incumbent's after the same KD steps; 0: off (README)
 
 
 def pick_method(pick: str, handle: StudyHandle) -> str:
