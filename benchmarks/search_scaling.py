@@ -30,19 +30,20 @@ import torch
 from search_throughput import untrained_checkpoint  # a sibling script: benchmarks/ is on sys.path
 from sqlalchemy import create_engine, text
 
+from prune_search.cli.dashboard import MAX_TRIALS
 from prune_search.search import StartOptions, create_or_join, run_worker
 
 POSTGRES_ADMIN = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 DASHBOARD_PROBE = """
-import gzip, json, sys, tempfile, time
+import gzip, json, resource, sys, tempfile, time
 from wsgiref.util import setup_testing_defaults
 import optuna, optuna_dashboard
-url, name, served_by = sys.argv[1], sys.argv[2], sys.argv[3]
+url, name, served_by, max_trials = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 study_id = optuna.storages.get_storage(url).get_study_id_from_name(name)
 if served_by == "prune-search":
-    from prune_search.cli.dashboard import dashboard_app
-    app, accept = dashboard_app(url, tempfile.mkdtemp()), "gzip"
+    from prune_search.cli.dashboard import CachedTrialsApp, dashboard_app
+    app, accept = dashboard_app(CachedTrialsApp(url, tempfile.mkdtemp(), max_trials)), "gzip"
 else:
     app, accept = optuna_dashboard.wsgi(url), ""
 
@@ -59,8 +60,9 @@ full = gzip.decompress(wire) if accept else wire
 trials = len(json.loads(full)["trials"])
 time.sleep(11)  # past optuna-dashboard's 10 s cache of the trials: a browser's poll then reads the study again
 poll_s, poll = get(f"after={trials}")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 print(json.dumps({"full_s": full_s, "full_bytes": len(full), "full_wire": len(wire), "trials": trials,
-                  "poll_s": poll_s, "poll_wire": len(poll)}))
+                  "poll_s": poll_s, "poll_wire": len(poll), "peak_gib": peak}))
 """
 
 MEASURED_RUN = (
@@ -91,13 +93,14 @@ def command(args: list[str], folder: Path) -> tuple[float, float, int]:
     return elapsed, int(peak_kib) / 2**20, int(rc)
 
 
-def dashboard(url: str, name: str, served_by: str, timeout: float) -> dict | None:
+def dashboard(url: str, name: str, served_by: str, timeout: float, max_trials: int = 0) -> dict | None:
     """The study page's answers (in full, then a poll for new trials once optuna-dashboard's trial cache has
-    expired) as ``optuna-dashboard`` or ``prune-search`` (``dashboard_app``: numpy front, cached trials, gzip) serves
-    them, from a fresh process; None past ``timeout`` s."""
+    expired) as ``optuna-dashboard`` or ``prune-search`` (``dashboard_app``: numpy front, cached trials, gzip, a
+    study of more than ``max_trials`` trials sampled) serves them, and the probe's peak memory (GiB), from a fresh
+    process; None past ``timeout`` s."""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", DASHBOARD_PROBE, url, name, served_by],
+            [sys.executable, "-c", DASHBOARD_PROBE, url, name, served_by, str(max_trials)],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -168,17 +171,22 @@ def run(kind: str, sizes: list[int], window: int, population: int, timeout: floa
         stored = database_bytes(kind, url, folder)
         print()
         print(f"report: {size_mb:.1f} MB; database: {stored / 1e6:.0f} MB, {stored / held:,.0f} bytes per trial")
-        servers = (("optuna-dashboard", "optuna-dashboard"), ("prune-search", "`prune-search dashboard`"))
-        for served_by, title in servers:
-            answer = dashboard(url, "scaling", served_by, timeout)
+        servers = (
+            ("optuna-dashboard", 0, "optuna-dashboard"),
+            ("prune-search", 0, "`prune-search dashboard --max-trials 0` (every trial)"),
+            ("prune-search", MAX_TRIALS, f"`prune-search dashboard` (default `--max-trials {MAX_TRIALS:,}`)"),
+        )
+        for served_by, max_trials, title in servers:
+            answer = dashboard(url, "scaling", served_by, timeout, max_trials)
             if answer is None:
                 print(f"{title} study answer: no answer within {timeout:.0f} s")
                 continue
             print(
-                f"{title} study answer: {answer['full_bytes'] / 1e6:.1f} MB in {answer['full_s']:.1f} s "
-                f"({answer['full_bytes'] / answer['trials']:,.0f} bytes per trial; on the wire "
-                f"{answer['full_wire'] / answer['trials']:,.0f}); a poll for new trials after 11 s: "
-                f"{answer['poll_s']:.1f} s, {answer['poll_wire'] / 1e3:.1f} KB on the wire"
+                f"{title} study answer: {answer['trials']:,} trials, {answer['full_bytes'] / 1e6:.1f} MB in "
+                f"{answer['full_s']:.1f} s ({answer['full_bytes'] / answer['trials']:,.0f} bytes per trial; on the "
+                f"wire {answer['full_wire'] / answer['trials']:,.0f}); a poll for new trials after 11 s: "
+                f"{answer['poll_s']:.1f} s, {answer['poll_wire'] / 1e3:.1f} KB on the wire; peak memory "
+                f"{answer['peak_gib']:.2f} GiB"
             )
         print()
     finally:

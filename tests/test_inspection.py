@@ -25,7 +25,7 @@ from optuna_dashboard._pareto_front import get_pareto_front_trials as dashboard_
 from plotly.offline import get_plotlyjs
 from services import MARIADB, POSTGRES, new_database
 
-from prune_search.cli.dashboard import dashboard_app, pareto_front_trials
+from prune_search.cli.dashboard import CachedTrialsApp, dashboard_app, pareto_front_trials
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.report import figures, write_report
 from prune_search.report.data import collect
@@ -33,7 +33,8 @@ from prune_search.report.html import FIGURE_SCRIPT
 from prune_search.search import StartOptions, create_or_join, run_worker
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows
-from prune_search.storage.optuna_tables import set_finished_user_attrs
+from prune_search.storage.optuna_tables import IndexedTrial, set_finished_user_attrs
+from prune_search.storage.sampled_trials import choose_sample
 from prune_search.storage.study_data import revisions
 
 
@@ -89,7 +90,7 @@ def test_the_dashboard_command_gzips_the_study_answer_and_an_idle_poll_is_empty(
     answer's ETag (as a browser revalidates), an unchanged study answers 304 without a body."""
     handle, url, artifacts, _, _ = finalized_study
     plain_app = optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(artifacts)))
-    app = dashboard_app(url, str(artifacts))
+    app = dashboard_app(CachedTrialsApp(url, str(artifacts)))
     path = f"/api/studies/{handle.study_id}"
     status, headers, body = _answer(app, path, {"HTTP_ACCEPT_ENCODING": "gzip, deflate"})
     assert status.startswith("200") and headers["Content-Encoding"] == "gzip"
@@ -136,7 +137,7 @@ def test_the_dashboard_command_shows_new_trials_and_later_writes_to_finished_one
     options = StartOptions(evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2)
     handle, _ = create_or_join(sqlite_url, "cached", options, device="cpu", progress=False)
     run_worker(handle, 40)
-    app = dashboard_app(sqlite_url, str(tmp_path / "artifacts"))
+    app = dashboard_app(CachedTrialsApp(sqlite_url, str(tmp_path / "artifacts")))
     path = f"/api/studies/{handle.study_id}"
 
     def trials() -> list[dict]:
@@ -152,6 +153,72 @@ def test_the_dashboard_command_shows_new_trials_and_later_writes_to_finished_one
     set_finished_user_attrs(handle.engine, first._trial_id, {"finalized.test_acc": 0.5})
     shown = next(t for t in trials() if t["number"] == first.number)
     assert {a["key"]: a["value"] for a in shown["user_attrs"]}["finalized.test_acc"] == "0.5"
+
+
+def test_a_large_study_is_sampled_around_its_front_and_unfinished_trials():
+    """Above the limit: the whole front (even past the limit), every unfinished trial, then an even sample by
+    number with the first and last of the others; at or below it, no sample."""
+    rng = np.random.default_rng(0)
+    trials = []
+    for number in range(1000):
+        state = TrialState.RUNNING if number in (5, 998) else TrialState.COMPLETE
+        values = (float(rng.random()), float(rng.integers(1, 9))) if state == TrialState.COMPLETE else None
+        trials.append(IndexedTrial(trial_id=10 + number, number=number, state=state, values=values))
+    directions = [StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE]
+    assert choose_sample(trials, directions, 1000) is None
+    sample = choose_sample(trials, directions, 100)
+    complete = [t for t in trials if t.values is not None]
+    signed = np.array([t.values for t in complete]) * [1.0, -1.0]
+    dominated = [((signed <= v).all(1) & (signed < v).any(1)).any() for v in signed]
+    front = {t.trial_id for t, d in zip(complete, dominated, strict=True) if not d}
+    assert sample.front == len(front) and front <= sample.trial_ids
+    assert {15, 1008} <= sample.trial_ids and len(sample.trial_ids) == 100
+    assert {10, 1009} <= sample.trial_ids  # the first and the last trial of the rest
+    assert (sample.total, sample.cutoff) == (1000, 1009)
+    assert choose_sample(trials, directions, 3).trial_ids == front | {15, 1008}
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["sqlite", pytest.param(POSTGRES, marks=pytest.mark.db), pytest.param(MARIADB, marks=pytest.mark.db)],
+    ids=["sqlite", "postgresql", "mariadb"],
+)
+def test_the_dashboard_command_shows_a_large_study_as_a_sample_and_every_new_trial(
+    server, checkpoint, sqlite_url, tmp_path
+):
+    """A study over ``max_trials``: the answer holds its whole front and at most ``max_trials`` trials, the same
+    ones as optuna's; new trials are added after them (a poll asks past the trials the page holds), and the
+    sample stays the same when a write to a finished trial starts a new cache."""
+    with contextlib.ExitStack() as stack:
+        url = sqlite_url if server == "sqlite" else stack.enter_context(new_database(server))
+        _check_sampled_dashboard(url, checkpoint, tmp_path)
+
+
+def _check_sampled_dashboard(url, checkpoint, tmp_path):
+    options = StartOptions(evaluations=0, checkpoint=checkpoint, population=20, calibration_batches=2)
+    handle, _ = create_or_join(url, "sampled", options, device="cpu", progress=False)
+    run_worker(handle, 200)
+    trials_app = CachedTrialsApp(url, str(tmp_path / "artifacts"), max_trials=60)
+    app = dashboard_app(trials_app)
+    path = f"/api/studies/{handle.study_id}"
+    study = optuna.load_study(study_name="sampled", storage=url)
+    front = {t.number for t in pareto_front_trials(study.trials, study.directions)}
+    sample = trials_app.sample(handle.study_id)
+    assert sample.total == 200 and len(sample.trial_ids) == max(60, len(front))
+    shown = json.loads(_get(app, path)[1])
+    numbers = [t["number"] for t in shown["trials"]]
+    assert numbers == sorted(numbers) and len(numbers) == len(sample.trial_ids) and front <= set(numbers)
+    assert {t["number"] for t in shown["best_trials"]} == front
+    stored = {t.number: t for t in study.trials}
+    assert all(t["values"] == stored[t["number"]].values for t in shown["trials"])
+    run_worker(handle, 240)
+    time.sleep(2.1)  # past optuna-dashboard's own cache of a study's trials (2 s below 100 trials)
+    newer = json.loads(_get(app, f"{path}?after={len(numbers)}")[1])["trials"]
+    assert [t["number"] for t in newer] == list(range(200, 240))
+    set_finished_user_attrs(handle.engine, stored[numbers[0]]._trial_id, {"finalized.test_acc": 0.5})
+    again = json.loads(_get(app, path)[1])["trials"]
+    assert [t["number"] for t in again] == numbers + list(range(200, 240))
+    assert {a["key"] for a in again[0]["user_attrs"]} >= {"finalized.test_acc"}
 
 
 def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):

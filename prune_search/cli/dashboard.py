@@ -6,7 +6,10 @@ application with its JSON answers gzip-compressed for browsers that accept it (â
 and tagged, so that an unchanged answer, an idle poll, is a ``304`` without a body. optuna-dashboard also ranks
 a study's Pareto front in pure Python, comparing every trial with every other on every answer (790 s of a
 20,000-trial study's 876 s answer here; none within 600 s at 100,000 trials); this command ranks it with numpy,
-and lets it read only new trials when the page polls (:class:`CachedTrialsApp`).
+and lets it read only new trials when the page polls (:class:`CachedTrialsApp`). A study of more than
+``--max-trials`` trials is shown as its Pareto front, an even sample by trial number and every trial added since
+(:mod:`prune_search.storage.sampled_trials`): the page ranks the trials it holds again in the browser, every one
+against every other, and at 100,000 trials the whole answer would be â‰ˆ 750 MB.
 
 Help texts: ``prune_search.cli.app.COMMANDS`` (``prune-search --help`` lists them without importing this module).
 """
@@ -24,7 +27,7 @@ import optuna
 import optuna_dashboard
 import typer
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import _app as dashboard_app_module
@@ -35,12 +38,16 @@ from prune_search.errors import PruneSearchError
 from prune_search.search.front import front_indices
 from prune_search.search.stored import open_stored
 from prune_search.storage import create_engine, resolve_url
+from prune_search.storage.sampled_trials import SampledStorage, TrialSample
 from prune_search.storage.study_data import revisions
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 JSON_TYPES = ("application/json",)
 """Content types this command compresses and tags (optuna-dashboard serves its static bundle pre-compressed)."""
 MIN_GZIP_BYTES = 1024
+MAX_TRIALS = 5_000
+"""``--max-trials``'s default: a larger study is shown as a sample of about this many trials (its Pareto front whole).
+optuna-dashboard's page ranks the trials it holds every trial against every other, in the browser."""
 
 
 def lean_answers(app: WSGIApp) -> WSGIApp:
@@ -104,40 +111,58 @@ class CachedTrialsApp:
     Optuna's cache keeps a finished trial as first read; prune-search writes to finished trials (``finalize``'s
     results and plan, measured scores) only through ``optuna_tables``, which gives the study a new revision
     (``study_data.REVISION_KEY``) each time. Before each request this application reads the revisions (one
-    query) and, when one changed, starts over with a new cache, so that the change shows."""
+    query) and, when one changed, starts over with a new cache, so that the change shows.
 
-    def __init__(self, url: str, artifact_dir: str) -> None:
-        self._url, self._artifact_dir = url, artifact_dir
+    ``max_trials`` > 0: a study with more trials than that is shown as its sample (:class:`SampledStorage`: its
+    Pareto front, an even sample by trial number, every later trial), the same sample across caches."""
+
+    def __init__(self, url: str, artifact_dir: str, max_trials: int = MAX_TRIALS) -> None:
+        self._url, self._artifact_dir, self._max_trials = url, artifact_dir, max_trials
+        self._samples: dict[int, TrialSample | None] = {}  # kept across caches: the page's trials stay the same
         self._engine = create_engine(url)
         self._lock = threading.Lock()
         self._revisions: dict[int, str] | None = None
         self._storage: RDBStorage | None = None
         self._app: WSGIApp | None = None
+        self._cached: BaseStorage | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        return self._current()[0](environ, start_response)
+
+    def _current(self) -> tuple[WSGIApp, BaseStorage]:
+        """The application and its cached storage, both new when a study's revision changed since the last call."""
         with self._lock:
             now = revisions(self._engine)
-            if self._app is None or now != self._revisions:
+            if self._app is None or self._cached is None or now != self._revisions:
                 if self._storage is not None:  # requests still being answered keep their connections
                     self._storage.engine.dispose()
                 self._storage = RDBStorage(self._url)
-                cached = optuna.storages.get_storage(self._storage)
-                self._app = optuna_dashboard.wsgi(cached, artifact_store=FileSystemArtifactStore(self._artifact_dir))
+                self._cached = (
+                    SampledStorage(self._storage, self._max_trials, self._samples)
+                    if self._max_trials > 0
+                    else optuna.storages.get_storage(self._storage)
+                )
+                artifacts = FileSystemArtifactStore(self._artifact_dir)
+                self._app = optuna_dashboard.wsgi(self._cached, artifact_store=artifacts)
                 self._revisions = now
-            app = self._app
-        return app(environ, start_response)
+            return self._app, self._cached
+
+    def sample(self, study_id: int) -> TrialSample | None:
+        """What the dashboard shows of the study: None for every trial, else its :class:`TrialSample` (chosen now,
+        if no request has chosen it yet)."""
+        cached = self._current()[1]
+        return cached.sample(study_id) if isinstance(cached, SampledStorage) else None
 
 
-def dashboard_app(url: str, artifact_dir: str) -> WSGIApp:
-    """What ``prune-search dashboard`` serves: optuna-dashboard on storage ``url`` and the artifact store in
-    ``artifact_dir``, over cached trials (:class:`CachedTrialsApp`), its Pareto fronts ranked by
-    :func:`pareto_front_trials` and its answers lean (:func:`lean_answers`).
+def dashboard_app(trials: CachedTrialsApp) -> WSGIApp:
+    """What ``prune-search dashboard`` serves: optuna-dashboard over cached (or sampled) trials, ``trials``, its
+    Pareto fronts ranked by :func:`pareto_front_trials` and its answers lean (:func:`lean_answers`).
 
     The ranking replaces optuna-dashboard's module-level ``get_pareto_front_trials`` in this process (it has no
     hook for it), only where that name still exists."""
     if hasattr(dashboard_app_module, "get_pareto_front_trials"):
         dashboard_app_module.get_pareto_front_trials = pareto_front_trials
-    return lean_answers(CachedTrialsApp(url, artifact_dir))
+    return lean_answers(trials)
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
@@ -155,11 +180,21 @@ def dashboard(
     artifact_dir: ArtifactDirOpt = ARTIFACT_DIR,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    max_trials: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Show a study of more trials as its Pareto front, an even sample of this many by trial number and "
+            "every trial added while this runs (0: every trial; slow and memory-hungry at 100,000).",
+        ),
+    ] = MAX_TRIALS,
 ) -> None:
     quiet_optuna()
     url = resolve_url(storage)
     stored = open_stored(url, study)
-    app = dashboard_app(url, str(artifact_dir))
+    trials = CachedTrialsApp(url, str(artifact_dir), max_trials)
+    sample = trials.sample(stored.study_id)
+    app = dashboard_app(trials)
     try:
         server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     except OSError as exc:
@@ -167,6 +202,12 @@ def dashboard(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
         ) from None
     typer.echo(f"optuna-dashboard for '{study}' at http://{host}:{port}/dashboard/studies/{stored.study_id}")
+    if sample is not None:
+        typer.echo(
+            f"'{study}' has {sample.total:,} trials: the dashboard shows {len(sample.trial_ids):,} of them (its "
+            f"Pareto front of {sample.front:,} and an even sample by trial number) and every new one; "
+            "--max-trials 0 shows all"
+        )
     typer.echo("Ctrl-C stops it.")
     try:
         server.serve_forever()
