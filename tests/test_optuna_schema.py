@@ -1,12 +1,14 @@
 """Optuna's private schema lives in one module, which refuses a database with another schema version."""
 
 import ast
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import optuna
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
+from services import MARIADB, POSTGRES, new_database
 
 import prune_search
 from prune_search.errors import PruneSearchError
@@ -117,3 +119,45 @@ def test_stored_distributions_read_back_equal_in_fewer_bytes(distribution):
     text = optuna_tables.distribution_text(distribution)
     assert optuna.distributions.json_to_distribution(text) == distribution
     assert len(text) < 0.65 * len(optuna.distributions.distribution_to_json(distribution))
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["sqlite", pytest.param(POSTGRES, marks=pytest.mark.db), pytest.param(MARIADB, marks=pytest.mark.db)],
+    ids=["sqlite", "postgresql", "mariadb"],
+)
+def test_trials_read_by_id_equal_optunas_own(server, tmp_path):
+    """Every kind of value a trial holds (each distribution, ±inf and nan, attributes, intermediate values,
+    unfinished and failed trials, two studies): ``read_trials`` returns what Optuna's storage reads."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'trials.db'}" if server == "sqlite" else stack.enter_context(new_database(server))
+        storage = optuna.storages.RDBStorage(url)
+        single = optuna.create_study(storage=storage, study_name="single")
+        multi = optuna.create_study(storage=storage, study_name="multi", directions=["minimize", "maximize"])
+        for i in range(6):
+            trial = single.ask()
+            trial.suggest_float("x", 0.05, 1.0, step=0.05)
+            trial.suggest_float("lr", 1e-4, 1.0, log=True)
+            trial.suggest_int("n", 1, 9)
+            trial.suggest_categorical("how", ["min", "median", None])
+            trial.set_user_attr("keep", {"a": [1, 2], "b": "text"})
+            storage.set_trial_system_attr(trial._trial_id, "generation", i)
+            for step, value in enumerate([0.5, float("inf"), float("-inf"), float("nan")][: i % 5]):
+                trial.report(value, step)
+            if i < 4:
+                single.tell(
+                    trial,
+                    [1.0, float("inf"), float("-inf"), None][i],
+                    state=[None, None, None, optuna.trial.TrialState.FAIL][i],
+                )
+            other = multi.ask()
+            other.suggest_float("x", 0.05, 1.0)
+            if i % 2:
+                multi.tell(other, [float(i), float("-inf") if i == 3 else 2.0])
+        stored = [*single.get_trials(deepcopy=False), *multi.get_trials(deepcopy=False)]
+        ids = [t._trial_id for t in stored]
+        read = optuna_tables.read_trials(create_engine(url), [*ids, max(ids) + 99])
+        expected = {t._trial_id: t for t in sorted(stored, key=lambda t: t._trial_id)}
+        assert repr(read) == repr(expected)  # nan != nan: compared as text
+        assert {t.state.name for t in read.values()} == {"COMPLETE", "FAIL", "RUNNING"}

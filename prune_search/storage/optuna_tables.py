@@ -25,9 +25,10 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
     distribution_to_json,
+    json_to_distribution,
 )
 from optuna.storages._rdb import models
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
@@ -47,6 +48,7 @@ _values = models.TrialValueModel.__table__
 _user_attrs = models.TrialUserAttributeModel.__table__
 _system_attrs = models.TrialSystemAttributeModel.__table__
 _study_user_attrs = models.StudyUserAttributeModel.__table__
+_intermediate = models.TrialIntermediateValueModel.__table__
 
 
 @dataclass(frozen=True)
@@ -333,3 +335,71 @@ def trial_index(engine: Engine, study_id: int, objectives: int) -> list[IndexedT
         return out
 
     return with_retry(read, engine)
+
+
+READ_CHUNK = 500
+"""Trial ids per query where trials are read by id (an ``IN`` list, well below SQLite's variable limit)."""
+
+
+def read_trials(engine: Engine, trial_ids: Sequence[int]) -> dict[int, FrozenTrial]:
+    """``{Optuna trial id: trial}`` of the stored trials among ``trial_ids``, as Optuna's storage reads them
+    (equal ``FrozenTrial``s): one query per table and chunk of :data:`READ_CHUNK` ids, faster than Optuna's ORM."""
+
+    def read() -> dict[int, FrozenTrial]:
+        out: dict[int, FrozenTrial] = {}
+        ids = sorted(int(i) for i in trial_ids)
+        with engine.connect() as conn:
+            for start in range(0, len(ids), READ_CHUNK):
+                out |= _read_chunk(conn, ids[start : start + READ_CHUNK])
+        return out
+
+    return with_retry(read, engine)
+
+
+@functools.lru_cache(maxsize=1024)
+def _distribution(text: str) -> BaseDistribution:
+    return json_to_distribution(text)
+
+
+def _read_chunk(conn: Connection, ids: list[int]) -> dict[int, FrozenTrial]:
+    def rows(table: Table, *columns: str, order: str | None = None) -> list[Any]:
+        query = select(table.c.trial_id, *(table.c[c] for c in columns)).where(table.c.trial_id.in_(ids))
+        return conn.execute(query.order_by(table.c[order]) if order else query).all()
+
+    params: dict[int, list[tuple[str, float, str]]] = {}
+    stored_params = rows(_params, "param_name", "param_value", "distribution_json", order="param_id")
+    for trial_id, name, value, dist in stored_params:
+        params.setdefault(trial_id, []).append((name, value, dist))
+    values: dict[int, dict[int, float]] = {}
+    for trial_id, objective, value, kind in rows(_values, "objective", "value", "value_type"):
+        values.setdefault(trial_id, {})[objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
+    attrs: list[dict[int, dict[str, Any]]] = [{}, {}]
+    for found, table in zip(attrs, (_user_attrs, _system_attrs), strict=True):
+        for trial_id, key, text in rows(table, "key", "value_json"):
+            found.setdefault(trial_id, {})[key] = json.loads(text)
+    steps: dict[int, dict[int, float]] = {}
+    for trial_id, step, value, kind in rows(_intermediate, "step", "intermediate_value", "intermediate_value_type"):
+        steps.setdefault(trial_id, {})[step] = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(
+            value, kind
+        )
+    out = {}
+    for trial_id, number, state, started, completed in rows(
+        _trials, "number", "state", "datetime_start", "datetime_complete", order="trial_id"
+    ):
+        found = values.get(trial_id)
+        distributions = {name: _distribution(dist) for name, _, dist in params.get(trial_id, [])}
+        out[trial_id] = FrozenTrial(
+            number=number,
+            state=TrialState(state),
+            value=None,
+            values=[found[i] for i in range(len(found))] if found else None,
+            datetime_start=started,
+            datetime_complete=completed,
+            params={name: distributions[name].to_external_repr(v) for name, v, _ in params.get(trial_id, [])},
+            distributions=distributions,
+            user_attrs=attrs[0].get(trial_id, {}),
+            system_attrs=attrs[1].get(trial_id, {}),
+            intermediate_values=steps.get(trial_id, {}),
+            trial_id=trial_id,
+        )
+    return out

@@ -18,13 +18,7 @@ from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.study import StudyDirection
 
 from prune_search.search.front import front_indices
-from prune_search.storage.optuna_tables import IndexedTrial, trial_index
-
-READ_CHUNK = 500
-"""Trial ids per query when the sample is read (an ``IN`` list, kept well below SQLite's variable limit)."""
-_ABOVE_EVERY_ID = 2**31 - 1
-"""A trial id no stored trial has (Optuna's trial ids are 32-bit integers): given as the id above which Optuna's
-trial read also returns every trial, it returns only the trials whose ids it was given."""
+from prune_search.storage.optuna_tables import IndexedTrial, read_trials, trial_index
 
 
 @dataclass(frozen=True)
@@ -90,12 +84,9 @@ class SampledStorage(_CachedStorage):
     def _read_sample(self, study_id: int, sample: TrialSample) -> None:
         """Cache the sample's trials, and mark the study read up to the sample's cutoff: Optuna's cache then reads
         the sample's unfinished trials and every later one, as it does after reading a study whole."""
-        ids = sorted(sample.trial_ids)
+        trials = read_trials(self._backend.engine, sorted(sample.trial_ids))
         with self._lock:
             study = self._studies.setdefault(study_id, _StudyInfo())
-            for start in range(0, len(ids), READ_CHUNK):
-                chunk = set(ids[start : start + READ_CHUNK])
-                trials = self._backend._get_trials(study_id, None, chunk, _ABOVE_EVERY_ID)
-                self._add_trials_to_cache(study_id, trials)
-                study.unfinished_trial_ids |= {t._trial_id for t in trials if not t.state.is_finished()}
+            self._add_trials_to_cache(study_id, list(trials.values()))
+            study.unfinished_trial_ids |= {i for i, t in trials.items() if not t.state.is_finished()}
             study.last_finished_trial_id = sample.cutoff
