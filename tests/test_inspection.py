@@ -7,9 +7,12 @@ import json
 import math
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from wsgiref.util import setup_testing_defaults
 
@@ -219,6 +222,32 @@ def _check_sampled_dashboard(url, checkpoint, tmp_path):
     again = json.loads(_get(app, path)[1])["trials"]
     assert [t["number"] for t in again] == numbers + list(range(200, 240))
     assert {a["key"] for a in again[0]["user_attrs"]} >= {"finalized.test_acc"}
+
+
+def test_the_dashboard_command_says_when_it_shows_a_sample_and_serves_it(finalized_study):
+    """``prune-search dashboard --max-trials N`` in its own process: it says how much of the study it shows, its
+    study answer over HTTP holds that many trials, and Ctrl-C stops it with a word."""
+    handle, url, artifacts, _, _ = finalized_study
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    name = handle.study.study_name
+    args = ["dashboard", "--study", name, "--storage", url, "--port", str(port), "--max-trials", "50"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prune_search", *args, "--artifact-dir", str(artifacts)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = [server.stdout.readline() for _ in range(3)]
+        assert f"'{name}' has 200 trials: the dashboard shows 50 of them" in lines[1], lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{handle.study_id}", timeout=60) as answer:
+            assert len(json.loads(answer.read())["trials"]) == 50
+    finally:
+        server.send_signal(signal.SIGINT)
+        rest, _ = server.communicate(timeout=30)
+    assert "stopped" in rest
 
 
 def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):
