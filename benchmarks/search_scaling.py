@@ -36,7 +36,7 @@ from prune_search.search import StartOptions, create_or_join, run_worker
 POSTGRES_ADMIN = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 DASHBOARD_PROBE = """
-import gzip, json, resource, sys, tempfile, time
+import gzip, json, sys, tempfile, time
 from wsgiref.util import setup_testing_defaults
 import optuna, optuna_dashboard
 url, name, served_by, max_trials = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -60,7 +60,8 @@ full = gzip.decompress(wire) if accept else wire
 trials = len(json.loads(full)["trials"])
 time.sleep(11)  # past optuna-dashboard's 10 s cache of the trials: a browser's poll then reads the study again
 poll_s, poll = get(f"after={trials}")
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+# the process's own peak (VmHWM, Linux): ru_maxrss would count the parent's memory at fork time
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 2**20
 print(json.dumps({"full_s": full_s, "full_bytes": len(full), "full_wire": len(wire), "trials": trials,
                   "poll_s": poll_s, "poll_wire": len(poll), "peak_gib": peak}))
 """
