@@ -31,9 +31,10 @@ from services import MARIADB, POSTGRES, new_database
 from prune_search.cli.dashboard import CachedTrialsApp, dashboard_app, pareto_front_trials
 from prune_search.finalize import FinalizeConfig, choose, finalize_trial
 from prune_search.report import figures, write_report
-from prune_search.report.data import collect
+from prune_search.report.data import collect, recomputed
 from prune_search.report.html import FIGURE_SCRIPT
 from prune_search.search import StartOptions, create_or_join, run_worker
+from prune_search.search.stored import open_stored
 from prune_search.search.study_note import update_study_note
 from prune_search.search.summary import front_rows
 from prune_search.storage.optuna_tables import IndexedTrial, set_finished_user_attrs
@@ -271,8 +272,8 @@ def test_dashboard_shows_objectives_front_note_and_artifacts(finalized_study):
 
 
 def test_report_is_one_offline_html_file_with_every_figure(finalized_study):
-    handle, _, _, number, folder = finalized_study
-    page = write_report(handle, folder / "report.html").read_text()
+    handle, url, _, number, folder = finalized_study
+    page = write_report(open_stored(url, handle.study.study_name), folder / "report.html").read_text()
     assert not list(folder.glob(".*.partial")), "written whole, with no partial file left"
     packed = re.findall(r'<script id="plotly-js" type="application/gzip-base64">([^<]*)</script>', page)
     assert len(packed) == 1, "plotly.js is embedded exactly once"
@@ -294,8 +295,25 @@ def test_report_is_one_offline_html_file_with_every_figure(finalized_study):
     assert f"<td>{number}</td>" in page
 
 
+def _report_data(finalized_study):
+    handle, url = finalized_study[:2]
+    return collect(open_stored(url, handle.study.study_name))
+
+
+def test_the_report_reads_the_costs_and_proxies_the_trials_stored(finalized_study):
+    """No torch: the cloud's costs and proxies and the front's rows are what recomputing them gives."""
+    data = _report_data(finalized_study)
+    costs, front = recomputed(data.stored, data.archive, data.sample)
+    for stored, computed in zip((data.macs, data.params, data.proxy), costs, strict=True):
+        np.testing.assert_allclose(stored, computed, rtol=1e-5)
+    shown = [(r["trial"], r["keep"], r["macs"]) for r in data.front]
+    assert shown == [(r["trial"], r["keep"], r["macs"]) for r in front]
+    assert data.knee is not None and data.knee["trial"] in {r["trial"] for r in front}
+    assert data.finalized and data.finalized[0]["trial"] == finalized_study[3]
+
+
 def test_a_large_front_shows_a_bounded_heatmap_spread_over_macs(finalized_study):
-    data = collect(finalized_study[0])
+    data = _report_data(finalized_study)
     copies = -(-300 // len(data.front))
     large = [row | {"trial": 10_000 * k + row["trial"]} for row in data.front for k in range(copies)]
     data.front = sorted(large, key=lambda r: (r["macs"], r["trial"]))
@@ -309,7 +327,7 @@ def test_a_large_front_shows_a_bounded_heatmap_spread_over_macs(finalized_study)
 
 
 def test_axis_titles_and_tick_labels_stay_readable(finalized_study):
-    data = collect(finalized_study[0])
+    data = _report_data(finalized_study)
     layout = figures.pareto_3d(data).layout
     eye = layout.scene.camera.eye
     assert math.dist((eye.x, eye.y, eye.z), (0, 0, 0)) > math.dist((1.25,) * 3, (0, 0, 0)), "the camera stands back"

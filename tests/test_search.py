@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from prune_search.errors import PruneSearchError
 from prune_search.evaluators import ProxyEvaluator
+from prune_search.report.data import collect
 from prune_search.search import StartOptions, create_or_join, nsga2, open_study, run_worker
 from prune_search.search.front import REFERENCE, normaliser
 from prune_search.search.status import status
@@ -305,6 +306,10 @@ def test_front_recomputes_the_rows_of_an_older_study_whose_trials_hold_keep_dict
     shown = run_cli("front", "--study", "older", "--storage", sqlite_url, "--format", "json")
     assert shown.returncode == 0, shown.stderr
     assert [(r["trial"], r["keep"], r["macs"]) for r in json.loads(shown.stdout)] == [
+        (r["trial"], r["keep"], r["macs"]) for r in expected
+    ]
+    reported = collect(open_stored(sqlite_url, "older"))  # the report recomputes them too
+    assert [(r["trial"], r["keep"], r["macs"]) for r in reported.front] == [
         (r["trial"], r["keep"], r["macs"]) for r in expected
     ]
 

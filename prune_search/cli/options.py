@@ -120,16 +120,6 @@ def require_empty_folder(out: Path) -> None:
         raise PruneSearchError(f"{out} exists and is not an empty folder; choose another --out")
 
 
-def require_parent_folder(out: Path, flag: str = "--out") -> None:
-    """A one-line error unless the folder that is to hold the file ``out`` (named by ``flag``) exists and
-    ``out`` is not itself a folder."""
-    folder = out.parent
-    if not folder.is_dir():
-        raise PruneSearchError(f"{flag} {out}: the folder {folder} does not exist; create it first")
-    if out.is_dir():
-        raise PruneSearchError(f"{flag} {out} is a folder; name a file to write in it")
-
-
 def root_text(data_root: Path | None) -> str | None:
     """``--data-root`` as the layers below take it (None: the dataset's own place)."""
     return str(data_root) if data_root else None

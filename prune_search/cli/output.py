@@ -1,4 +1,5 @@
-"""How commands print their results (``--format`` table, json or csv) and keep Optuna quiet; no torch."""
+"""How commands print their results (``--format`` table, json or csv), check the files they are to write and keep
+Optuna quiet; no torch."""
 
 import csv
 import io
@@ -6,6 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -95,3 +97,13 @@ def quiet_optuna() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def require_parent_folder(out: Path, flag: str = "--out") -> None:
+    """A one-line error unless the folder that is to hold the file ``out`` (named by ``flag``) exists and
+    ``out`` is not itself a folder."""
+    folder = out.parent
+    if not folder.is_dir():
+        raise PruneSearchError(f"{flag} {out}: the folder {folder} does not exist; create it first")
+    if out.is_dir():
+        raise PruneSearchError(f"{flag} {out} is a folder; name a file to write in it")

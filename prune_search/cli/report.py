@@ -8,11 +8,10 @@ from typing import Annotated
 
 import typer
 
-from prune_search.cli.options import require_parent_folder
-from prune_search.cli.output import quiet_optuna
+from prune_search.cli.output import quiet_optuna, require_parent_folder
 from prune_search.cli.storage_options import ExistingStudyOpt, StorageOpt
 from prune_search.report import write_report
-from prune_search.search import open_study
+from prune_search.search.stored import open_stored
 from prune_search.storage import resolve_url
 
 ReportFileOpt = Annotated[Path, typer.Option("--out", help="HTML file to write; its folder must exist.")]
@@ -25,5 +24,5 @@ def report(
 ) -> None:
     require_parent_folder(out)
     quiet_optuna()
-    path = write_report(open_study(resolve_url(storage), study), out)
+    path = write_report(open_stored(resolve_url(storage), study), out)
     typer.echo(f"wrote {path} (opens offline in any browser since 2023)")

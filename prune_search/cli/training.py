@@ -27,9 +27,8 @@ from prune_search.cli.options import (
     load_checkpoint,
     parse_model_options,
     print_epoch,
-    require_parent_folder,
 )
-from prune_search.cli.output import FormatOpt, Output
+from prune_search.cli.output import FormatOpt, Output, require_parent_folder
 from prune_search.device import resolve_device
 from prune_search.errors import PruneSearchError
 from prune_search.training import TrainConfig, train_baseline

@@ -16,6 +16,7 @@ from prune_search.data import DataSpec
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.export import PLAN_FILE, export, export_onnx
 from prune_search.finalize.tune import FinalizeConfig, fine_tune
+from prune_search.search.config import RESULT_ATTR
 from prune_search.search.study import StudyHandle, base_checkpoint, open_base
 from prune_search.search.study_note import save_dashboard_note
 from prune_search.search.summary import load_archive
@@ -28,9 +29,6 @@ from prune_search.training.loop import evaluate
 RUN_FILE = "run.json"
 STATE_FILE = "state.pt"
 RESULT_FILE = "result.json"
-RESULT_ATTR = "finalized"
-"""A finalized trial's result is stored as user attrs ``finalized.<field>`` (``finalized.sparse.<field>``), one
-readable row each in optuna-dashboard; older studies hold it as one ``finalized`` dict."""
 
 
 def result_attrs(result: dict[str, Any], prefix: str = RESULT_ATTR) -> dict[str, Any]:

@@ -3,24 +3,13 @@
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from prune_search.errors import PruneSearchError
 from prune_search.search.config import parse_budget
 from prune_search.search.fidelity import multi_fidelity
+from prune_search.search.front import knee
 from prune_search.search.status import spread
 from prune_search.search.study import StudyHandle
 from prune_search.search.summary import front_rows, load_archive
-
-
-def knee(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any]:
-    """The front row closest (Euclidean) to the utopia point after min-max normalising each objective
-    (the proxy objective read from the rows' ``score``: measured where the study measured them)."""
-    column = {"proxy": "score", "macs": "macs", "params": "params"}
-    F = np.array([[row[column[o]] for o in objectives] for row in rows], dtype=np.float64)
-    span = F.max(0) - F.min(0)
-    normalised = (F - F.min(0)) / np.where(span > 0, span, 1.0)
-    return rows[int(np.argmin(np.linalg.norm(normalised, axis=1)))]
 
 
 def within_budget(

@@ -13,7 +13,7 @@ _AXES = {"proxy": "proxy (loss estimate)", "macs": "MACs (% of base)", "params":
 
 
 def _series(data: ReportData) -> dict[str, np.ndarray]:
-    base = data.handle.config["base"]
+    base = data.stored.config["base"]
     return {"proxy": data.proxy, "macs": 100 * data.macs / base["macs"], "params": 100 * data.params / base["params"]}
 
 
@@ -23,7 +23,7 @@ def _cloud_name(data: ReportData) -> str:
 
 
 def _front_values(data: ReportData, rows: list[dict]) -> dict[str, np.ndarray]:
-    proxy = f"proxy_{data.handle.config['proxy']}"
+    proxy = f"proxy_{data.stored.config['proxy']}"
     return {
         "proxy": np.array([r[proxy] for r in rows]),
         "macs": np.array([r["macs_pct"] for r in rows]),
@@ -149,8 +149,7 @@ def hypervolume_history(data: ReportData) -> go.Figure:
 def keep_heatmap(data: ReportData) -> go.Figure:
     """Keep ratio (kept / original channels) of every group, one row per front trial, at most
     :data:`HEATMAP_ROWS` rows spread evenly over MACs; height in px grows with the rows up to about 900."""
-    names = data.handle.space.names
-    sizes = {g.name: g.size for g in data.handle.space.groups}
+    names, sizes = list(data.group_sizes), data.group_sizes
     rows = spread(data.front, HEATMAP_ROWS)
     z = [[r["keep"][n] / sizes[n] for n in names] for r in rows]
     shown = (
@@ -180,7 +179,7 @@ def keep_heatmap(data: ReportData) -> go.Figure:
 def importance_distributions(data: ReportData) -> go.Figure:
     """A box per group of its channels' importance scores on a log axis spanning whole decades, each labelled
     10^k (minor ticks between); height in px."""
-    scores = {g.name: data.handle.importance.scores[g.name].numpy() for g in data.handle.space.groups}
+    scores = data.importance
     fig = go.Figure([go.Box(y=values, name=name, boxpoints=False) for name, values in scores.items()])
     yaxis = {"type": "log", "dtick": 1, "exponentformat": "power", "minor": {"ticks": "outside", "showgrid": True}}
     positive = np.concatenate([values[values > 0] for values in scores.values()])
@@ -188,6 +187,6 @@ def importance_distributions(data: ReportData) -> go.Figure:
         low = float(np.floor(np.log10(positive.min())))
         yaxis["range"] = [low, max(float(np.ceil(np.log10(positive.max()))), low + 1)]
     fig.update_layout(
-        title=f"{data.handle.config['criterion']} importance per group", yaxis=yaxis, showlegend=False, height=450
+        title=f"{data.stored.config['criterion']} importance per group", yaxis=yaxis, showlegend=False, height=450
     )
     return fig

@@ -17,7 +17,7 @@ from plotly.offline import get_plotlyjs
 
 from prune_search.report import figures
 from prune_search.report.data import collect
-from prune_search.search.study import StudyHandle
+from prune_search.search.stored import StoredStudy
 
 FIGURE_SCRIPT = "text/x-plotly-figure"
 """The type of a figure's script until plotly.js is loaded (a browser runs no script of an unknown type)."""
@@ -52,10 +52,10 @@ def _section(title: str, figs: list[go.Figure]) -> str:
     return "\n".join(parts)
 
 
-def write_report(handle: StudyHandle, out: Path) -> Path:
+def write_report(stored: StoredStudy, out: Path) -> Path:
     """Write the study's report to ``out`` (HTML; its folder must exist) and return the path."""
-    data = collect(handle)
-    config = handle.config
+    data = collect(stored)
+    config = stored.config
     sections = [
         _section("Pareto front: 2-D projections", figures.pareto_projections(data)),
         _section("Pareto front: 3-D", [figures.pareto_3d(data)]),
@@ -76,10 +76,10 @@ def write_report(handle: StudyHandle, out: Path) -> Path:
         else "<h2>Finalized models</h2><p>none yet: <code>prune-search finalize</code></p>"
     )
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>prune-search report: {html.escape(handle.study.study_name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>prune-search report: {html.escape(stored.study.study_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
-<body><h1>prune-search study <code>{html.escape(handle.study.study_name)}</code></h1>
+<body><h1>prune-search study <code>{html.escape(stored.study.study_name)}</code></h1>
 <p>{len(data.archive)} trials, {len(data.front)} on the feasible front; base model
 {config["base"]["macs"]:,} MACs, {config["base"]["params"]:,} params.</p>
 {table}

@@ -21,6 +21,9 @@ SPACE_KEY = "space"
 IMPORTANCE_KEY = "importance"
 FITNESS_KEY = "fitness_table"
 KEEP_ATTR = "keep"  # a trial's user attr holding its keep counts as text, "16 8 32" in group order
+RESULT_ATTR = "finalized"
+"""A finalized trial's result is stored as user attrs ``finalized.<field>`` (``finalized.sparse.<field>``), one
+readable row each in optuna-dashboard; older studies hold it as one ``finalized`` dict."""
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _BUDGET_UNITS = {"--max-macs": " MACs", "--max-params": " params"}
 

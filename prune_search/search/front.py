@@ -6,6 +6,8 @@ divided by the base model's; the reference point is 1.1 in every objective, so t
 hypervolume of a study lies in [0, 1.1^M] and is comparable between studies of one model.
 """
 
+from typing import Any
+
 import numpy as np
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
@@ -18,6 +20,16 @@ def normaliser(config: dict) -> np.ndarray:
     base = config["base"]
     scale = {"proxy": base["proxy_ref"] or 1.0, "macs": base["macs"], "params": base["params"]}
     return np.array([scale[o] for o in config["objectives"]], dtype=np.float64)
+
+
+def knee(rows: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any]:
+    """The front row closest (Euclidean) to the utopia point after min-max normalising each objective
+    (the proxy objective read from the rows' ``score``: measured where the study measured them)."""
+    column = {"proxy": "score", "macs": "macs", "params": "params"}
+    F = np.array([[row[column[o]] for o in objectives] for row in rows], dtype=np.float64)
+    span = F.max(0) - F.min(0)
+    normalised = (F - F.min(0)) / np.where(span > 0, span, 1.0)
+    return rows[int(np.argmin(np.linalg.norm(normalised, axis=1)))]
 
 
 def front_indices(F: np.ndarray, violation: np.ndarray) -> np.ndarray:
