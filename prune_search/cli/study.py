@@ -29,9 +29,10 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import CRITERIA, PROXIES
 from prune_search.search import GenerationReport, StartOptions, run_worker
 from prune_search.search.config import DEFAULTS, OBJECTIVES
+from prune_search.search.front import front_indices
 from prune_search.search.status import spread
 from prune_search.search.study_note import update_study_note
-from prune_search.search.summary import front_rows
+from prune_search.search.summary import front_rows, load_archive
 from prune_search.sensitivity.result import SENSITIVITY_USES
 from prune_search.sensitivity.study import create_or_join_with_scan
 from prune_search.storage import redact, resolve_url
@@ -145,9 +146,11 @@ def start(
     bar = tqdm(total=trials, desc="trials", disable=not progress, dynamic_ncols=True)
 
     measured = [0]
+    latest: list[GenerationReport] = []
 
     def report(update: GenerationReport) -> None:
         interrupt.check()  # the generation is stored: stopping here leaves every stored generation whole
+        latest[:] = [update]
         bar.n = update.complete
         measured[0] += update.measured
         extra = {"measured": measured[0]} if handle.config.get("evaluations") else {}
@@ -176,8 +179,12 @@ def start(
         )
         raise typer.Exit(130) from None
     bar.close()
-    update_study_note(handle)
-    rows = front_rows(handle)
+    # the worker's archive, brought up to date, rather than the whole study read twice more (≈ 0.1 GB at 100k)
+    archive = latest[0].archive if latest else load_archive(handle)
+    archive.refresh()
+    front = front_indices(archive.F, archive.violation)
+    update_study_note(handle, archive, front)
+    rows = front_rows(handle, archive, proxy_front=front)
     typer.echo(f"this worker added {added} trials; the study's feasible front holds {len(rows)} trials:")
     print_front(spread(rows, 15), handle.config["proxy"])
     typer.echo(f"all of it: prune-search front --study {study} --storage '{redact(url)}'")
