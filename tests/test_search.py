@@ -21,6 +21,7 @@ from prune_search.errors import PruneSearchError
 from prune_search.evaluators import ProxyEvaluator
 from prune_search.report.data import collect
 from prune_search.search import StartOptions, create_or_join, nsga2, open_study, run_worker
+from prune_search.search import archive as archive_module
 from prune_search.search.front import REFERENCE, normaliser
 from prune_search.search.status import status
 from prune_search.search.stored import open_stored
@@ -399,3 +400,18 @@ def test_ctrl_c_says_what_is_stored_and_how_to_resume(sqlite_url, checkpoint, tm
         f"interrupted: study 'stop' holds {held} complete trials (every stored generation is whole); "
         "rerun the same command to resume"
     )
+
+
+def test_an_archive_catches_up_in_chunks_and_holds_every_row_once(sqlite_url, checkpoint, monkeypatch):
+    handle, _ = create_or_join(sqlite_url, "chunks", _options(checkpoint), device="cpu", progress=False)
+    run_worker(handle, 80)
+    whole = load_archive(handle)
+    monkeypatch.setattr(archive_module, "REFRESH_ROWS", 7)  # 80 rows: 11 full reads and a short one
+    chunked = load_archive(handle)
+    assert len(chunked) == len(whole) == 80
+    for name in ("X", "F", "violation", "generation", "numbers", "trial_ids"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
+    assert chunked.keys == whole.keys and len(chunked.digests) == len(set(whole.keys))
+    run_worker(handle, 120)
+    assert chunked.refresh() == 40 and chunked.refresh() == 0
+    assert sorted(chunked.numbers.tolist()) == list(range(120))

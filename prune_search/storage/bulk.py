@@ -118,9 +118,10 @@ def _count_complete(conn: Connection, study_id: int, trials: int) -> int:
     return int(ours) if ours == trials else count_complete(conn, study_id)
 
 
-def read_candidates(engine: Engine, study_id: int, after_id: int = 0) -> list[Row]:
-    """Compact rows of the study's trials with row id > ``after_id``, in insertion order (rows with the
-    candidates table's columns as attributes: ``id``, ``trial_id``, ``number``, ``digest``, ``genes``, ...)."""
+def read_candidates(engine: Engine, study_id: int, after_id: int = 0, limit: int | None = None) -> list[Row]:
+    """Compact rows of the study's trials with row id > ``after_id``, in insertion order, at most ``limit`` of
+    them (rows with the candidates table's columns as attributes: ``id``, ``trial_id``, ``number``, ``digest``,
+    ``genes``, ...)."""
 
     def read() -> list[Row]:
         with engine.connect() as conn:
@@ -128,6 +129,7 @@ def read_candidates(engine: Engine, study_id: int, after_id: int = 0) -> list[Ro
                 select(tables.candidates)
                 .where(tables.candidates.c.study_id == study_id, tables.candidates.c.id > after_id)
                 .order_by(tables.candidates.c.id)
+                .limit(limit)
             ).all()
 
     return with_retry(read, engine)
