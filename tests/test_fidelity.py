@@ -10,6 +10,7 @@ from scipy.stats import spearmanr
 
 from prune_search.errors import PruneSearchError
 from prune_search.finalize.select import choose
+from prune_search.report.data import collect
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.fidelity import Surrogate
 from prune_search.search.status import status
@@ -71,6 +72,8 @@ def test_the_front_and_the_pick_rest_on_measured_candidates(measured_study):
     assert [(r["trial"], r["keep"], r["score"], r["measured"]) for r in stored] == [
         (r["trial"], r["keep"], r["score"], r["measured"]) for r in rows
     ]
+    reported = collect(handle).front  # the report's front and its knee rest on them too
+    assert [(r["trial"], r["score"]) for r in reported] == [(r["trial"], r["score"]) for r in rows]
     assert [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
     middle = sorted(r["macs"] for r in rows)[len(rows) // 2]
     numbers, _ = choose(handle, max_macs=str(middle))
