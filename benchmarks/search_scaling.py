@@ -1,15 +1,15 @@
 """How a study's cost grows with its size: generation time, commands, dashboard and database bytes.
 
-One study per storage (SQLite file; PostgreSQL in a database of its own, dropped afterwards) of the
-embedded default's model, ``resnet20`` on digits (untrained weights: they do not change the speed; 12 groups,
-24 Optuna params per trial), default proxy and population 100, is grown to each size in ``--sizes``; at each
-size the next ``--window`` generations are timed (``run_worker`` in this process, torch on ``--threads``
-threads; a fresh worker each time, whose first generation, which reads the whole study, is shown apart).
-At the largest size every read command runs as a user runs it (a fresh process; wall time and peak
-memory), optuna-dashboard and ``prune-search dashboard`` each answer the study page once in full and once as a
-poll for new trials after their trial cache expired (the WSGI app in a fresh process, cut off after
-``--dashboard-timeout`` s; bytes on the wire as each sends them), and the database's bytes per trial are
-measured. ``--sizes 1000 2000`` gives the demo's scale.
+One study per storage (SQLite file; PostgreSQL in a database of its own, dropped afterwards) of the embedded
+default's model, ``resnet20`` on digits (untrained weights: they do not change the speed; 12 groups, 24 Optuna
+params per trial), default proxy and population 100, is grown to each size in ``--sizes``; at each size the next
+``--window`` generations are timed (``run_worker`` in this process, torch on ``--threads`` threads; a fresh worker
+each time, whose first generation, which reads the whole study, is shown apart). At the largest size every read
+command, and a worker joining for one generation (``start``), runs as a user runs it (a fresh process; wall time
+and peak memory), optuna-dashboard and ``prune-search dashboard`` each answer the study page once in full and once
+as a poll for new trials after their trial cache expired (the WSGI app in a fresh process, cut off after
+``--dashboard-timeout`` s; bytes on the wire as each sends them), and the database's bytes per trial are measured.
+``--sizes 1000 2000`` gives the demo's scale.
 
 Run:  python benchmarks/search_scaling.py [--sizes 1000 10000 50000 100000] [--storages sqlite postgresql]
 """
@@ -154,7 +154,7 @@ def run(kind: str, sizes: list[int], window: int, population: int, timeout: floa
             ratio = seconds / rows[0][1]
             print(f"| {size:,} | {seconds:.3f} | {population / seconds:,.0f} | {ratio:.2f}× | {first:.2f} |")
         print()
-        print(f"At {held:,} trials (each a fresh process, as a user runs it):")
+        print(f"At {held:,} trials (each a fresh process, as a user runs it; `start` then adds {population}):")
         print()
         print("| command | wall s | peak memory GiB | exit |")
         print("|---|---|---|---|")
@@ -165,9 +165,11 @@ def run(kind: str, sizes: list[int], window: int, population: int, timeout: floa
             ["studies", "--storage", url],
             ["report", "--study", "scaling", "--storage", url, "--out", str(report)],
             ["--help"],
+            ["start", "--study", "scaling", "--storage", url, "--trials", str(held + population), "--no-progress"],
         ):
             seconds, peak, rc = command(args, folder)
             print(f"| `{args[0]}` | {seconds:.1f} | {peak:.2f} | {rc} |")
+        held += population  # the joining worker's generation
         size_mb = report.stat().st_size / 1e6 if report.exists() else float("nan")
         stored = database_bytes(kind, url, folder)
         print()
