@@ -66,7 +66,9 @@ def stored_costs(stored: StoredStudy, archive: Archive, sample: np.ndarray) -> t
     return values[:, 0], values[:, 1], values[:, 2]
 
 
-def recomputed(stored: StoredStudy, archive: Archive, sample: np.ndarray) -> tuple[tuple[np.ndarray, ...], list]:
+def recomputed(
+    stored: StoredStudy, archive: Archive, sample: np.ndarray
+) -> tuple[tuple[np.ndarray, ...], list[dict[str, Any]]]:
     """The sample's MACs, params, proxy ``[S]`` and the front's rows, computed with the study's cost model and
     proxies (torch) for a study whose trials do not store them."""
     import torch
