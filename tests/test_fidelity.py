@@ -14,6 +14,7 @@ from prune_search.report.data import collect
 from prune_search.search import StartOptions, create_or_join, open_study, run_worker
 from prune_search.search.fidelity import Surrogate
 from prune_search.search.status import status
+from prune_search.search.stored import open_stored
 from prune_search.search.stored_front import stored_front_rows
 from prune_search.search.summary import front_rows, load_archive
 from prune_search.storage import tables
@@ -65,14 +66,14 @@ def test_a_multi_fidelity_study_measures_exactly_its_budget_of_front_candidates(
 
 
 def test_the_front_and_the_pick_rest_on_measured_candidates(measured_study):
-    _, handle, _ = measured_study
+    url, handle, _ = measured_study
     rows = front_rows(handle)
     assert rows and all("measured" in r and r["score"] == r["measured"]["kl"] for r in rows)
     stored = stored_front_rows(handle)  # what `front` prints, read from the stored trials
     assert [(r["trial"], r["keep"], r["score"], r["measured"]) for r in stored] == [
         (r["trial"], r["keep"], r["score"], r["measured"]) for r in rows
     ]
-    reported = collect(handle).front  # the report's front and its knee rest on them too
+    reported = collect(open_stored(url, handle.study.study_name)).front  # the report's front rests on them too
     assert [(r["trial"], r["score"]) for r in reported] == [(r["trial"], r["score"]) for r in rows]
     assert [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
     middle = sorted(r["macs"] for r in rows)[len(rows) // 2]
