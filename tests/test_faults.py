@@ -140,6 +140,24 @@ def test_a_worker_rides_out_a_short_outage(sqlite_url, digits_checkpoint):
     assert complete_trials(handle.engine, handle.study_id) == 60
 
 
+@pytest.mark.parametrize(
+    ("message", "down"),
+    [
+        ('connection to server at "127.0.0.1", port 5432 failed: Connection refused', True),
+        ("FATAL:  the database system is starting up", True),
+        ("FATAL:  the database system is not yet accepting connections", True),
+        ("(2003, \"Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)\")", True),
+        ('FATAL:  database "nope" does not exist', False),
+        ('FATAL:  password authentication failed for user "root"', False),
+    ],
+)
+def test_server_down_tells_a_server_worth_waiting_for_from_one_that_refuses(message, down):
+    """A server starting or recovering from a crash ("not yet accepting connections") is waited for; an unknown
+    database or a wrong password is not."""
+    error = sqlalchemy.exc.OperationalError("connect", None, Exception(message))
+    assert storage_url.server_down(error) is down
+
+
 def test_with_retry_retries_a_database_error_behind_another_error_and_passes_refusals_through():
     """A transient database error that Optuna re-raises as ``StorageInternalError`` is retried until the action
     succeeds; a :class:`PruneSearchError` raised from one is a deliberate refusal and propagates unchanged."""

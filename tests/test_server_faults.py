@@ -135,7 +135,8 @@ def test_workers_ride_out_a_killed_peer_and_a_server_restart(own_server, own_dat
     """Three workers; one SIGKILLed mid-run, then the server down for 8 s: the other two keep running through
     the outage and finish with exit 0 at exactly N distinct COMPLETE trials numbered 0..N-1, and the killed
     worker's own command, run again, exits 0 adding none."""
-    url, name, target = own_database, "restart", 1500
+    # a worker adds about 400 trials/s on a quiet machine: N leaves the server's stop (~0.3 s) seconds of margin
+    url, name, target = own_database, "restart", 6000
     procs = _workers(url, name, digits_checkpoint, 3, target, tmp_path)
     victim, survivors = procs[0], procs[1:]
     try:
@@ -167,7 +168,7 @@ def test_an_outage_past_the_retry_window_ends_in_one_line_and_the_same_command_r
     storage unreachable, what is stored stays, rerun), no traceback and no password; once the server is back the
     same command finishes the study at exactly N distinct COMPLETE trials."""
     monkeypatch.setenv("PRUNE_SEARCH_RETRY_S", "5")
-    url, name, target = own_database, "outage", 400
+    url, name, target = own_database, "outage", 4000  # not finished before the server stops (~400 trials/s)
     (worker,) = _workers(url, name, digits_checkpoint, 1, target, tmp_path)
     try:
         _wait_for_trials(url, name, 80, [worker])

@@ -48,6 +48,7 @@ _SERVER_DOWN = (
     "timeout expired",
     "timed out",
     "the database system is starting up",
+    "the database system is not yet accepting connections",  # PostgreSQL >= 13 while it recovers after a crash
     "the database system is shutting down",
     "the database system is in recovery mode",
     "server closed the connection",
