@@ -81,6 +81,19 @@ def candidate_table(rows: list[dict[str, str]], names: list[str]) -> list[str]:
     return lines
 
 
+def repeatability_table(rows: list[dict[str, str]]) -> list[str]:
+    """The seeds' agreement per band (``repeatability.csv`` of a run with ``--repeats`` 2 or more)."""
+    lines = [
+        "| band | seeds | seed vs seed ρ | ρ ceiling for a predictor |",
+        "|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: float(r["band"])):
+        lines.append(
+            f"| {float(r['band']):.0%} | {r['repeats']} | {float(r['spearman']):+.2f} | {float(r['ceiling']):.2f} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True)
@@ -107,12 +120,19 @@ def main() -> None:
         print(done.stdout, flush=True)
     candidates, correlations = read(args.out / "candidates.csv"), read(args.out / "correlations.csv")
     names = predictor_names(correlations)
+    agreement_file = args.out / "repeatability.csv"
+    agreement = read(agreement_file) if agreement_file.is_file() else []
+    seeds = (
+        f"fine-tuned with {agreement[0]['repeats']} seeds each (the accuracies are their means)"
+        if agreement
+        else "each fine-tuned"
+    )
     losses = [n for n in LOSSES[:-1] if n in names]
     lines = [
         f"# Proxy validation: study `{args.study}`",
         "",
         f"In each band of MACs reduction (± {float(args.band_width) / 2:.0%} of the base MACs), {args.per_band} "
-        f"feasible trials drawn at random (seed 0), each fine-tuned for {args.epochs} epoch(s) with KD (lr 0.01, "
+        f"feasible trials drawn at random (seed 0), {seeds} for {args.epochs} epoch(s) with KD (lr 0.01, "
         "cosine, T=4, α=0.9), then ranked by every predictor against the fine-tuned val accuracy. "
         f"{', '.join(f'`{n}`' for n in losses)} are losses (lower predicts better; the correlations use "
         "their negatives); `uniformity` is the std of the keep ratios (lower predicts better). "
@@ -124,6 +144,18 @@ def main() -> None:
         "",
         *correlation_table(correlations),
         "",
+        *(
+            [
+                "How far fine-tuning agrees with itself: the Spearman ρ of two seeds' val accuracies over the band's "
+                "candidates, and the ρ with the seeds' mean that a predictor knowing every candidate's expected "
+                "accuracy would reach, √(N ρ / (1 + (N − 1) ρ)) (Spearman–Brown).",
+                "",
+                *repeatability_table(agreement),
+                "",
+            ]
+            if agreement
+            else []
+        ),
         *candidate_table(candidates, names),
         "",
     ]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
@@ -195,6 +196,52 @@ def test_validate_proxy_reports_correlations_and_stores_them_with_the_study(stud
     text = report.read_text()
     assert "prune-search validate-proxy --study ev" in text and "--bn-batches 2" in text
     assert text.count("| 50% |") == 4 and "| taylor_loss | " in text
+    assert "seed vs seed" not in text
+
+    first = {path: path.stat().st_mtime_ns for path in (out / "band50").glob("*/*") if path.is_file()}
+    again = run_cli(*args, "--repeats", "2", "--device", "cpu", "--no-progress", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert {path: path.stat().st_mtime_ns for path in first} == first  # the first seed's runs are read back
+    assert len(list((out / "band50").glob("trial-*-seed1"))) == 4
+    repeated = json.loads(get_data(handle.engine, handle.study_id, "proxy_validation"))
+    for row in repeated["rows"]:
+        assert row["val_acc"] == pytest.approx((row["val_acc_seed0"] + row["val_acc_seed1"]) / 2)
+    assert {r["trial"]: r["val_acc_seed0"] for r in repeated["rows"]} == {
+        r["trial"]: r["val_acc"] for r in stored["rows"]
+    }
+    agreement = repeated["bands"][0]["repeatability"]
+    assert agreement["repeats"] == 2 and "seed vs seed" in again.stdout
+    assert _csv(out / "repeatability.csv")[0]["repeats"] == "2"
+    done = subprocess.run(
+        [sys.executable, str(script), *args[1:], "--repeats", "2", "--out", str(out), "--results", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| 50% | 2 |" in report.read_text() and "with 2 seeds each" in report.read_text()
+
+
+def test_repeatability_of_fine_tuning_and_the_ceiling_it_sets():
+    """Seeds that agree perfectly leave the ceiling at 1; disagreeing ones at 0; in between, Spearman–Brown."""
+    from scipy import stats
+
+    from prune_search.evidence.proxy_validation import ValidationConfig, repeatability
+
+    ranks = np.arange(10, dtype=np.float64)
+    same = repeatability(np.stack([ranks, 2 * ranks, ranks + 1], axis=1))
+    assert same == {"repeats": 3, "spearman": pytest.approx(1), "ceiling": pytest.approx(1)}
+    assert repeatability(np.stack([ranks, -ranks], axis=1))["ceiling"] == 0
+    noisy = np.stack([ranks, ranks[[1, 0, 3, 2, 5, 4, 9, 8, 7, 6]]], axis=1)
+    rho = stats.spearmanr(noisy[:, 0], noisy[:, 1]).statistic
+    assert 0 < rho < 1
+    assert repeatability(noisy) == {
+        "repeats": 2,
+        "spearman": pytest.approx(rho),
+        "ceiling": pytest.approx(np.sqrt(2 * rho / (1 + rho))),
+    }
+    with pytest.raises(PruneSearchError, match="--repeats must be at least 1"):
+        ValidationConfig(repeats=0).validate()
 
 
 def test_validate_proxy_needs_enough_trials_in_a_band(study, tmp_path):
@@ -204,6 +251,8 @@ def test_validate_proxy_needs_enough_trials_in_a_band(study, tmp_path):
     beyond = ["validate-proxy", "--study", "ev", "--storage", url, "--bands", "0.999", "--band-width", "0.001"]
     assert_one_line_error(run_cli(*beyond, "--out", str(tmp_path / "v")), "out of the space's reach", "--min-ratio")
     assert_one_line_error(run_cli("validate-proxy", "--study", "ev", "--storage", url, "--bands", "2"), "--bands")
+    zero = ["validate-proxy", "--study", "ev", "--storage", url, "--repeats", "0", "--out", str(tmp_path / "v")]
+    assert_one_line_error(run_cli(*zero), "--repeats must be at least 1")
 
 
 def test_correlations_rank_a_perfect_and_a_reversed_predictor():
@@ -298,3 +347,36 @@ def test_trained_pick_halves_a_pool_of_front_trials_and_stored_references(study,
     else:
         assert check["leader"] == entry["trial"] and check["margin"] == rerank.SWITCH_MARGIN
         assert searched["trial"] == (check["incumbent"] if check["kept"] else entry["trial"])
+
+
+def test_headroom_reads_quality_results_and_sets_the_targets_beside_uniforms_gap(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "headroom.py"
+    spec = importlib.util.spec_from_file_location("headroom", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = tmp_path / "q.md"
+    rows = [
+        ("20%", "search", "91.00 ± 0.10"),
+        ("20%", "uniform", "91.20 ± 0.20"),
+        ("20%", "tp_global_taylor", "91.50 ± 0.10"),
+        ("50%", "search", "92.30"),
+    ]
+    table = [f"| {b} | {m} | 7 | 80.0 % | 80.0 % | 3 | 92.00 | {t} | | |" for b, m, t in rows]
+    results.write_text("\n".join(["# title", "", "### resnet20 (unpruned: val 93.00 %, test 92.20 %)", "", *table]))
+    [row] = module.headroom_rows(results)  # 50 % has no uniform row: no gap to show
+    assert row["budget"] == "20%" and row["gap"] == pytest.approx(1.0) and row["share"] == pytest.approx(0.5)
+    assert row["search"] == pytest.approx(-0.2) and row["best"] == "tp_global_taylor"
+    assert row["best_gain"] == pytest.approx(0.3)
+    assert module.per_budget([row])["20%"]["best"] == pytest.approx(0.3)
+    out = tmp_path / "h.md"
+    done = subprocess.run(
+        [sys.executable, str(path), str(results), "--results", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| q.md | resnet20 | 20% | 3 | 92.20 | 91.20 | 1.00 | uniform +0.5 | 50% | -0.20 |" in out.read_text()
+    empty = tmp_path / "e.md"
+    empty.write_text("# nothing\n")
+    refused = subprocess.run([sys.executable, str(path), str(empty)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "no model section with a uniform row" in refused.stderr

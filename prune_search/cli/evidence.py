@@ -35,7 +35,7 @@ from prune_search.evidence.figures import comparison_figure, proxy_figure, write
 from prune_search.evidence.proxy_validation import ValidationConfig, validate_proxies
 from prune_search.search.study import open_study
 from prune_search.storage import resolve_url
-from prune_search.storage.study_data import put_data
+from prune_search.storage.study_data import replace_data
 
 VALIDATION_KEY = "proxy_validation"
 COMPARE_EPOCHS = 5  # fine-tuning epochs of every compared model
@@ -170,6 +170,13 @@ def validate_proxy_command(
         int, typer.Option(help="Val batches scoring the BN-recalibrated candidates.")
     ] = VALIDATION.val_batches,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and of fine-tuning.")] = VALIDATION.seed,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            help="Fine-tuning seeds per candidate (SEED, SEED+1, ...): the predictors are ranked against their mean, "
+            "and 2 or more also measure the seeds' agreement and the ρ ceiling it sets."
+        ),
+    ] = VALIDATION.repeats,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -189,7 +196,7 @@ def validate_proxy_command(
     output = Output(fmt)
     if bn_batches < 1 or val_batches < 1:
         raise PruneSearchError("--bn-batches and --val-batches must be at least 1")
-    config = ValidationConfig(_floats(bands, "--bands"), band_width, per_band, bn_batches, val_batches, seed)
+    config = ValidationConfig(_floats(bands, "--bands"), band_width, per_band, bn_batches, val_batches, seed, repeats)
     config.validate()
     tuning = tuning_config(epochs, lr, batch_size, kd, kd_temperature, kd_alpha, seed)
     handle = open_study(resolve_url(storage), study, model=model)
@@ -203,7 +210,7 @@ def validate_proxy_command(
         )
 
     result = validate_proxies(base, config, tuning, folder, progress=progress, on_candidate=report)
-    put_data(handle.engine, handle.study_id, VALIDATION_KEY, json.dumps(result))
+    replace_data(handle.engine, handle.study_id, VALIDATION_KEY, json.dumps(result))
     table = [
         {"band": b["band"], "predictor": name, **values}
         for b in result["bands"]
@@ -211,11 +218,17 @@ def validate_proxy_command(
     ]
     _write_csv(result["rows"], folder / "candidates.csv")
     _write_csv(table, folder / "correlations.csv")
+    agreement = [{"band": b["band"], **b["repeatability"]} for b in result["bands"] if "repeatability" in b]
+    if agreement:
+        _write_csv(agreement, folder / "repeatability.csv")
+    else:  # one seed per candidate this time: an earlier run's agreement no longer describes candidates.csv
+        (folder / "repeatability.csv").unlink(missing_ok=True)
     write_html(proxy_figure(result), folder / "proxy_validation.html")
     output.results(result, lambda: _print_correlations(result, handle.config["proxy"]), rows=table)
     output.note(
         f"stored in the study (key '{VALIDATION_KEY}'); wrote {folder}/correlations.csv, candidates.csv, "
-        "proxy_validation.html"
+        + ("repeatability.csv, " if agreement else "")
+        + "proxy_validation.html"
     )
 
 
@@ -231,3 +244,10 @@ def _print_correlations(result: dict[str, Any], default: str) -> None:
         typer.echo(
             f"{name:<18} {cells}  mean ρ {total['spearman_mean']:+.2f}  top-5 hit {total['top5_hit_rate']:.0%}{mark}"
         )
+    for b in result["bands"]:
+        if "repeatability" in b:
+            agreement = b["repeatability"]
+            typer.echo(
+                f"band {b['band']:.0%}: fine-tuning seed vs seed ρ {agreement['spearman']:+.2f}; a predictor's ρ with "
+                f"the {agreement['repeats']}-seed mean can reach about {agreement['ceiling']:.2f}"
+            )

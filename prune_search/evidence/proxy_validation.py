@@ -19,10 +19,17 @@ same brief recipe, and every predictor is compared with the fine-tuned val accur
 
 Within a band, MACs are nearly equal, so a predictor earns its correlation only by telling
 good channel allocations from bad ones.
+
+Fine-tuned accuracy is itself noisy: with ``repeats`` N ≥ 2 every candidate is fine-tuned with N
+seeds, the predictors are ranked against the mean, and each band reports its *repeatability*: the
+Spearman ρ between two seeds' accuracies (mean over the pairs) and the *ceiling* it sets,
+√(N ρ / (1 + (N − 1) ρ)) (Spearman–Brown), about the highest ρ any predictor can reach against
+the N-seed mean however well it knows the candidates.
 """
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +53,8 @@ TOP = 5
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """Bands as MACs reductions in (0, 1), their full width as a fraction of the base MACs."""
+    """Bands as MACs reductions in (0, 1), their full width as a fraction of the base MACs; ``repeats``
+    fine-tuning seeds per candidate."""
 
     bands: tuple[float, ...] = (0.5, 0.65, 0.8)
     width: float = 0.04
@@ -54,6 +62,7 @@ class ValidationConfig:
     bn_batches: int = 8
     val_batches: int = 4
     seed: int = 0
+    repeats: int = 1
 
     def validate(self) -> None:
         if not self.bands or any(not 0 < b < 1 for b in self.bands):
@@ -64,6 +73,10 @@ class ValidationConfig:
             raise PruneSearchError(f"--per-band must be at least 3 to rank anything, got {self.per_band}")
         if self.bn_batches < 1 or self.val_batches < 1:
             raise PruneSearchError("--bn-batches and --val-batches must be at least 1")
+        if self.repeats < 1:
+            raise PruneSearchError(
+                f"--repeats must be at least 1 (fine-tuning seeds per candidate), got {self.repeats}"
+            )
 
 
 def sample_bands(base: Bench, config: ValidationConfig) -> dict[float, tuple[np.ndarray, np.ndarray]]:
@@ -138,6 +151,19 @@ def correlations(scores: dict[str, np.ndarray], accuracy: np.ndarray) -> dict[st
     return out
 
 
+def repeatability(accuracy: np.ndarray) -> dict[str, float | int]:
+    """For val accuracies ``[K, N]`` (candidates × fine-tuning seeds, N ≥ 2): the mean Spearman ρ between two
+    seeds' columns and the ceiling √(N ρ / (1 + (N − 1) ρ)) it sets on a predictor's ρ with the row means (0 when
+    the seeds do not agree at all; NaN where a seed's accuracies are all equal)."""
+    repeats = accuracy.shape[1]
+    pairs = [stats.spearmanr(accuracy[:, a], accuracy[:, b]).statistic for a, b in combinations(range(repeats), 2)]
+    rho = float(np.mean(pairs))
+    if np.isnan(rho) or rho <= 0:
+        return {"repeats": repeats, "spearman": rho, "ceiling": rho if np.isnan(rho) else 0.0}
+    ceiling = float(np.sqrt(repeats * rho / (1 + (repeats - 1) * rho)))
+    return {"repeats": repeats, "spearman": rho, "ceiling": ceiling}
+
+
 def validate_proxies(
     base: Bench,
     config: ValidationConfig,
@@ -147,9 +173,11 @@ def validate_proxies(
     progress: bool = True,
     on_candidate: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Sample, score, fine-tune (resumable in ``out/band<c>/trial-<n>``) and correlate; plain data."""
+    """Sample, score, fine-tune (resumable in ``out/band<c>/trial-<n>``, the further seeds' runs in
+    ``trial-<n>-seed<s>``) and correlate; plain data."""
     config.validate()
     tuning.validate()
+    seeds = [tuning.seed + r for r in range(config.repeats)]
     rows: list[dict[str, Any]] = []
     bands: list[dict[str, Any]] = []
     for band, (numbers, genes) in sample_bands(base, config).items():
@@ -157,24 +185,33 @@ def validate_proxies(
         scorer = Scorer(base.handle, torch.device("cpu"))
         _, macs, _ = scorer.measure(genes)
         batch = scorer.codec.batch(genes)
-        accuracy = []
+        accuracy = np.zeros((len(numbers), len(seeds)))
         for i, number in enumerate(numbers):
-            folder = out / f"band{round(100 * band)}" / f"trial-{int(number)}"
-            metrics = base.tune(batch[i], tuning, folder, {"purpose": "validate-proxy"}, progress)
-            accuracy.append(metrics["val_acc"])
+            runs = {}
+            for r, seed in enumerate(seeds):
+                name = f"trial-{int(number)}" + (f"-seed{seed}" if r else "")
+                folder = out / f"band{round(100 * band)}" / name
+                tuned = replace(tuning, seed=seed)
+                runs[seed] = base.tune(batch[i], tuned, folder, {"purpose": "validate-proxy"}, progress)
+                accuracy[i, r] = runs[seed]["val_acc"]
             row = {
                 "band": band,
                 "trial": int(number),
                 "macs": int(macs[i]),
                 "macs_reduction_pct": 100.0 * (1 - macs[i] / base.handle.config["base"]["macs"]),
                 **{f"pred_{k}": float(v[i]) for k, v in scores.items()},
-                "val_acc": metrics["val_acc"],
-                "test_acc": metrics["test_acc"],
+                "val_acc": float(np.mean([m["val_acc"] for m in runs.values()])),
+                "test_acc": float(np.mean([m["test_acc"] for m in runs.values()])),
             }
+            if len(seeds) > 1:
+                row |= {f"{key}_seed{seed}": m[key] for seed, m in runs.items() for key in ("val_acc", "test_acc")}
             rows.append(row)
             if on_candidate is not None:
                 on_candidate(row)
-        bands.append({"band": band, "candidates": len(numbers), "predictors": correlations(scores, np.array(accuracy))})
+        entry = {"band": band, "candidates": len(numbers), "predictors": correlations(scores, accuracy.mean(1))}
+        if len(seeds) > 1:
+            entry["repeatability"] = repeatability(accuracy)
+        bands.append(entry)
     return {"config": asdict(config), "tuning": asdict(tuning), "bands": bands, "rows": rows, "summary": summary(bands)}
 
 

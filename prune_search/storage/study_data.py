@@ -39,6 +39,24 @@ def put_data(engine: Engine, study_id: int, key: str, value: str) -> None:
     with_retry(write, engine)
 
 
+def replace_data(engine: Engine, study_id: int, key: str, value: str) -> None:
+    """Store ``value`` under ``key`` for the study, replacing what was there (a result that a later run
+    supersedes, such as ``validate-proxy``'s; the study's own definition goes through :func:`put_data`)."""
+
+    def write() -> None:
+        where = (tables.study_data.c.study_id == study_id) & (tables.study_data.c.key == key)
+        with engine.begin() as conn:
+            if conn.execute(update(tables.study_data).where(where).values(value=value)).rowcount:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(tables.study_data).values(study_id=study_id, key=key, value=value))
+            except IntegrityError:  # another writer inserted it meanwhile: this one, the later, replaces it
+                conn.execute(update(tables.study_data).where(where).values(value=value))
+
+    with_retry(write, engine)
+
+
 def touch_revision(conn: Connection, study_id: int) -> None:
     """Give the study a new :data:`REVISION_KEY` token, in ``conn``'s transaction (the one that writes to one of
     its finished trials)."""
