@@ -200,7 +200,7 @@ def validate_proxies(
                 "macs": int(macs[i]),
                 "macs_reduction_pct": 100.0 * (1 - macs[i] / base.handle.config["base"]["macs"]),
                 **{f"pred_{k}": float(v[i]) for k, v in scores.items()},
-                "val_acc": float(np.mean([m["val_acc"] for m in runs.values()])),
+                "val_acc": float(accuracy[i].mean()),
                 "test_acc": float(np.mean([m["test_acc"] for m in runs.values()])),
             }
             if len(seeds) > 1:

@@ -39,20 +39,26 @@ def put_data(engine: Engine, study_id: int, key: str, value: str) -> None:
     with_retry(write, engine)
 
 
+def _set_value(conn: Connection, study_id: int, key: str, value: str) -> None:
+    """Set ``key`` of the study to ``value`` in ``conn``'s transaction, inserting the row where missing (a
+    writer that inserted it meanwhile is overwritten: this one is the later)."""
+    where = (tables.study_data.c.study_id == study_id) & (tables.study_data.c.key == key)
+    if conn.execute(update(tables.study_data).where(where).values(value=value)).rowcount:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(tables.study_data).values(study_id=study_id, key=key, value=value))
+    except IntegrityError:
+        conn.execute(update(tables.study_data).where(where).values(value=value))
+
+
 def replace_data(engine: Engine, study_id: int, key: str, value: str) -> None:
     """Store ``value`` under ``key`` for the study, replacing what was there (a result that a later run
     supersedes, such as ``validate-proxy``'s; the study's own definition goes through :func:`put_data`)."""
 
     def write() -> None:
-        where = (tables.study_data.c.study_id == study_id) & (tables.study_data.c.key == key)
         with engine.begin() as conn:
-            if conn.execute(update(tables.study_data).where(where).values(value=value)).rowcount:
-                return
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(tables.study_data).values(study_id=study_id, key=key, value=value))
-            except IntegrityError:  # another writer inserted it meanwhile: this one, the later, replaces it
-                conn.execute(update(tables.study_data).where(where).values(value=value))
+            _set_value(conn, study_id, key, value)
 
     with_retry(write, engine)
 
@@ -60,15 +66,7 @@ def replace_data(engine: Engine, study_id: int, key: str, value: str) -> None:
 def touch_revision(conn: Connection, study_id: int) -> None:
     """Give the study a new :data:`REVISION_KEY` token, in ``conn``'s transaction (the one that writes to one of
     its finished trials)."""
-    token = uuid.uuid4().hex
-    row = (tables.study_data.c.study_id == study_id) & (tables.study_data.c.key == REVISION_KEY)
-    if conn.execute(update(tables.study_data).where(row).values(value=token)).rowcount:
-        return
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(tables.study_data).values(study_id=study_id, key=REVISION_KEY, value=token))
-    except IntegrityError:  # another writer created it first: the revision has changed either way
-        pass
+    _set_value(conn, study_id, REVISION_KEY, uuid.uuid4().hex)
 
 
 def revisions(engine: Engine) -> dict[int, str]:
